@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install everything cloudfree needs on a fresh machine (idempotent).
+#  - Debian: PostGIS for the machine's PostgreSQL 15
+#  - venvs: .venv (project), .venv-ministack (MiniStack + SAM translator),
+#           .venv-sam (SAM CLI, cfn-lint), .venv-stacapi (stac-fastapi-pgstac, pypgstac)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+if ! ls /usr/share/postgresql/15/extension/postgis.control >/dev/null 2>&1; then
+  echo "[setup] installing PostGIS (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends postgresql-15-postgis-3 >/dev/null
+fi
+
+mkvenv() {  # mkvenv DIR REQFILE [extra pip args]
+  local dir=$1 req=$2; shift 2
+  local stamp="$dir/.req.sha"
+  local want; want=$(cat "$req" "$@" 2>/dev/null | sha1sum | cut -c1-40)
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return 0; fi
+  echo "[setup] building $dir from $req"
+  [[ -x "$dir/bin/python" ]] || "$PY" -m venv "$dir"
+  "$dir/bin/pip" install -q --upgrade pip >/dev/null
+  "$dir/bin/pip" install -q -r "$req"
+  echo "$want" > "$stamp"
+}
+
+mkvenv .venv requirements/dev.txt &
+p1=$!
+mkvenv .venv-stacapi requirements/stacapi.txt &
+p2=$!
+wait $p1 $p2
+mkvenv .venv-ministack requirements/ministack.txt &
+p3=$!
+mkvenv .venv-sam requirements/sam.txt &
+p4=$!
+wait $p3 $p4
+# the project itself, editable, in its venv
+if ! .venv/bin/python -c "import cloudfree" 2>/dev/null; then
+  .venv/bin/pip install -q --no-deps -e .
+fi
+echo "[setup] ok"

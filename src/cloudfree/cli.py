@@ -1,0 +1,52 @@
+"""The ``cloudfree`` command line: one entry point, sub-commands registered by feature modules.
+
+Each module in ``COMMAND_MODULES`` exposes ``register(subparsers)`` which adds its sub-commands
+and sets ``func`` on them (``func(args) -> int``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import CloudfreeError
+
+COMMAND_MODULES = (
+    "cloudfree.local.cli",  # local up/down/status/env
+    "cloudfree.synth.cli",  # synth
+    "cloudfree.pipeline.cli",  # run/status/reprocess/fetch/deploy
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cloudfree", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cloudfree {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name and name.startswith(err.name):
+                continue  # feature not installed in this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except CloudfreeError as err:
+        print(f"cloudfree: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""One error hierarchy for cloudfree.
+
+On AWS the exception class name becomes the Step Functions error name, so Retry/Catch in
+``statemachine/`` match the *transient* classes below by name (see ``TRANSIENT_ERRORS``).
+MiniStack reports every handler error as ``Runtime.HandlerError``, so the state machine also
+carries a fallback for that name.
+"""
+
+from __future__ import annotations
+
+
+class CloudfreeError(Exception):
+    """Base class of every error cloudfree raises on purpose."""
+
+
+class InputError(CloudfreeError, ValueError):
+    """The caller asked for something malformed (bad tile id, year, AOI, options, request)."""
+
+
+class ConfigError(CloudfreeError):
+    """A required setting (environment variable) is missing or invalid."""
+
+
+class NoScenesError(CloudfreeError):
+    """A tile has no usable scene for the requested year and filters (an *empty* tile)."""
+
+
+class TransientError(CloudfreeError):
+    """Worth retrying: throttling, timeouts, 5xx from S3 or the STAC API."""
+
+
+class SourceReadError(TransientError):
+    """Reading a source COG failed in a way that may succeed on retry."""
+
+
+class StacApiError(TransientError):
+    """The STAC API failed or timed out."""
+
+
+class IncompleteError(CloudfreeError):
+    """A step found its inputs incomplete (e.g. a window result missing when assembling)."""
+
+
+class ValidationError(CloudfreeError):
+    """An output failed validation (COG or STAC) and was not published."""
+
+
+class ServiceDownError(CloudfreeError):
+    """A local service (MiniStack, PostgreSQL, STAC API) is not reachable."""
+
+
+#: Error names the state machine retries with backoff (besides the AWS ones).
+TRANSIENT_ERRORS = ("TransientError", "SourceReadError", "StacApiError")
