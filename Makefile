@@ -1,0 +1,54 @@
+# cloudfree — the commands a newcomer needs. `make demo` runs the pipeline locally, `make test` tests it.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+CLOUDFREE := $(VENV)/bin/cloudfree
+PYTEST_ARGS ?=
+
+.PHONY: help setup up down status env demo test test-unit test-integration bench lint build deploy clean
+
+help:
+	@echo "make demo   - install, start the local stack, synthesize an archive, deploy, run a year"
+	@echo "make test   - install, start the local stack, run every test"
+	@echo "make up / make down / make status - the local stack (MiniStack + STAC API)"
+	@echo "make bench  - benchmarks (median kernel, tile)"
+	@echo "make lint   - ruff, sam validate --lint, cfn-lint"
+
+setup:
+	@bash scripts/setup.sh
+
+up: setup
+	@$(CLOUDFREE) local up
+
+down:
+	@if [ -x $(CLOUDFREE) ]; then $(CLOUDFREE) local down; fi
+
+status:
+	@$(CLOUDFREE) local status
+
+env:
+	@$(CLOUDFREE) local env
+
+demo: up
+	@$(CLOUDFREE) demo
+
+test: up
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+test-integration: up
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/bench_median.py
+	@if [ -f bench/bench_tile.py ]; then $(PY) bench/bench_tile.py; fi
+
+lint: setup
+	$(VENV)/bin/ruff check src tests functions bench
+	.venv-sam/bin/sam validate --lint --region us-west-2
+	.venv-sam/bin/cfn-lint template.yaml
+
+clean: down
+	rm -rf .run .aws-sam out
