@@ -103,7 +103,8 @@ def _wait(check, what: str, timeout: float, log_file: Path | None = None,
     tail = ""
     if log_file and log_file.exists():
         tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-15:])
-    raise ServiceDownError(f"{what} is not up (waited up to {timeout:.0f}s); log {log_file}:\n{tail}")
+    raise ServiceDownError(f"{what} is not up (waited up to {timeout:.0f}s); "
+                           f"log {log_file}:\n{tail}")
 
 
 @dataclass

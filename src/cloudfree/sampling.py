@@ -1,0 +1,34 @@
+"""Small pixel samples of a scene, read from COG overviews (cheap: a few hundred KB per scene).
+
+Used by *select* to check each scene's BOA offset against its pixels (see ``harmonize``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import storage
+from .errors import SourceReadError
+
+#: NIR (B8A) separates offset from no-offset best: water and dark areas are near 0 without it.
+SAMPLE_BAND = "nir08"
+SAMPLE_SIZE = 549  # pixels per side: the 10x-decimated 20 m grid (one overview level)
+
+
+def _read_decimated(href: str, size: int) -> np.ndarray:
+    import rasterio
+    from rasterio.enums import Resampling
+
+    try:
+        with rasterio.Env(**storage.gdal_env_options()), rasterio.open(href) as src:
+            return src.read(1, out_shape=(size, size), resampling=Resampling.nearest)
+    except rasterio.errors.RasterioError as err:
+        raise SourceReadError(f"cannot read a sample of {href}: {err}") from err
+
+
+def read_overview_sample(assets: dict[str, str], band: str = SAMPLE_BAND,
+                         size: int = SAMPLE_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels uint16, scl uint8) of one scene on a common decimated grid."""
+    pixels = _read_decimated(assets[band], size).astype(np.uint16, copy=False)
+    scl = _read_decimated(assets["scl"], size).astype(np.uint8, copy=False)
+    return pixels, scl

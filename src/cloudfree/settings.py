@@ -1,0 +1,66 @@
+"""Configuration read once from the environment (the template sets these on every function)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+from .layout import DATA_PREFIX, Layout
+
+DEFAULT_STAC_API = "https://earth-search.aws.element84.com/v1"
+DEFAULT_MASK = (0, 1, 3, 8, 9, 10, 11)
+
+
+def _int_tuple(value: str, name: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError as err:
+        raise ConfigError(f"{name} must be a comma-separated list of integers: {value!r}") from err
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a task needs to know about its deployment."""
+
+    work_bucket: str
+    data_bucket: str
+    control_bucket: str
+    stac_api_url: str = DEFAULT_STAC_API
+    source_collection: str = "sentinel-2-l2a"
+    scene_count: int = 16
+    mask_classes: tuple[int, ...] = DEFAULT_MASK
+    median_memory_mb: int = 3008
+    state_machine_arn: str | None = None
+    data_prefix: str = DATA_PREFIX
+    public_base_url: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.work_bucket, self.data_bucket, self.control_bucket, self.data_prefix)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Build from ``WORK_BUCKET``, ``DATA_BUCKET``, ``CONTROL_BUCKET`` (required) and more."""
+        env = dict(os.environ if env is None else env)
+        missing = [k for k in ("WORK_BUCKET", "DATA_BUCKET", "CONTROL_BUCKET") if not env.get(k)]
+        if missing:
+            raise ConfigError(f"missing required environment variable(s): {', '.join(missing)}")
+        try:
+            return cls(
+                work_bucket=env["WORK_BUCKET"],
+                data_bucket=env["DATA_BUCKET"],
+                control_bucket=env["CONTROL_BUCKET"],
+                stac_api_url=env.get("STAC_API_URL") or DEFAULT_STAC_API,
+                source_collection=env.get("SOURCE_COLLECTION") or "sentinel-2-l2a",
+                scene_count=int(env.get("SCENE_COUNT") or 16),
+                mask_classes=_int_tuple(env.get("MASK_CLASSES") or "0,1,3,8,9,10,11",
+                                        "MASK_CLASSES"),
+                median_memory_mb=int(env.get("MEDIAN_MEMORY_MB") or 3008),
+                state_machine_arn=env.get("STATE_MACHINE_ARN") or None,
+                data_prefix=env.get("DATA_PREFIX") or DATA_PREFIX,
+                public_base_url=env.get("PUBLIC_BASE_URL") or None,
+            )
+        except ValueError as err:
+            raise ConfigError(f"bad numeric setting: {err}") from err

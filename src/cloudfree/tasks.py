@@ -1,0 +1,404 @@
+"""The task layer: one function per pipeline step, turning a small payload into library calls.
+
+Lambda handlers (``functions/*/app.py``), the CLI and the tests call these. Each takes plain
+values plus a :class:`~cloudfree.settings.Settings` and returns a small JSON-able dict: S3
+references, counts and timings, never scene lists or pixels (Step Functions' 256 KB limit).
+Every step is rerun-safe: finished work is detected by its output objects and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from . import storage
+from .bands import OUTPUT_BANDS, get_band
+from .errors import CloudfreeError, InputError, NoScenesError
+from .grid import parse_bbox, parse_tile, tiles_for_aoi
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+FIRST_YEAR = 2015  # Sentinel-2A launch
+MAX_TILES = 25_000
+#: Windows one median invocation handles (fewer Step Functions transitions per tile).
+WINDOWS_PER_BATCH = 8
+#: Reflectance band whose count COG and statistics stand for the tile (10 m, finest grid).
+COUNT_BAND = "red"
+
+
+# --------------------------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunOptions:
+    """Options of one execution (validated once, at the boundary)."""
+
+    scenes: int | None = None  # None: the deployment's SceneCount
+    months: tuple[int, ...] | None = None
+    max_cloud: float | None = None
+    mask_classes: tuple[int, ...] | None = None  # None: the deployment's MaskClasses
+    force: bool = False  # recompute finished work
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> RunOptions:
+        data = dict(data or {})
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputError(f"unknown option(s) {sorted(unknown)}; valid: "
+                             f"{sorted(cls.__dataclass_fields__)}")
+        try:
+            opts = cls(
+                scenes=None if data.get("scenes") is None else int(data["scenes"]),
+                months=None if data.get("months") is None else tuple(int(m) for m in
+                                                                     data["months"]),
+                max_cloud=None if data.get("max_cloud") is None else float(data["max_cloud"]),
+                mask_classes=None if data.get("mask_classes") is None else tuple(
+                    int(c) for c in data["mask_classes"]),
+                force=bool(data.get("force", False)),
+            )
+        except (TypeError, ValueError) as err:
+            raise InputError(f"bad options {data!r}: {err}") from err
+        if opts.scenes is not None and not 1 <= opts.scenes <= 64:
+            raise InputError(f"scenes must be within 1-64, got {opts.scenes}")
+        if opts.months is not None and any(not 1 <= m <= 12 for m in opts.months):
+            raise InputError(f"months must be within 1-12, got {list(opts.months)}")
+        if opts.max_cloud is not None and not 0 <= opts.max_cloud <= 100:
+            raise InputError(f"max_cloud must be within 0-100, got {opts.max_cloud}")
+        if opts.mask_classes is not None and any(not 0 <= c <= 11 for c in opts.mask_classes):
+            raise InputError(f"mask_classes must be SCL classes 0-11, got {opts.mask_classes}")
+        return opts
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("months", "mask_classes"):
+            d[k] = list(d[k]) if d[k] is not None else None
+        return d
+
+    def scene_count(self, settings: Settings) -> int:
+        return self.scenes or settings.scene_count
+
+    def masks(self, settings: Settings) -> tuple[int, ...]:
+        return self.mask_classes or settings.mask_classes
+
+
+def check_year(year: Any) -> int:
+    try:
+        y = int(year)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"year must be an integer, got {year!r}") from err
+    if not FIRST_YEAR <= y <= datetime.now(UTC).year:
+        raise InputError(f"year {y} outside {FIRST_YEAR}-{datetime.now(UTC).year}")
+    return y
+
+
+def resolve_tiles(tiles: list[str] | None, aoi: Any = None) -> list[str]:
+    """Tile ids from an explicit list and/or an AOI bbox; sorted, unique, validated."""
+    found: set[str] = set()
+    for t in tiles or []:
+        found.add(parse_tile(t).id)
+    if aoi is not None:
+        found.update(t.id for t in tiles_for_aoi(parse_bbox(aoi)))
+    if not found:
+        raise InputError("no tiles: give `tiles` and/or an `aoi`")
+    if len(found) > MAX_TILES:
+        raise InputError(f"{len(found)} tiles exceed the limit of {MAX_TILES} per execution")
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------------------------
+# plan
+# --------------------------------------------------------------------------------------------
+def plan(event: dict, settings: Settings) -> dict:
+    """Validate the execution input, expand it to tiles, write the tile list for ItemReader."""
+    year = check_year(event.get("year"))
+    tiles = resolve_tiles(event.get("tiles"), event.get("aoi"))
+    options = RunOptions.from_dict(event.get("options"))
+    execution = str(event.get("execution") or f"manual-{year}")
+    uri = settings.layout.plan_list(execution)
+    storage.write_json(uri, [{"tile": t} for t in tiles])
+    bucket, key = storage.split_s3(uri)
+    return {"year": year, "options": options.to_dict(), "tiles_bucket": bucket,
+            "tiles_key": key, "count": len(tiles), "execution": execution}
+
+
+# --------------------------------------------------------------------------------------------
+# select
+# --------------------------------------------------------------------------------------------
+def _band_work(n_scenes: int, settings: Settings) -> list[dict]:
+    from .windows import batch_windows, plan_windows
+
+    work = []
+    for key in OUTPUT_BANDS:
+        windows = plan_windows(get_band(key), n_scenes, settings.median_memory_mb)
+        n = len(batch_windows(windows, WINDOWS_PER_BATCH))
+        work.append({"band": key, "batches": list(range(n))})
+    return work
+
+
+def band_batch(band: str, n_scenes: int, batch: int, settings: Settings) -> list:
+    """The windows of one median invocation (recomputed, never passed in payloads)."""
+    from .windows import batch_windows, plan_windows
+
+    batches = batch_windows(plan_windows(get_band(band), n_scenes, settings.median_memory_mb),
+                            WINDOWS_PER_BATCH)
+    if not 0 <= batch < len(batches):
+        raise InputError(f"batch {batch} out of range for {band} ({len(batches)} batches)")
+    return batches[batch]
+
+
+def _harmonize(manifest: dict) -> None:
+    """Decide each scene's BOA offset from its metadata and a small pixel sample."""
+    from .harmonize import decide
+    from .mask import valid_mask
+    from .sampling import read_overview_sample
+
+    for scene in manifest["scenes"]:
+        pixels = valid = scl = None
+        try:
+            pixels, scl = read_overview_sample(scene["assets"])
+            valid = valid_mask(scl)
+        except CloudfreeError as err:  # metadata alone decides; the evidence says why
+            log.warning("pixel sample of %s failed: %s", scene["id"], err)
+        decision = decide(scene.get("properties", {}), pixels=pixels, valid=valid,
+                          collection=scene.get("collection"), scl=scl)
+        scene["harmonization"] = decision.to_dict()
+
+
+def select(tile: str, year: int, options: dict | None, settings: Settings) -> dict:
+    """Search, select and harmonize the scenes of one tile; write the scene manifest."""
+    from .select import SelectOptions, search_items, select_scenes
+
+    t = parse_tile(tile)
+    year = check_year(year)
+    opts = RunOptions.from_dict(options)
+    layout = settings.layout
+    base = {"tile": t.id, "year": year, "options": opts.to_dict()}
+    if not opts.force and storage.exists(layout.item(year, t.id)):
+        return {**base, "status": "complete", "work": [], "scenes": 0}
+    manifest_uri = layout.manifest(year, t.id)
+    if not opts.force and storage.exists(manifest_uri):
+        manifest = storage.read_json(manifest_uri)  # a rerun keeps the scenes it started with
+    else:
+        items = search_items(settings.stac_api_url, t, year,
+                             collection=settings.source_collection, months=opts.months,
+                             max_cloud=opts.max_cloud)
+        sel_opts = SelectOptions(n=opts.scene_count(settings), months=opts.months,
+                                 max_cloud=opts.max_cloud, collection=settings.source_collection)
+        try:
+            selection = select_scenes(items, t, year, sel_opts, api_url=settings.stac_api_url)
+        except NoScenesError as err:
+            storage.write_json(f"{layout.run_prefix(year, t.id)}/EMPTY.json",
+                               {"tile": t.id, "year": year, "reason": str(err),
+                                "searched": len(items)})
+            return {**base, "status": "empty", "work": [], "scenes": 0, "reason": str(err)}
+        manifest = selection.to_manifest()
+        manifest["mask_classes"] = list(opts.masks(settings))
+        _harmonize(manifest)
+        storage.write_json(manifest_uri, manifest)
+    n = len(manifest["scenes"])
+    return {**base, "status": "ready", "manifest": manifest_uri, "scenes": n,
+            "work": _band_work(n, settings)}
+
+
+# --------------------------------------------------------------------------------------------
+# median, assemble, complete
+# --------------------------------------------------------------------------------------------
+def median(tile: str, year: int, band: str, batch: int, options: dict | None,
+           settings: Settings) -> dict:
+    """Composite one batch of windows of one band (skipping windows already written)."""
+    from .composite import composite_band_windows
+
+    t = parse_tile(tile)
+    opts = RunOptions.from_dict(options)
+    manifest = storage.read_json(settings.layout.manifest(int(year), t.id))
+    windows = band_batch(band, len(manifest["scenes"]), int(batch), settings)
+    t0 = time.perf_counter()
+    done = composite_band_windows(manifest, band, windows, settings.layout, int(year), t,
+                                  overwrite=opts.force,
+                                  mask_classes=manifest.get("mask_classes") or
+                                  opts.masks(settings))
+    return {"band": band, "batch": int(batch), "windows": len(done),
+            "skipped": sum(1 for d in done if d["skipped"]),
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def assemble(tile: str, year: int, band: str, options: dict | None, settings: Settings) -> dict:
+    """Stitch one band's windows into its web-optimized COG (and the count COG for red)."""
+    from .assemble import assemble_band
+    from .windows import plan_windows
+
+    t = parse_tile(tile)
+    year = int(year)
+    opts = RunOptions.from_dict(options)
+    layout = settings.layout
+    stats_uri = layout.band_stats(year, t.id, band)
+    cog = layout.band_cog(year, t.id, band)
+    wants_count = band == COUNT_BAND
+    if not opts.force and storage.exists(stats_uri) and storage.exists(cog) and (
+            not wants_count or storage.exists(layout.band_cog(year, t.id, "count"))):
+        stats = storage.read_json(stats_uri)
+        return {"band": band, "cog": cog, "bytes": stats["cog"]["size"], "skipped": True}
+    manifest = storage.read_json(layout.manifest(year, t.id))
+    windows = plan_windows(get_band(band), len(manifest["scenes"]), settings.median_memory_mb)
+    t0 = time.perf_counter()
+    info = assemble_band(layout, year, t.id, band, windows, write_count=wants_count)
+    return {"band": band, "cog": info.href, "bytes": info.size, "skipped": False,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def complete(tile: str, year: int, execution: str | None, settings: Settings) -> dict:
+    """Mark the tile complete (its S3 event triggers *publish*); never rewritten on reruns."""
+    t = parse_tile(tile)
+    year = int(year)
+    layout = settings.layout
+    done_uri = layout.tile_done(year, t.id)
+    missing = [b for b in OUTPUT_BANDS if not storage.exists(layout.band_stats(year, t.id, b))]
+    if missing:
+        from .errors import IncompleteError
+
+        raise IncompleteError(f"{t.id} {year}: bands not assembled: {missing}")
+    if not storage.exists(done_uri):
+        storage.write_json(done_uri, {"tile": t.id, "year": year, "execution": execution,
+                                      "completed_at": _now()})
+    return {"tile": t.id, "year": year, "status": "done"}
+
+
+def record_failure(tile: str, year: int, error: dict | None, settings: Settings) -> dict:
+    """Record why a tile failed (the report turns it into a reprocessing request)."""
+    t = parse_tile(tile)
+    error = error or {}
+    cause = str(error.get("Cause", ""))[:4000]
+    uri = f"{settings.layout.run_prefix(int(year), t.id)}/FAILED.json"
+    storage.write_json(uri, {"tile": t.id, "year": int(year), "error": error.get("Error"),
+                             "cause": cause, "at": _now()})
+    return {"tile": t.id, "year": int(year), "status": "failed", "error": error.get("Error")}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------------------------
+# publish
+# --------------------------------------------------------------------------------------------
+def parse_done_key(key: str) -> tuple[int, str]:
+    """``work/{year}/{tile}/DONE.json`` -> (year, tile)."""
+    parts = key.strip("/").split("/")
+    if len(parts) < 4 or parts[-1] != "DONE.json" or parts[-4] != "work":
+        raise InputError(f"not a tile completion marker: {key!r}")
+    return int(parts[-3]), parse_tile(parts[-2]).id
+
+
+def publish(bucket: str, key: str, settings: Settings) -> dict:
+    """Build, validate and write a tile's STAC item once all its assets exist and validate."""
+    from .publish import publish_tile
+
+    year, tile = parse_done_key(key)
+    if bucket != settings.work_bucket:
+        raise InputError(f"completion marker in unexpected bucket {bucket!r}")
+    return publish_tile(tile, year, settings)
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+def tile_status(tile: str, year: int, settings: Settings) -> dict:
+    """done / empty / failed (with the reason) for one tile, from the objects it left."""
+    layout = settings.layout
+    prefix = layout.run_prefix(year, tile)
+    if storage.exists(layout.item(year, tile)):
+        done = storage.read_json(layout.tile_done(year, tile)) if storage.exists(
+            layout.tile_done(year, tile)) else {}
+        return {"tile": tile, "status": "done", "item": layout.item(year, tile),
+                "completed_at": done.get("completed_at")}
+    if storage.exists(f"{prefix}/EMPTY.json"):
+        return {"tile": tile, "status": "empty",
+                "reason": storage.read_json(f"{prefix}/EMPTY.json").get("reason")}
+    if storage.exists(f"{prefix}/FAILED.json"):
+        failed = storage.read_json(f"{prefix}/FAILED.json")
+        return {"tile": tile, "status": "failed", "error": failed.get("error"),
+                "cause": failed.get("cause")}
+    return {"tile": tile, "status": "failed", "error": "Incomplete",
+            "cause": "no item, no empty or failure record (publish pending or never ran)"}
+
+
+def report(execution: str, year: int, tiles_bucket: str, tiles_key: str,
+           settings: Settings) -> dict:
+    """Summarise an execution per tile; failed tiles become a pending reprocessing request."""
+    year = int(year)
+    tiles = [t["tile"] for t in storage.read_json(f"s3://{tiles_bucket}/{tiles_key}")]
+    rows = [tile_status(t, year, settings) for t in tiles]
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("done", "empty", "failed")}
+    doc = {"execution": execution, "year": year, "generated_at": _now(), **counts,
+           "tiles": rows}
+    failed = [r["tile"] for r in rows if r["status"] == "failed"]
+    if failed:
+        req = {"year": year, "tiles": failed, "reason": f"failed in {execution}"}
+        uri = f"s3://{settings.control_bucket}/pending-requests/{execution}.json"
+        storage.write_json(uri, req)
+        doc["reprocess_request"] = uri
+    uri = settings.layout.report(execution)
+    storage.write_json(uri, doc)
+    return {"report": uri, **counts}
+
+
+# --------------------------------------------------------------------------------------------
+# reprocess
+# --------------------------------------------------------------------------------------------
+def parse_request(body: bytes) -> dict:
+    """A reprocessing request: ``{"year": 2023, "tiles": [...], "aoi"?: [...], "options"?: {}}``."""
+    try:
+        req = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"request is not JSON: {err}") from err
+    if not isinstance(req, dict):
+        raise InputError("request must be a JSON object")
+    unknown = set(req) - {"year", "tiles", "aoi", "options", "reason"}
+    if unknown:
+        raise InputError(f"unknown request field(s): {sorted(unknown)}")
+    tiles = req.get("tiles")
+    if tiles is not None and (not isinstance(tiles, list) or not all(isinstance(t, str)
+                                                                      for t in tiles)):
+        raise InputError("tiles must be a list of MGRS tile ids")
+    return {"year": check_year(req.get("year")), "tiles": resolve_tiles(tiles, req.get("aoi")),
+            "aoi": None, "options": RunOptions.from_dict(req.get("options")).to_dict()}
+
+
+def reprocess(bucket: str, key: str, settings: Settings, sfn_client=None) -> dict:
+    """Start an execution for the tiles a request names, or record why it was rejected."""
+    body = storage.read_bytes(f"s3://{bucket}/{key}")
+    name = key.rsplit("/", 1)[-1]
+    try:
+        execution_input = parse_request(body)
+    except InputError as err:
+        storage.write_json(f"s3://{settings.control_bucket}/rejected/{name}.json",
+                           {"request": f"s3://{bucket}/{key}", "reason": str(err),
+                            "at": _now()})
+        return {"status": "rejected", "reason": str(err)}
+    if not settings.state_machine_arn:
+        from .errors import ConfigError
+
+        raise ConfigError("STATE_MACHINE_ARN is not set")
+    digest = hashlib.sha256(body).hexdigest()[:12]
+    exec_name = f"reprocess-{execution_input['year']}-{_safe(name)[:40]}-{digest}"
+    if sfn_client is None:
+        import boto3
+
+        sfn_client = boto3.client("stepfunctions")
+    try:
+        resp = sfn_client.start_execution(stateMachineArn=settings.state_machine_arn,
+                                          name=exec_name, input=json.dumps(execution_input))
+    except sfn_client.exceptions.ExecutionAlreadyExists:
+        return {"status": "duplicate", "execution": exec_name}
+    return {"status": "started", "execution": exec_name, "executionArn": resp["executionArn"],
+            "tiles": execution_input["tiles"]}
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
