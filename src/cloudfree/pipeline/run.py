@@ -1,0 +1,202 @@
+"""Start and follow executions of the deployed state machine (local MiniStack or AWS).
+
+The stack is found by name (CloudFormation outputs); boto3 goes wherever ``AWS_ENDPOINT_URL`` /
+the AWS profile points. Progress is read from the objects the pipeline writes: tiles done
+(items), windows done (window statistics) out of the windows the manifests imply.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .. import storage
+from ..bands import OUTPUT_BANDS, get_band
+from ..errors import CloudfreeError, InputError
+from ..settings import Settings
+from ..tasks import check_year, resolve_tiles, tile_status
+
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What the CLI needs of a deployed stack (from its CloudFormation outputs)."""
+
+    stack_name: str
+    work_bucket: str
+    data_bucket: str
+    control_bucket: str
+    state_machine_arn: str
+    memory_mb: int = 3008
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(self.work_bucket, self.data_bucket, self.control_bucket,
+                        state_machine_arn=self.state_machine_arn,
+                        median_memory_mb=self.memory_mb)
+
+
+def find_stack(stack_name: str = "cloudfree") -> Deployed:
+    """Read the stack's outputs (and the median memory parameter)."""
+    import boto3
+
+    cfn = boto3.client("cloudformation")
+    try:
+        stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
+    except Exception as err:  # noqa: BLE001
+        raise CloudfreeError(f"stack {stack_name!r} not found ({err}); deploy it first "
+                             "(`make demo` locally, `sam deploy` on AWS)") from err
+    out = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    params = {p["ParameterKey"]: p.get("ParameterValue") for p in stack.get("Parameters", [])}
+    try:
+        return Deployed(stack_name, out["WorkBucketName"], out["DataBucketName"],
+                        out["ControlBucketName"], out["StateMachineArn"],
+                        int(params.get("MedianMemoryMB") or 3008))
+    except KeyError as err:
+        raise CloudfreeError(f"stack {stack_name!r} lacks output {err}") from err
+
+
+def execution_input(year: int, tiles: list[str] | None, aoi: Any = None,
+                    options: dict | None = None) -> dict:
+    """The validated execution input (tiles resolved here too, to fail before starting)."""
+    year = check_year(year)
+    resolve_tiles(tiles, aoi)
+    return {"year": year, "tiles": tiles or [], "aoi": list(aoi) if aoi else None,
+            "options": options or {}}
+
+
+def start(deployed: Deployed, payload: dict, name: str | None = None) -> str:
+    import boto3
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    name = name or f"y{payload['year']}-{stamp}"
+    resp = boto3.client("stepfunctions").start_execution(
+        stateMachineArn=deployed.state_machine_arn, name=name, input=json.dumps(payload))
+    return resp["executionArn"]
+
+
+def expected_windows(deployed: Deployed, year: int, tile: str) -> int | None:
+    """Windows of a tile (once its manifest exists), from the same plan the pipeline uses."""
+    from ..windows import plan_windows
+
+    layout = deployed.settings.layout
+    uri = layout.manifest(year, tile)
+    if not storage.exists(uri):
+        return None
+    n = len(storage.read_json(uri)["scenes"])
+    return sum(len(plan_windows(get_band(b), n, deployed.memory_mb)) for b in OUTPUT_BANDS)
+
+
+def progress(deployed: Deployed, year: int, tiles: list[str]) -> dict:
+    """Tiles finished and windows written so far."""
+    layout = deployed.settings.layout
+    done = windows = total = 0
+    for tile in tiles:
+        if storage.exists(layout.item(year, tile)):
+            done += 1
+        exp = expected_windows(deployed, year, tile)
+        if exp:
+            total += exp
+            windows += sum(1 for u in storage.list_uris(
+                f"{layout.run_prefix(year, tile)}/windows/") if u.endswith(".json"))
+    return {"tiles_done": done, "tiles": len(tiles), "windows_done": windows,
+            "windows": total}
+
+
+def _bar(frac: float, width: int = 28) -> str:
+    n = int(round(frac * width))
+    return "#" * n + "-" * (width - n)
+
+
+def follow(deployed: Deployed, execution_arn: str, year: int, tiles: list[str],
+           poll: float = 2.0, timeout: float = 3600, out=sys.stderr) -> dict:
+    """Poll until the execution ends, printing a progress bar; return describe_execution."""
+    import boto3
+
+    sfn = boto3.client("stepfunctions")
+    t0 = time.monotonic()
+    tty = out.isatty()
+    last = ""
+    while True:
+        desc = sfn.describe_execution(executionArn=execution_arn)
+        p = progress(deployed, year, tiles)
+        frac = p["windows_done"] / p["windows"] if p["windows"] else 0.0
+        line = (f"[{_bar(frac)}] tiles {p['tiles_done']}/{p['tiles']}  windows "
+                f"{p['windows_done']}/{p['windows'] or '?'}  {desc['status'].lower()}  "
+                f"{time.monotonic() - t0:5.0f}s")
+        if tty:
+            print("\r" + line, end="", file=out, flush=True)
+        elif line.split("  ")[:2] != last.split("  ")[:2]:
+            print(line, file=out, flush=True)
+        last = line
+        if desc["status"] in TERMINAL:
+            if tty:
+                print(file=out)
+            return desc
+        if time.monotonic() - t0 > timeout:
+            raise CloudfreeError(f"execution still {desc['status']} after {timeout:.0f}s")
+        time.sleep(poll)
+
+
+def tile_statuses(deployed: Deployed, year: int, tiles: list[str]) -> list[dict]:
+    return [tile_status(t, year, deployed.settings) for t in tiles]
+
+
+def fetch(deployed: Deployed, year: int, tile: str, dest: Path) -> list[Path]:
+    """Copy a tile's published outputs (COGs + item JSON) to a local folder."""
+    prefix = deployed.settings.layout.output_prefix(year, tile) + "/"
+    files = []
+    for uri in storage.list_uris(prefix):
+        path = Path(dest) / uri[len(prefix):]
+        storage.download_file(uri, path)
+        files.append(path)
+    if not files:
+        raise InputError(f"nothing published for {tile} {year} under {prefix}")
+    return files
+
+
+def submit_request(deployed: Deployed, year: int, tiles: list[str], name: str | None = None,
+                   options: dict | None = None) -> str:
+    """Drop a reprocessing request under the control bucket's ``requests/`` (S3 event → run)."""
+    check_year(year)
+    resolve_tiles(tiles)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    uri = deployed.settings.layout.request(name or f"{year}-{'-'.join(tiles)[:60]}-{stamp}.json")
+    storage.write_json(uri, {"year": year, "tiles": tiles, "options": options or {}})
+    return uri
+
+
+def execution_history_stats(execution_arn: str) -> dict:
+    """State transitions and the largest state payload / Lambda result, from the history."""
+    import boto3
+
+    sfn = boto3.client("stepfunctions")
+    events, token = [], None
+    while True:
+        kw = {"executionArn": execution_arn, "maxResults": 1000}
+        if token:
+            kw["nextToken"] = token
+        page = sfn.get_execution_history(**kw)
+        events.extend(page["events"])
+        token = page.get("nextToken")
+        if not token:
+            break
+    transitions = sum(1 for e in events if e["type"].endswith("StateEntered"))
+    max_state = max_lambda = 0
+    for e in events:
+        for key, det in e.items():
+            if not key.endswith("EventDetails") or not isinstance(det, dict):
+                continue
+            for field in ("input", "output"):
+                size = len((det.get(field) or "").encode())
+                max_state = max(max_state, size)
+                if key.startswith("lambdaFunctionSucceeded") or key.startswith("taskSucceeded"):
+                    max_lambda = max(max_lambda, size)
+    return {"events": len(events), "transitions": transitions, "max_payload_bytes": max_state,
+            "max_lambda_result_bytes": max_lambda}
