@@ -1,0 +1,106 @@
+"""SCL masks and the SCL -> band grid resampling, with exact expected arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cloudfree.errors import InputError
+from cloudfree.mask import (
+    DEFAULT_MASK_CLASSES,
+    dilate,
+    keep_snow_when_alone,
+    scl_to_band_grid,
+    valid_mask,
+)
+
+
+def test_default_classes() -> None:
+    assert DEFAULT_MASK_CLASSES == (0, 1, 3, 8, 9, 10, 11)
+
+
+def test_valid_mask_all_classes() -> None:
+    scl = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    got = valid_mask(scl)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, [[0, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(
+        valid_mask(scl, (*DEFAULT_MASK_CLASSES, 2, 7)), [[0, 0, 0, 0], [1, 1, 1, 0], [0, 0, 0, 0]]
+    )
+
+
+def test_class_zero_always_masked() -> None:
+    scl = np.array([[0, 9]], dtype=np.uint8)
+    np.testing.assert_array_equal(valid_mask(scl, classes=()), [[0, 1]])
+
+
+def test_dilate_nodata() -> None:
+    scl = np.full((5, 6), 4, dtype=np.uint8)
+    scl[0, 0] = 0
+    scl[4, 5] = 9
+    expected = np.array(
+        [
+            [0, 0, 1, 1, 1, 1],
+            [0, 0, 1, 1, 1, 1],
+            [1, 1, 1, 1, 1, 1],
+            [1, 1, 1, 1, 1, 1],
+            [1, 1, 1, 1, 1, 0],
+        ],
+        dtype=np.uint8,
+    )
+    np.testing.assert_array_equal(valid_mask(scl, dilate_nodata=1), expected)
+    expected2 = np.ones((5, 6), np.uint8)
+    expected2[:3, :3] = 0
+    expected2[4, 5] = 0
+    np.testing.assert_array_equal(valid_mask(scl, dilate_nodata=2), expected2)
+
+
+def test_dilate_square_and_stacked() -> None:
+    m = np.zeros((2, 5, 5), bool)
+    m[0, 2, 2] = True
+    out = dilate(m, 1)
+    exp = np.zeros((5, 5), bool)
+    exp[1:4, 1:4] = True
+    np.testing.assert_array_equal(out[0], exp)
+    assert not out[1].any()
+    np.testing.assert_array_equal(dilate(m, 10)[0], np.ones((5, 5), bool))
+    with pytest.raises(InputError):
+        dilate(m, -1)
+
+
+def test_scl_to_10m() -> None:
+    scl = np.array([[1, 2], [3, 4]], dtype=np.uint8)
+    np.testing.assert_array_equal(
+        scl_to_band_grid(scl, 10),
+        [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]],
+    )
+
+
+def test_scl_to_20m_identity() -> None:
+    scl = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    assert scl_to_band_grid(scl, 20) is scl
+
+
+def test_scl_to_60m_centre_pixel() -> None:
+    scl = np.arange(36, dtype=np.uint8).reshape(6, 6)
+    np.testing.assert_array_equal(scl_to_band_grid(scl, 60), [[7, 10], [25, 28]])
+    stacked = np.stack([scl, scl + 100])
+    np.testing.assert_array_equal(scl_to_band_grid(stacked, 60)[1], [[107, 110], [125, 128]])
+
+
+def test_scl_to_band_grid_errors() -> None:
+    with pytest.raises(InputError):
+        scl_to_band_grid(np.zeros((5, 6), np.uint8), 60)
+    with pytest.raises(InputError):
+        scl_to_band_grid(np.zeros((6, 6), np.uint8), 30)
+    with pytest.raises(InputError):
+        scl_to_band_grid(np.zeros((6, 6), np.uint16), 20)
+    with pytest.raises(InputError):
+        valid_mask(np.zeros(6, np.uint8))
+
+
+def test_keep_snow_when_alone() -> None:
+    scl = np.array([[[11, 11, 4]], [[11, 9, 11]]], dtype=np.uint8)
+    valid = valid_mask(scl)
+    np.testing.assert_array_equal(valid, [[[0, 0, 1]], [[0, 0, 0]]])
+    np.testing.assert_array_equal(keep_snow_when_alone(valid, scl), [[[1, 1, 1]], [[1, 0, 0]]])
