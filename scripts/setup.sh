@@ -21,7 +21,7 @@ mkvenv() {  # mkvenv DIR REQFILE [extra pip args]
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return 0; fi
   echo "[setup] building $dir from $req"
   [[ -x "$dir/bin/python" ]] || "$PY" -m venv "$dir"
-  "$dir/bin/pip" install -q --upgrade pip >/dev/null
+  "$dir/bin/pip" install -q --upgrade pip "setuptools>=68" 2>&1 | grep -v "^WARNING: Location" || true
   "$dir/bin/pip" install -q -r "$req"
   echo "$want" > "$stamp"
 }

@@ -72,7 +72,11 @@ class Tile:
         while south < _BAND_MIN_NORTHING[self.latitude_band]:
             south += 2_000_000
         north = south + 100_000
-        return (math.floor(west / 60) * 60, math.ceil(north / 60) * 60)
+        # Sentinel-2 snaps to the 60 m grid on the true northing (from the equator), so the
+        # southern hemisphere's 10,000,000 m false northing is taken off before rounding.
+        false_northing = 10_000_000 if self.southern else 0
+        y = math.ceil((north - false_northing) / 60) * 60 + false_northing
+        return (math.floor(west / 60) * 60, y)
 
     def transform(self, resolution: int) -> Affine:
         """Affine transform of the tile's grid at ``resolution`` metres."""
@@ -120,7 +124,7 @@ class Tile:
 
 
 def parse_tile(value: str | Tile) -> Tile:
-    """Parse ``33UUP``, ``T33UUP``, ``MGRS-33UUP`` or ``3WES`` into a Tile."""
+    """Parse ``33UUP``, ``T33UUP``, ``MGRS-33UUP`` or ``4WES`` into a Tile."""
     if isinstance(value, Tile):
         return value
     m = _TILE_RE.match(str(value).strip().upper())

@@ -19,7 +19,6 @@ from tests.realdata.test_realdata_select import CASSETTES, cassette_items
 pytestmark = pytest.mark.realdata
 
 SHARED_REALDATA = SHARED / "realdata"
-SOUTHERN_SNAP_BUG = "grid.py snaps southern tile origins on the wrong 60 m grid (see report)"
 S2_COLLECTIONS = {"sentinel-2-l2a", "sentinel-2-c1-l2a", "s2_l2a_c1"}
 
 
@@ -53,12 +52,7 @@ def _ten_metre_asset(item: dict) -> dict:
 
 def _params():
     for key, item in sorted(ITEMS.items()):
-        marks = (
-            [pytest.mark.xfail(strict=True, reason=SOUTHERN_SNAP_BUG)]
-            if _tile(item).southern
-            else []
-        )
-        yield pytest.param(item, id=key, marks=marks)
+        yield pytest.param(item, id=key)
 
 
 def test_every_real_item_is_found(realdata):

@@ -19,7 +19,6 @@ from cloudfree.grid import (
 
 # grid.py snaps southern-hemisphere northings on the false-northing grid (multiple of 60 of the
 # northing + 10,000,000) while Sentinel-2 snaps the signed northing; reported to the lead.
-SOUTHERN_SNAP_BUG = "grid.py snaps southern tile origins on the wrong 60 m grid (see report)"
 
 
 @pytest.mark.parametrize(
@@ -93,7 +92,6 @@ def test_origin_north(tile, origin):
         ("20EPT", (600000, 3300040)),
     ],
 )
-@pytest.mark.xfail(strict=True, reason=SOUTHERN_SNAP_BUG)
 def test_origin_south(tile, origin):
     assert parse_tile(tile).origin == origin
 
