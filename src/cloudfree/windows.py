@@ -1,0 +1,300 @@
+"""Window planning and reading: which piece of a band one *median* invocation handles.
+
+A window is a rectangle of a band's tile grid (10980/5490/1830 px at 10/20/60 m). Windows are
+aligned to the source COGs' internal blocks (Earth Search: 1024 px for every reflectance band and
+the visual image, 512 px for the 20 m SCL), so every source block is decoded exactly once and no
+read straddles blocks (a straddling read decodes 2.5-4x slower, see DESIGN Performance facts).
+
+SCL alignment follows from the reflectance alignment: a 1024 k px window at 10 m is 512 k SCL px,
+at 20 m 1024 k SCL px, at 60 m 3072 k SCL px — all multiples of SCL's 512 px block.
+
+Memory model (``window_memory_bytes``), per invocation::
+
+    fixed      = runtime baseline (Python + numpy + rasterio/GDAL libraries)      RUNTIME_MB
+               + GDAL block cache (bounded by GDAL_CACHEMAX, or the stack size)    storage setting
+               + one decode buffer per reader thread (compressed + decoded block)  threads x ...
+    per pixel  = n_scenes x ( band bytes            2 (uint16) | 3 (visual RGB uint8)
+                            + SCL at 20 m           (res/20)^2 source px per band px, 1 byte each
+                            + SCL on the band grid  1
+                            + valid mask            1 (uint8)
+                            + kernel scratch        2 (one uint16 copy; a fused kernel needs less)
+                            + visual channel cast   2 (visual only: one channel as uint16) )
+               + outputs (median, count, the GeoTIFF write buffer)  OUTPUT_BYTES_PER_PIXEL
+
+``plan_windows`` picks the largest square window of k x k blocks whose estimate stays within
+``MEMORY_FRACTION`` (50 %) of the invocation's memory, then evens the windows out over the grid
+(11 blocks of 10 m -> windows of 2, 3, 4 or 6 blocks), clipping the last row/column at the edge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from affine import Affine
+
+from . import storage
+from .bands import SCL, Band
+from .errors import InputError, SourceReadError
+
+#: Share of the invocation's memory the estimate may use (the rest is headroom).
+MEMORY_FRACTION = 0.5
+#: Python + numpy + rasterio/GDAL resident before any pixel is read (MB).
+RUNTIME_MB = 150
+#: Median, count and the result GeoTIFF's write buffer, per output pixel (bytes).
+OUTPUT_BYTES_PER_PIXEL = 8
+#: Kernel scratch per stacked value (one uint16 copy of the stack; numba's fused kernel needs 0).
+KERNEL_SCRATCH_BYTES = 2
+#: Default number of reader threads (GDAL releases the GIL while decoding and fetching).
+DEFAULT_THREADS = 8
+
+
+@dataclass(frozen=True, order=True)
+class Window:
+    """A rectangle of a band's pixel grid (offsets and sizes in that band's pixels)."""
+
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+
+    def __post_init__(self) -> None:
+        if min(self.row_off, self.col_off) < 0 or min(self.height, self.width) <= 0:
+            raise InputError(f"invalid window {self!r}")
+
+    @property
+    def key(self) -> str:
+        """Stable name, e.g. ``r00000_c01024`` (the same as ``Layout.window_result``)."""
+        return f"r{self.row_off:05d}_c{self.col_off:05d}"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def size(self) -> int:
+        """Number of pixels."""
+        return self.height * self.width
+
+    def to_rasterio(self):
+        """The equivalent ``rasterio.windows.Window``."""
+        from rasterio.windows import Window as RioWindow
+
+        return RioWindow(self.col_off, self.row_off, self.width, self.height)
+
+    def scaled(self, factor: float) -> Window:
+        """The same ground area on a grid ``factor`` times finer (2 = 20 m -> 10 m; 0.5 back).
+
+        Offsets round down and far edges round up, so the result always covers this window.
+        """
+        if factor <= 0:
+            raise InputError(f"scale factor must be positive, got {factor}")
+        r0 = math.floor(self.row_off * factor + 1e-9)
+        c0 = math.floor(self.col_off * factor + 1e-9)
+        r1 = math.ceil((self.row_off + self.height) * factor - 1e-9)
+        c1 = math.ceil((self.col_off + self.width) * factor - 1e-9)
+        return Window(r0, c0, r1 - r0, c1 - c0)
+
+    def transform(self, grid_transform: Affine) -> Affine:
+        """Affine transform of the window's own pixels, given the full grid's transform."""
+        return grid_transform @ Affine.translation(self.col_off, self.row_off)
+
+    def bounds(self, grid_transform: Affine) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) of the window in the grid's CRS."""
+        x0, y0 = grid_transform @ (self.col_off, self.row_off)
+        x1, y1 = grid_transform @ (self.col_off + self.width, self.row_off + self.height)
+        return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+    def to_dict(self) -> dict[str, int]:
+        return {"row_off": self.row_off, "col_off": self.col_off, "height": self.height,
+                "width": self.width}
+
+    @classmethod
+    def from_dict(cls, value: dict | Sequence | Window) -> Window:
+        """Accept a Window, a dict with the four fields, or ``[row_off, col_off, h, w]``."""
+        if isinstance(value, Window):
+            return value
+        if isinstance(value, dict):
+            return cls(int(value["row_off"]), int(value["col_off"]), int(value["height"]),
+                       int(value["width"]))
+        row_off, col_off, height, width = (int(v) for v in value)
+        return cls(row_off, col_off, height, width)
+
+
+# --- memory model and planning ---------------------------------------------------------------
+def _gdal_cache_bytes() -> int:
+    value = storage.gdal_env_options().get("GDAL_CACHEMAX", "256")
+    return int(float(value)) * 2**20
+
+
+def _bytes_per_scene_pixel(band: Band) -> float:
+    """Bytes held per scene per band pixel (see the module docstring)."""
+    band_bytes = np.dtype(band.dtype).itemsize * band.count
+    scl_source = (band.resolution / SCL.resolution) ** 2  # 20 m SCL px per band px (1 byte each)
+    per = band_bytes + scl_source + 1 + 1 + KERNEL_SCRATCH_BYTES
+    if band.count > 1:
+        per += 2  # one channel cast to uint16 for the exact median
+    return per
+
+
+def window_memory_bytes(band: Band, n_scenes: int, height: int, width: int, *,
+                        threads: int = DEFAULT_THREADS) -> int:
+    """Estimated peak memory (bytes) of compositing one ``height`` x ``width`` window."""
+    pixels = height * width
+    stack = n_scenes * pixels * _bytes_per_scene_pixel(band)
+    band_stack = n_scenes * pixels * np.dtype(band.dtype).itemsize * band.count
+    cache = min(_gdal_cache_bytes(), band_stack)
+    decode = threads * 2 * band.block * band.block * np.dtype(band.dtype).itemsize * band.count
+    fixed = RUNTIME_MB * 2**20 + cache + decode
+    return int(fixed + stack + pixels * OUTPUT_BYTES_PER_PIXEL)
+
+
+def _max_blocks(band: Band, n_scenes: int, memory_mb: int, n_blocks: int, threads: int) -> int:
+    budget = memory_mb * 2**20 * MEMORY_FRACTION
+    best = 0
+    for k in range(1, n_blocks + 1):
+        side = k * band.block
+        if window_memory_bytes(band, n_scenes, side, side, threads=threads) > budget:
+            break
+        best = k
+    if best == 0:
+        need = window_memory_bytes(band, n_scenes, band.block, band.block, threads=threads)
+        raise InputError(
+            f"{memory_mb} MB cannot hold one {band.block} px window of {band.key} x {n_scenes} "
+            f"scenes (needs about {need / 2**20 / MEMORY_FRACTION:.0f} MB)")
+    return best
+
+
+def plan_windows(band: Band, n_scenes: int, memory_mb: int, *, tile_size: int | None = None,
+                 threads: int = DEFAULT_THREADS) -> list[Window]:
+    """Cover the band's tile grid with block-aligned windows sized from the memory budget.
+
+    Windows are squares of ``k x k`` source blocks (the last row and column clipped at the grid
+    edge), in row-major order, with no overlap and no gap. ``k`` is the largest that keeps
+    ``window_memory_bytes`` within ``MEMORY_FRACTION`` of ``memory_mb``, then lowered as far as
+    the window count allows (11 blocks at k=5 and k=4 both need 3 windows a side: take 4).
+    """
+    if n_scenes < 1:
+        raise InputError(f"n_scenes must be >= 1, got {n_scenes}")
+    size = int(tile_size or band.size)
+    n_blocks = math.ceil(size / band.block)
+    k_max = _max_blocks(band, n_scenes, memory_mb, n_blocks, threads)
+    per_side = math.ceil(n_blocks / k_max)
+    k = math.ceil(n_blocks / per_side)
+    step = k * band.block
+    out = []
+    for row in range(0, size, step):
+        for col in range(0, size, step):
+            out.append(Window(row, col, min(step, size - row), min(step, size - col)))
+    return out
+
+
+def batch_windows(windows: Sequence[Window], max_per_batch: int) -> list[list[Window]]:
+    """Group windows (in order) into batches of at most ``max_per_batch``, one per invocation.
+
+    Batches are as even as possible (10 windows at 4 per batch -> 4, 3, 3), so invocations of
+    one band take about the same time.
+    """
+    if max_per_batch < 1:
+        raise InputError(f"max_per_batch must be >= 1, got {max_per_batch}")
+    windows = list(windows)
+    if not windows:
+        return []
+    n_batches = math.ceil(len(windows) / max_per_batch)
+    base, extra = divmod(len(windows), n_batches)
+    out, start = [], 0
+    for i in range(n_batches):
+        end = start + base + (1 if i < extra else 0)
+        out.append(windows[start:end])
+        start = end
+    return out
+
+
+# --- reading ---------------------------------------------------------------------------------
+def gdal_env() -> dict[str, str | int]:
+    """``storage.gdal_env_options()`` made acceptable to ``rasterio.Env``.
+
+    rasterio insists that ``GDAL_CACHEMAX`` is an int (a str raises "an integer is required").
+    """
+    opts: dict[str, str | int] = dict(storage.gdal_env_options())
+    if "GDAL_CACHEMAX" in opts:
+        opts["GDAL_CACHEMAX"] = int(float(opts["GDAL_CACHEMAX"]))
+    return opts
+
+
+def read_window(href: str, window: Window, *, band_index: int | Sequence[int] = 1,
+                out_dtype: str | None = None) -> np.ndarray:
+    """Read one window of a COG (s3://, http(s)://, or a local path), never boundless.
+
+    Returns (h, w) for one band index, (n, h, w) for a sequence. Any failure, including a
+    source smaller than the window, raises ``SourceReadError`` naming the href.
+    """
+    import rasterio
+
+    try:
+        with rasterio.Env(**gdal_env()), rasterio.open(href) as src:
+            data = src.read(band_index, window=window.to_rasterio(), boundless=False,
+                            out_dtype=out_dtype)
+    except Exception as err:  # noqa: BLE001 - every GDAL/IO failure becomes SourceReadError
+        raise SourceReadError(f"reading {window.key} of {href}: {err}") from err
+    if data.shape[-2:] != window.shape:
+        raise SourceReadError(
+            f"reading {window.key} of {href}: got {data.shape[-2:]} px, expected {window.shape}"
+            " (source grid smaller than the tile grid?)")
+    return data
+
+
+def read_stack(hrefs: Sequence[str], window: Window, *, threads: int = DEFAULT_THREADS,
+               band_index: int | Sequence[int] = 1, dtype: str | None = None) -> np.ndarray:
+    """Read the same window from every href in parallel threads -> (S, h, w) (or (S, n, h, w)).
+
+    Each scene is decoded straight into its slice of one preallocated array (no extra copy).
+    """
+    if not hrefs:
+        raise InputError("read_stack needs at least one href")
+    first = read_window(hrefs[0], window, band_index=band_index, out_dtype=dtype)
+    stack = np.empty((len(hrefs), *first.shape), dtype=first.dtype)
+    stack[0] = first
+    del first
+
+    def _one(i: int) -> None:
+        stack[i] = read_window(hrefs[i], window, band_index=band_index, out_dtype=dtype)
+
+    if len(hrefs) > 1:
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(hrefs) - 1))) as pool:
+            list(pool.map(_one, range(1, len(hrefs))))
+    return stack
+
+
+def scl_window(band: Band, window: Window) -> Window:
+    """The 20 m SCL window covering a band window (block-aligned when the band window is)."""
+    return window.scaled(band.resolution / SCL.resolution)
+
+
+def read_scl_for(href_scl: str, band: Band, window: Window) -> np.ndarray:
+    """Read the SCL under a band window at 20 m and return it on the band's grid (h, w) uint8."""
+    from .mask import scl_to_band_grid
+
+    scl20 = read_window(href_scl, scl_window(band, window))
+    on_grid = scl_to_band_grid(scl20, band.resolution)
+    if on_grid.shape[0] < window.height or on_grid.shape[1] < window.width:
+        raise SourceReadError(
+            f"SCL {href_scl} on the {band.resolution} m grid is {on_grid.shape}, smaller than "
+            f"window {window.key} {window.shape}")
+    return np.ascontiguousarray(on_grid[: window.height, : window.width], dtype=np.uint8)
+
+
+def read_scl_stack(hrefs: Sequence[str], band: Band, window: Window, *,
+                   threads: int = DEFAULT_THREADS) -> np.ndarray:
+    """``read_scl_for`` for every scene in parallel -> (S, h, w) uint8 on the band grid."""
+    out = np.empty((len(hrefs), window.height, window.width), dtype=np.uint8)
+
+    def _one(i: int) -> None:
+        out[i] = read_scl_for(hrefs[i], band, window)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(hrefs)))) as pool:
+        list(pool.map(_one, range(len(hrefs))))
+    return out

@@ -1,0 +1,213 @@
+"""Compositing one band window from tiny synthetic scenes with known values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from cloudfree.composite import composite_band_windows, composite_window, write_window_result
+from cloudfree.grid import parse_tile
+from cloudfree.windows import Window, read_scl_for
+
+TILE = parse_tile("33UUP")
+N = 2048  # 10 m pixels per side of the synthetic grid (the tile's upper-left corner)
+BASE = ((np.arange(N)[:, None] // 7 + np.arange(N)[None, :] // 11) % 50).astype(np.uint16)
+# scene values before harmonization; scene 0 carries the +1000 offset
+LEVELS = (2000, 1100, 1300, 1600)
+OFFSETS = (1000, 0, 0, 0)
+
+
+class LocalLayout:
+    """The ``Layout`` methods composite/assemble use, on local paths."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _w(self, year, tile, band, row, col, ext):
+        return str(self.root / f"work/{year}/{tile}/windows/{band}/r{row:05d}_c{col:05d}.{ext}")
+
+    def window_result(self, year, tile, band, row, col):
+        return self._w(year, tile, band, row, col, "tif")
+
+    def window_stats(self, year, tile, band, row, col):
+        return self._w(year, tile, band, row, col, "json")
+
+    def band_stats(self, year, tile, band):
+        return str(self.root / f"work/{year}/{tile}/bands/{band}.json")
+
+    def band_cog(self, year, tile, band):
+        return str(self.root / f"data/{year}/{tile}/{tile}_{year}_{band}.tif")
+
+
+def write_raster(path: Path, data: np.ndarray, resolution: int, block: int) -> str:
+    """A tiled DEFLATE GeoTIFF at the tile's upper-left corner (like an Earth Search COG)."""
+    data = data if data.ndim == 3 else data[None]
+    profile = {"driver": "GTiff", "height": data.shape[1], "width": data.shape[2],
+               "count": data.shape[0], "dtype": data.dtype.name, "crs": TILE.crs,
+               "transform": TILE.transform(resolution), "nodata": 0, "tiled": True,
+               "blockxsize": block, "blockysize": block, "compress": "DEFLATE",
+               "interleave": "pixel"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return str(path)
+
+
+def make_scenes(root: Path) -> dict:
+    """Four scenes of ``blue`` (2048 px, 1024 blocks) + SCL (1024 px at 20 m, 512 blocks)."""
+    scenes = []
+    for i, level in enumerate(LEVELS):
+        band = (BASE + level).astype(np.uint16)
+        scl = np.full((N // 2, N // 2), 4, dtype=np.uint8)
+        if i == 0:
+            scl[800:900, :] = 2  # dark: kept by default
+        if i == 1:
+            band[1500:1600, 100:200] = 0  # band nodata
+        if i == 2:
+            scl[:512, :512] = 9  # cloud high -> 10 m rows/cols 0:1024
+        if i == 3:
+            scl[512:, 512:] = 3  # shadow -> 10 m rows/cols 1024:2048
+            scl[:50, 600:] = 0  # nodata -> 10 m rows 0:100, cols 1200:2048 (+ dilation)
+        sid = f"S2A_33UUP_2023060{i}_0_L2A"
+        scenes.append({
+            "id": sid, "harmonization": {"offset": OFFSETS[i], "reason": "test"},
+            "assets": {"blue": write_raster(root / f"{sid}_B02.tif", band, 10, 1024),
+                       "scl": write_raster(root / f"{sid}_SCL.tif", scl, 20, 512)}})
+    return {"tile": "33UUP", "year": 2023, "scenes": scenes}
+
+
+def expected_blue(mask_dark: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Hand-computed median and count (harmonized values 1000/1100/1300/1600 + BASE)."""
+    med = np.full((N, N), 1200, dtype=np.int64)  # (1100 + 1300) / 2
+    cnt = np.full((N, N), 4, dtype=np.uint8)
+    med[:1024, :1024], cnt[:1024, :1024] = 1100, 3  # scene 2 cloud: 1000 1100 1600
+    med[1024:, 1024:], cnt[1024:, 1024:] = 1100, 3  # scene 3 shadow: 1000 1100 1300
+    med[:100, 1200:], cnt[:100, 1200:] = 1100, 3  # scene 3 nodata
+    med[1500:1600, 100:200], cnt[1500:1600, 100:200] = 1300, 3  # scene 1 band 0: 1000 1300 1600
+    if mask_dark:  # scene 0 masked in rows 1600:1800 too
+        med[1600:1800, :1024], cnt[1600:1800, :1024] = 1300, 3  # 1100 1300 1600
+        med[1600:1800, 1024:], cnt[1600:1800, 1024:] = 1200, 2  # 1100 1300
+    return (med + BASE).astype(np.uint16), cnt
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> dict:
+    return make_scenes(tmp_path_factory.mktemp("scenes"))
+
+
+def _check(result, window: Window, mask_dark=False):
+    med, cnt = expected_blue(mask_dark)
+    sl = (slice(window.row_off, window.row_off + window.height),
+          slice(window.col_off, window.col_off + window.width))
+    dil = np.zeros((N, N), dtype=bool)  # the dilated nodata edge of scene 3: not asserted
+    dil[95:110, 1190:] = True
+    dil[:110, 1190:1205] = True
+    keep = ~dil[sl]
+    np.testing.assert_array_equal(result.count[keep], cnt[sl][keep])
+    np.testing.assert_array_equal(result.median[keep], med[sl][keep])
+
+
+def test_median_full_window(manifest):
+    w = Window(0, 0, N, N)
+    res = composite_window(manifest, "blue", w, threads=2)
+    assert res.median.dtype == np.uint16 and res.count.dtype == np.uint8
+    _check(res, w)
+    ids = [s["id"] for s in manifest["scenes"]]
+    assert list(res.contributions) == ids
+    c = [res.contributions[i] for i in ids]
+    assert c[0] == N * N  # dark pixels kept, never masked
+    assert c[1] == N * N - 100 * 100
+    assert c[2] == N * N - 1024 * 1024
+    assert c[3] < N * N - 1024 * 1024 - 100 * 848
+    assert res.offsets == dict(zip(ids, OFFSETS, strict=True))
+    assert res.valid_pixels == N * N
+
+
+def test_dilation_masks_more_than_nodata(manifest):
+    res = composite_window(manifest, "blue", Window(0, 1024, 1024, 1024), dilate_nodata=2)
+    assert (res.count[100:102, 300:] == 3).all()  # rows 100, 101 = dilated scene-3 nodata
+    assert (res.count[110:, 300:] == 4).all()
+
+
+def test_masked_classes_option(manifest):
+    w = Window(1024, 0, 1024, 1024)
+    res = composite_window(manifest, "blue", w, mask_classes=(0, 1, 2, 3, 8, 9, 10, 11))
+    _check(res, w, mask_dark=True)
+
+
+@pytest.mark.parametrize("window", [Window(0, 0, 1024, 1024), Window(1024, 1024, 1024, 1024),
+                                    Window(0, 1024, 1024, 1024)], ids=lambda w: w.key)
+def test_median_per_window(manifest, window):
+    _check(composite_window(manifest, "blue", window, threads=2), window)
+
+
+def test_scl_on_band_grid(manifest):
+    href = manifest["scenes"][2]["assets"]["scl"]
+    from cloudfree.bands import get_band
+
+    scl = read_scl_for(href, get_band("blue"), Window(1024, 0, 1024, 1024))
+    assert scl.shape == (1024, 1024) and scl.dtype == np.uint8
+    assert (scl == 4).all()
+    scl = read_scl_for(href, get_band("blue"), Window(0, 0, 1024, 1024))
+    assert (scl == 9).all()
+
+
+def test_write_window_result(manifest, tmp_path):
+    w = Window(1024, 0, 1024, 1024)
+    res = composite_window(manifest, "blue", w)
+    uri = str(tmp_path / "r01024_c00000.tif")
+    stats = write_window_result(res, uri, TILE, "blue")
+    with rasterio.open(uri) as src:
+        assert src.count == 2 and src.dtypes[0] == "uint16" and src.nodata == 0
+        assert src.crs.to_epsg() == 32633
+        assert src.transform.c == 300000 and src.transform.f == 5400000 - 10240
+        assert src.block_shapes[0] == (512, 512)
+        np.testing.assert_array_equal(src.read(1), res.median)
+        np.testing.assert_array_equal(src.read(2), res.count)
+    on_disk = json.loads(Path(uri).with_suffix(".json").read_text())
+    assert on_disk == stats
+    assert stats["pixels"] == 1024 * 1024 and stats["valid_pixels"] == 1024 * 1024
+    assert sum(stats["count_histogram"]) == 1024 * 1024
+    assert stats["count_histogram"][3] == 100 * 100
+
+
+def test_band_windows_rerun_safe(manifest, tmp_path):
+    layout = LocalLayout(tmp_path)
+    windows = [Window(r, c, 1024, 1024) for r in (0, 1024) for c in (0, 1024)]
+    first = composite_band_windows(manifest, "blue", windows, layout, 2023, "33UUP", threads=2)
+    assert [s["skipped"] for s in first] == [False] * 4
+    assert all(Path(s["uri"]).exists() for s in first)
+    again = composite_band_windows(manifest, "blue", windows, layout, 2023, "33UUP")
+    assert [s["skipped"] for s in again] == [True] * 4
+    assert json.dumps(first)  # small, JSON-able summaries
+
+
+# --- visual ----------------------------------------------------------------------------------
+def test_visual_exact_per_channel_median(tmp_path):
+    n = 1024
+    scenes = []
+    for i, v in enumerate((10, 20, 31, 40)):
+        tci = np.stack([np.full((n, n), v + c, np.uint8) for c in range(3)])
+        scl = np.full((n // 2, n // 2), 4, np.uint8)
+        if i == 3:
+            scl[:256, :] = 8  # cloud medium: rows 0:512 use 10, 20, 31
+        if i == 0:
+            tci[:, 600:700, :] = 0  # TCI nodata in all channels
+        scenes.append({"id": f"s{i}", "harmonization": {"offset": 1000},  # ignored for visual
+                       "assets": {"visual": write_raster(tmp_path / f"tci{i}.tif", tci, 10, 512),
+                                  "scl": write_raster(tmp_path / f"scl{i}.tif", scl, 20, 512)}})
+    res = composite_window({"scenes": scenes}, "visual", Window(0, 0, n, n), threads=2)
+    assert res.median.shape == (3, n, n) and res.median.dtype == np.uint8
+    # 4 obs: (20+c + 31+c)/2 = 25.5, 26.5, 27.5 -> half to even 26, 26, 28
+    assert [int(res.median[c, 800, 5]) for c in range(3)] == [26, 26, 28]
+    assert [int(res.median[c, 5, 5]) for c in range(3)] == [20, 21, 22]  # 10 20 31
+    assert [int(res.median[c, 650, 5]) for c in range(3)] == [31, 32, 33]  # 20 31 40
+    assert int(res.count[5, 5]) == 3 and int(res.count[800, 5]) == 4
+    uri = str(tmp_path / "out" / "visual.tif")
+    write_window_result(res, uri, TILE, "visual")
+    with rasterio.open(uri) as src:
+        assert src.count == 3 and src.dtypes[0] == "uint8"
+        np.testing.assert_array_equal(src.read(), res.median)
