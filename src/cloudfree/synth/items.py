@@ -96,7 +96,8 @@ def asset_definitions(tile: Tile, raster_offset: float) -> dict[str, dict]:
         rb = {"nodata": 0, "data_type": "uint16", "bits_per_sample": 15,
               "spatial_resolution": 20, **({"unit": unit} if unit else {}), "scale": 0.001,
               "offset": 0}
-        assets[key] = {"type": COG_TYPE, "title": title, **_grid(tile, 20), "raster:bands": [rb],
+        assets[key] = {"type": COG_TYPE, "title": title, "gsd": 20, **_grid(tile, 20),
+                       "raster:bands": [rb],
                        "roles": ["data", "reflectance"]}
     assets["thumbnail"] = {"type": "image/jpeg", "title": "Thumbnail image",
                            "roles": ["thumbnail"]}
