@@ -333,17 +333,18 @@ def merge_window_stats(stats: Sequence[dict]) -> dict[str, Any]:
     """Sum window statistics into band statistics (contributions, valid pixels, histogram)."""
     contributions: dict[str, int] = {}
     hist = np.zeros(0, dtype=np.int64)
-    pixels = valid = 0
+    pixels = valid = observed = 0
     for s in stats:
         pixels += int(s.get("pixels", 0))
         valid += int(s.get("valid_pixels", 0))
+        observed += int(s.get("observed_pixels", s.get("pixels", 0)))
         for k, v in (s.get("contributions") or {}).items():
             contributions[k] = contributions.get(k, 0) + int(v)
         h = np.asarray(s.get("count_histogram") or [], dtype=np.int64)
         if h.size > hist.size:
             hist = np.pad(hist, (0, h.size - hist.size))
         hist[: h.size] += h
-    return {"pixels": pixels, "valid_pixels": valid,
+    return {"pixels": pixels, "valid_pixels": valid, "observed_pixels": observed,
             "valid_fraction": round(valid / pixels, 6) if pixels else 0.0,
             "count_histogram": [int(v) for v in hist], "contributions": contributions}
 

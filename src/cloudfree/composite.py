@@ -37,6 +37,7 @@ class WindowResult:
     count: np.ndarray  # (h, w) uint8: valid observations per pixel
     contributions: dict[str, int]  # scene id -> valid pixels it contributed
     offsets: dict[str, int] = field(default_factory=dict)  # scene id -> offset subtracted
+    observed: int | None = None  # pixels some scene has data for (SCL != 0): the footprint
 
     @property
     def valid_pixels(self) -> int:
@@ -53,6 +54,7 @@ class WindowResult:
             "key": self.window.key,
             "pixels": self.window.size,
             "valid_pixels": self.valid_pixels,
+            "observed_pixels": self.window.size if self.observed is None else self.observed,
             "count_histogram": [int(v) for v in hist],
             "contributions": {k: int(v) for k, v in self.contributions.items()},
             "offsets": {k: int(v) for k, v in self.offsets.items()},
@@ -128,8 +130,11 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
                             "has no scenes")
     ids = [str(s.get("id", i)) for i, s in enumerate(scenes)]
     scl = read_scl_stack(_scene_hrefs(scenes, "scl"), band, window, threads=threads)
+    observed = int(np.count_nonzero(scl.any(axis=0)))
     valid = build_valid(scl, mask_classes, dilate_nodata)
     del scl
+    if not valid.any():  # nothing clear anywhere (outside the swaths): skip decoding the band
+        return _empty_result(band, window, ids, scenes, observed)
     hrefs = _scene_hrefs(scenes, band.key)
     offsets = np.zeros(len(scenes), dtype=np.int64)
     if band.count > 1:
@@ -143,7 +148,19 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
         median = res.median
     contributions = dict(zip(ids, (int(v) for v in res.contributions), strict=True))
     return WindowResult(band.key, window, median, res.count.astype(np.uint8), contributions,
-                        dict(zip(ids, (int(v) for v in offsets), strict=True)))
+                        dict(zip(ids, (int(v) for v in offsets), strict=True)), observed)
+
+
+def _empty_result(band: Band, window: Window, ids: list[str], scenes: Sequence[dict],
+                  observed: int) -> WindowResult:
+    """The result of a window without a single valid observation (all nodata)."""
+    h, w = window.shape
+    shape = (band.count, h, w) if band.count > 1 else (h, w)
+    median = np.zeros(shape, dtype=np.uint8 if band.count > 1 else np.uint16)
+    offsets = _offsets(scenes) if band.count == 1 else np.zeros(len(ids), dtype=np.int64)
+    return WindowResult(band.key, window, median, np.zeros((h, w), dtype=np.uint8),
+                        dict.fromkeys(ids, 0), dict(zip(ids, (int(v) for v in offsets),
+                                                         strict=True)), observed)
 
 
 # --- writing ---------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ import numpy as np
 from . import storage
 from .errors import SourceReadError
 
-#: NIR (B8A) separates offset from no-offset best: water and dark areas are near 0 without it.
-SAMPLE_BAND = "nir08"
+#: Red separates offset from no-offset well: dark surfaces and vegetation sit far below 750 DN
+#: without the offset, water stays at or above ~1000 with it (see harmonize).
+SAMPLE_BAND = "red"
 SAMPLE_SIZE = 549  # pixels per side: the 10x-decimated 20 m grid (one overview level)
 
 

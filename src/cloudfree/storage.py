@@ -125,7 +125,7 @@ def list_uris(prefix: str) -> Iterator[str]:
             yield from (str(p) for p in sorted(root.rglob("*")) if p.is_file())
 
 
-def gdal_env_options() -> dict[str, str]:
+def gdal_env_options() -> dict[str, str | int]:
     """GDAL config for reading COGs efficiently; adds the local S3 endpoint when set.
 
     GDAL ignores ``AWS_ENDPOINT_URL``: for MiniStack it needs ``AWS_S3_ENDPOINT`` (host:port),
@@ -140,7 +140,7 @@ def gdal_env_options() -> dict[str, str]:
         "GDAL_HTTP_MAX_RETRY": "4",
         "GDAL_HTTP_RETRY_DELAY": "1",
         "VSI_CACHE": "TRUE",
-        "GDAL_CACHEMAX": "256",
+        "GDAL_CACHEMAX": 256,
     }
     endpoint = os.environ.get("CLOUDFREE_LOCAL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:

@@ -211,3 +211,32 @@ def test_visual_exact_per_channel_median(tmp_path):
     with rasterio.open(uri) as src:
         assert src.count == 3 and src.dtypes[0] == "uint8"
         np.testing.assert_array_equal(src.read(), res.median)
+
+
+def test_window_without_any_clear_pixel_skips_the_band_read(monkeypatch):
+    """All-nodata SCL: zero median and count, the footprint counted, no band decoded."""
+    import numpy as np
+
+    from cloudfree import composite as comp
+    from cloudfree.bands import get_band
+    from cloudfree.windows import Window
+
+    manifest = {"tile": "33UUP", "year": 2023, "scenes": [
+        {"id": "a", "assets": {"blue": "a.tif", "scl": "a_scl.tif"},
+         "harmonization": {"offset": 1000}},
+        {"id": "b", "assets": {"blue": "b.tif", "scl": "b_scl.tif"}}]}
+    scl = np.zeros((2, 4, 4), dtype=np.uint8)
+    scl[0, 0, :2] = 9  # cloud: observed but not clear
+    monkeypatch.setattr(comp, "read_scl_stack", lambda *a, **k: scl)
+
+    def no_read(*a, **k):
+        raise AssertionError("band must not be read")
+
+    monkeypatch.setattr(comp, "read_stack", no_read)
+    res = comp.composite_window(manifest, "blue", Window(0, 0, 4, 4))
+    assert res.median.shape == (4, 4) and not res.median.any() and not res.count.any()
+    assert res.contributions == {"a": 0, "b": 0}
+    assert res.offsets == {"a": 1000, "b": 0}
+    stats = res.stats()
+    assert stats["observed_pixels"] == 2 and stats["valid_pixels"] == 0
+    assert get_band("blue").count == 1
