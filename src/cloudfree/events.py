@@ -1,0 +1,103 @@
+"""The events the Lambda handlers receive, as pydantic models (validated at the boundary).
+
+One model per state machine task (``docs/architecture.md``, "The state machine and its task
+contracts"); *publish* and *reprocess* receive S3 notifications, parsed with Powertools'
+``S3Model``. The models check shapes and types only: the task layer (``cloudfree.tasks``) owns
+the domain rules (tile ids, year range, option values) and raises ``InputError`` for those.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools.utilities.parser.models import S3Model
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Event(BaseModel):
+    """Unknown fields are an error: a typo in the state machine must not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlanEvent(_Event):
+    """Execution input plus the execution name (``$$.Execution.Name``)."""
+
+    year: int
+    tiles: list[str] | None = None
+    aoi: list[float] | None = Field(default=None, min_length=4, max_length=4)
+    options: dict[str, Any] | None = None
+    execution: str | None = None
+
+
+class SelectEvent(_Event):
+    tile: str = Field(min_length=5, max_length=5)
+    year: int
+    options: dict[str, Any] | None = None
+
+
+class MedianEvent(_Event):
+    tile: str = Field(min_length=5, max_length=5)
+    year: int
+    band: str = Field(min_length=1)
+    batch: int = Field(ge=0)
+    options: dict[str, Any] | None = None
+
+
+class AssembleEvent(_Event):
+    tile: str = Field(min_length=5, max_length=5)
+    year: int
+    band: str = Field(min_length=1)
+    options: dict[str, Any] | None = None
+
+
+class CompleteEvent(_Event):
+    tile: str = Field(min_length=5, max_length=5)
+    year: int
+    execution: str | None = None
+
+
+class StepError(BaseModel):
+    """The ``{"Error", "Cause"}`` a Step Functions Catch puts at ``$.error``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    Error: str | None = None
+    Cause: str | None = None
+
+
+class RecordFailureEvent(_Event):
+    tile: str = Field(min_length=5, max_length=5)
+    year: int
+    error: StepError = Field(default_factory=StepError)
+
+
+class ReportEvent(_Event):
+    execution: str = Field(min_length=1)
+    year: int
+    tiles_bucket: str = Field(min_length=3)
+    tiles_key: str = Field(min_length=1)
+
+
+#: The model of each function's event, by function folder name (``functions/<name>/``).
+MODELS: dict[str, type[BaseModel]] = {
+    "plan": PlanEvent,
+    "select": SelectEvent,
+    "median": MedianEvent,
+    "assemble": AssembleEvent,
+    "complete": CompleteEvent,
+    "record_failure": RecordFailureEvent,
+    "report": ReportEvent,
+    "publish": S3Model,
+    "reprocess": S3Model,
+}
+
+
+def s3_objects(event: S3Model) -> list[tuple[str, str]]:
+    """``(bucket, key)`` of every record; S3 notifications URL-encode keys (``+`` = space)."""
+    return [(r.s3.bucket.name, unquote_plus(r.s3.object.key)) for r in event.Records]
+
+
+__all__ = ["MODELS", "S3Model", "s3_objects", "PlanEvent", "SelectEvent", "MedianEvent",
+           "AssembleEvent", "CompleteEvent", "RecordFailureEvent", "ReportEvent", "StepError"]

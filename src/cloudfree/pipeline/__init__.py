@@ -1,0 +1,1 @@
+"""Drive the deployed pipeline: deploy (SAM), run/follow executions, the demo."""
