@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.parser.models import S3Model
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Event(BaseModel):
@@ -80,6 +80,24 @@ class ReportEvent(_Event):
     tiles_key: str = Field(min_length=1)
 
 
+class S3Notification(S3Model):
+    """Powertools' ``S3Model``, with a shape check first: Powertools' record validator raises
+    a ``TypeError`` (not a validation error) on records without ``eventName``/``s3.object``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _records_shape(cls, data: Any) -> Any:
+        records = data.get("Records") if isinstance(data, dict) else None
+        ok = isinstance(records, list) and records and all(
+            isinstance(r, dict) and isinstance(r.get("eventName"), str)
+            and isinstance(r.get("s3"), dict) and isinstance(r["s3"].get("object"), dict)
+            for r in records)
+        if not ok:
+            raise ValueError("not an S3 notification: expected a non-empty `Records` list, "
+                             "each record with `eventName` and `s3.object`")
+        return data
+
+
 #: The model of each function's event, by function folder name (``functions/<name>/``).
 MODELS: dict[str, type[BaseModel]] = {
     "plan": PlanEvent,
@@ -89,8 +107,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "complete": CompleteEvent,
     "record_failure": RecordFailureEvent,
     "report": ReportEvent,
-    "publish": S3Model,
-    "reprocess": S3Model,
+    "publish": S3Notification,
+    "reprocess": S3Notification,
 }
 
 
@@ -99,5 +117,6 @@ def s3_objects(event: S3Model) -> list[tuple[str, str]]:
     return [(r.s3.bucket.name, unquote_plus(r.s3.object.key)) for r in event.Records]
 
 
-__all__ = ["MODELS", "S3Model", "s3_objects", "PlanEvent", "SelectEvent", "MedianEvent",
-           "AssembleEvent", "CompleteEvent", "RecordFailureEvent", "ReportEvent", "StepError"]
+__all__ = ["MODELS", "S3Model", "S3Notification", "s3_objects", "PlanEvent", "SelectEvent",
+           "MedianEvent", "AssembleEvent", "CompleteEvent", "RecordFailureEvent", "ReportEvent",
+           "StepError"]
