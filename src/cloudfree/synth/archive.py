@@ -38,7 +38,7 @@ from .render import BAND_RES, Renderer, Win, make_tci
 from .scenes import Acquisition, plan_acquisitions, plan_publications, stable_seed
 from .truth import BAND_KEYS, Landscape
 
-STRIP_ROWS_60 = 171  # 1026 rows at 10 m: strips for full-tile generation
+STRIP_ROWS_60 = 64  # 384 rows at 10 m: strips for full-tile generation (bounded memory)
 CACHE_LIMIT_PX10 = 25_000_000
 CLEAR_CLASSES = (2, 4, 5, 6, 7)  # valid under cloudfree's default SCL mask
 MANIFEST_VERSION = 1

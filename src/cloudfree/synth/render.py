@@ -99,8 +99,9 @@ class Renderer:
         if key in self._cache:
             return self._cache[key]
         surf = self.landscape.surface(win.grid(self.origin, res))
-        if self._use_cache:
-            self._cache[key] = surf
+        if not self._use_cache:  # big areas: keep only the current window's surfaces
+            self._cache = {k: v for k, v in self._cache.items() if k[0] == win}
+        self._cache[key] = surf
         return surf
 
     # --- classification -----------------------------------------------------------------------

@@ -19,7 +19,7 @@ observations of any subset of dates stays within sensor noise plus that amplitud
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
@@ -141,31 +141,41 @@ class Landscape:
         return water, veg.astype(np.float32), tex
 
     def surface(self, grid: Grid) -> Surface:
-        """Per-band base reflectance and seasonal delta on a grid."""
+        """The static surface on a grid (per-band arrays computed on first use)."""
         water, veg, tex = self.cover(grid)
-        gain = 1 + TEXTURE_GAIN * tex
-        base, delta = {}, {}
-        for i, key in enumerate(BAND_KEYS):
-            land = (veg * VEG[i] + (1 - veg) * SOIL[i]) * gain
-            base[key] = np.where(water, np.float32(WATER[i]), land).astype(np.float32)
-            delta[key] = np.where(water, np.float32(0), veg * SEASONAL_DELTA[i]).astype(
-                np.float32)
-        return Surface(water=water, veg=veg, tex=tex, base=base, delta=delta)
+        return Surface(water=water, veg=veg, tex=tex)
 
 
 @dataclass
 class Surface:
-    """The static surface on one grid window (per band: base and seasonal delta)."""
+    """The static surface on one grid window; per band base and seasonal delta, lazily."""
 
     water: np.ndarray
     veg: np.ndarray
     tex: np.ndarray
-    base: dict[str, np.ndarray]
-    delta: dict[str, np.ndarray]
+    _base: dict[str, np.ndarray] = field(default_factory=dict)
+    _delta: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def base(self, band: str) -> np.ndarray:
+        """Clear-sky reflectance without the seasonal term."""
+        if band not in self._base:
+            i = BAND_KEYS.index(band)
+            land = (self.veg * VEG[i] + (1 - self.veg) * SOIL[i]) * (1 + TEXTURE_GAIN * self.tex)
+            self._base[band] = np.where(self.water, np.float32(WATER[i]), land).astype(
+                np.float32)
+        return self._base[band]
+
+    def delta(self, band: str) -> np.ndarray:
+        """Seasonal change per unit of ``season(t)`` (vegetation only)."""
+        if band not in self._delta:
+            i = BAND_KEYS.index(band)
+            self._delta[band] = np.where(self.water, np.float32(0),
+                                         self.veg * SEASONAL_DELTA[i]).astype(np.float32)
+        return self._delta[band]
 
     def clear(self, band: str, season_value: float) -> np.ndarray:
         """Noise-free clear-sky reflectance of a band at a date's seasonal value."""
-        return self.base[band] + np.float32(season_value) * self.delta[band]
+        return self.base(band) + np.float32(season_value) * self.delta(band)
 
     def truth_dn(self, band: str, median_season_value: float) -> np.ndarray:
         """Truth DN (reflectance * 10000, no offset, >= 1) of a band."""
