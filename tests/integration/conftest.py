@@ -25,3 +25,24 @@ def local_env() -> dict[str, str]:
 
     s3_client.cache_clear()
     return env
+
+
+# ------------------------------------------------------------------------------------------------
+# The deployed SAM application (template.yaml -> sam build -> sam deploy to MiniStack), once per
+# session. Added by the template/deploy owner; reuse `deployed_stack` in end-to-end tests.
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def deployed_stack(local_env):
+    """Build (cached) and deploy the stack locally; a no-op when it is already up to date."""
+    import sys
+    import time
+
+    from cloudfree.pipeline.deploy import deploy_local
+
+    t0 = time.monotonic()
+    info = deploy_local(stack_name=os.environ.get("CLOUDFREE_TEST_STACK", "cloudfree"),
+                        endpoint=local_env["AWS_ENDPOINT_URL"],
+                        stac_api_url=local_env["STAC_API_URL"])
+    print(f"\ndeployed_stack: {info.stack_name} {info.status} in {time.monotonic() - t0:.1f}s",
+          file=sys.stderr)
+    return info
