@@ -123,3 +123,34 @@ def test_second_deploy_is_a_no_op(deployed_stack):
     again = deploy_local(stack_name=deployed_stack.stack_name)
     assert again.outputs == deployed_stack.outputs
     assert time.monotonic() - t0 < 10
+
+
+def test_a_failing_tile_is_recorded_and_reported(deployed_stack):
+    """Select fails (a corrupt manifest) -> Retry -> Catch -> RecordFailure -> child fails ->
+    tolerated failures exceeded -> Catch -> Report (pending request) -> TooManyTileFailures."""
+    s3, sfn = boto3.client("s3"), boto3.client("stepfunctions")
+    work, control = deployed_stack.work_bucket, deployed_stack.control_bucket
+    prefix = "work/2017/33UUP/"
+    s3.put_object(Bucket=work, Key=prefix + "manifest.json", Body=b"{not json")
+    name = f"test-fail-{int(time.time() * 1000)}"
+    try:
+        arn = sfn.start_execution(stateMachineArn=deployed_stack.state_machine_arn, name=name,
+                                  input=json.dumps({"year": 2017, "tiles": ["33UUP"],
+                                                    "aoi": None, "options": {}}))["executionArn"]
+        deadline = time.monotonic() + 120
+        while (desc := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+            assert time.monotonic() < deadline, "execution still running after 120 s"
+            time.sleep(1)
+        assert (desc["status"], desc["error"]) == ("FAILED", "TooManyTileFailures")
+        failed = json.loads(s3.get_object(Bucket=work, Key=prefix + "FAILED.json")["Body"].read())
+        assert (failed["tile"], failed["year"]) == ("33UUP", 2017) and failed["error"]
+        report = json.loads(s3.get_object(Bucket=control, Key=f"reports/{name}.json")["Body"]
+                            .read())
+        assert report["failed"] == 1
+        pending = json.loads(s3.get_object(Bucket=control, Key=f"pending-requests/{name}.json")
+                             ["Body"].read())
+        assert pending["tiles"] == ["33UUP"] and pending["year"] == 2017
+    finally:
+        for key in (prefix + "manifest.json", prefix + "FAILED.json",
+                    f"pending-requests/{name}.json"):
+            s3.delete_object(Bucket=control if key.startswith("pending") else work, Key=key)
