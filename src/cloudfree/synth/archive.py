@@ -451,7 +451,10 @@ def generate_archive(tiles: list[str | Tile] | str, year: int, scenes: int,
     sink = _make_sink(out, bucket, endpoint_url)
     collection = build_collection(parsed[0])
     results = []
-    with tempfile.TemporaryDirectory(prefix="cloudfree-synth-") as tmp:
+    import rasterio
+
+    with tempfile.TemporaryDirectory(prefix="cloudfree-synth-") as tmp, \
+            rasterio.Env(GDAL_CACHEMAX=256):
         for tile in parsed:
             area = data_window(tile, bbox)
             gen = TileGenerator(tile, year, scenes, area, sink, seed, Path(tmp), api_url,

@@ -125,9 +125,12 @@ class Landscape:
 
     def __init__(self, seed: int, zone: int):
         base = (seed * 1_000_003 + zone * 7919) % (2**32)
-        self.water_field = WaveField.make(base + 1, [9000, 4500, 2200, 1100], slope=1.2)
-        self.veg_field = WaveField.make(base + 2, [6000, 2500, 1200, 600, 300], slope=0.8)
-        self.tex_field = WaveField.make(base + 3, [800, 300, 120, 50], slope=0.5)
+        self.water_field = WaveField.make(base + 1, [9000, 4500, 2200, 1100], n_per_octave=6,
+                                          slope=1.2)
+        self.veg_field = WaveField.make(base + 2, [7000, 3300, 1600, 800, 350], n_per_octave=7,
+                                        slope=0.9)
+        self.tex_field = WaveField.make(base + 3, [800, 300, 120, 50], n_per_octave=4,
+                                        slope=0.5)
         # threshold for the upper WATER_FRACTION of a unit normal
         from statistics import NormalDist
 
