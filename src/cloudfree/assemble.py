@@ -30,6 +30,7 @@ import hashlib
 import math
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -334,7 +335,9 @@ def merge_window_stats(stats: Sequence[dict]) -> dict[str, Any]:
     contributions: dict[str, int] = {}
     hist = np.zeros(0, dtype=np.int64)
     pixels = valid = observed = 0
+    seconds = 0.0
     for s in stats:
+        seconds += float(s.get("seconds", 0.0))
         pixels += int(s.get("pixels", 0))
         valid += int(s.get("valid_pixels", 0))
         observed += int(s.get("observed_pixels", s.get("pixels", 0)))
@@ -345,6 +348,7 @@ def merge_window_stats(stats: Sequence[dict]) -> dict[str, Any]:
             hist = np.pad(hist, (0, h.size - hist.size))
         hist[: h.size] += h
     return {"pixels": pixels, "valid_pixels": valid, "observed_pixels": observed,
+            "median_seconds": round(seconds, 3),
             "valid_fraction": round(valid / pixels, 6) if pixels else 0.0,
             "count_histogram": [int(v) for v in hist], "contributions": contributions}
 
@@ -362,6 +366,7 @@ def assemble_band(layout, year: int, tile: Tile | str, band: str,
     b = get_band(band)
     windows = [Window.from_dict(w) for w in windows]
     uris = band_window_uris(layout, year, tile_obj, b.key, windows)
+    t0 = time.perf_counter()
     work = Path(workdir or tempfile.mkdtemp(prefix="cloudfree-asm-"))
     try:
         src = stitch(uris, tile_obj, b, workdir=work, tile_size=tile_size)
@@ -384,6 +389,7 @@ def assemble_band(layout, year: int, tile: Tile | str, band: str,
         raise IncompleteError(f"window statistics missing: {', '.join(missing)}")
     stats = [storage.read_json(u) for u in stats_uris]
     band_stats = merge_window_stats(stats)
-    band_stats.update(band=b.key, cog=info.to_dict())
+    band_stats.update(band=b.key, cog=info.to_dict(),
+                      assemble_seconds=round(time.perf_counter() - t0, 3))
     storage.write_json(layout.band_stats(year, tile_obj.id, b.key), band_stats)
     return info

@@ -187,7 +187,8 @@ def result_profile(tile, band: Band, window: Window, count: int, dtype: str) -> 
 
 
 def write_window_result(result: WindowResult, uri: str, tile, band: Band | str,
-                        stats_uri: str | None = None) -> dict[str, Any]:
+                        stats_uri: str | None = None,
+                        extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the window GeoTIFF to ``uri`` (temp file, then upload) and the stats JSON.
 
     ``stats_uri`` defaults to ``uri`` with ``.json`` instead of ``.tif`` (as ``Layout``).
@@ -210,7 +211,7 @@ def write_window_result(result: WindowResult, uri: str, tile, band: Band | str,
                 dst.set_band_description(1, band.key)
                 dst.set_band_description(2, "count")
         storage.upload_file(path, uri, "image/tiff")
-    stats = result.stats()
+    stats = {**result.stats(), **(extra or {})}
     storage.write_json(stats_uri or _stats_uri(uri), stats)
     return stats
 
@@ -241,7 +242,8 @@ def composite_band_windows(manifest: dict, band: str, windows: Iterable[Window |
             continue
         t0 = time.perf_counter()
         result = composite_window(manifest, band, window, **options)
-        stats = write_window_result(result, uri, tile, band, stats_uri)
+        stats = write_window_result(result, uri, tile, band, stats_uri,
+                                    {"seconds": round(time.perf_counter() - t0, 3)})
         out.append({"key": window.key, "uri": uri, "skipped": False,
                     "valid_pixels": stats["valid_pixels"], "pixels": stats["pixels"],
                     "seconds": round(time.perf_counter() - t0, 3)})

@@ -31,6 +31,7 @@ class Settings:
     scene_count: int = 16
     mask_classes: tuple[int, ...] = DEFAULT_MASK
     median_memory_mb: int = 3008
+    assemble_memory_mb: int = 3008
     state_machine_arn: str | None = None
     data_prefix: str = DATA_PREFIX
     public_base_url: str | None = None
@@ -58,6 +59,7 @@ class Settings:
                 mask_classes=_int_tuple(env.get("MASK_CLASSES") or "0,1,3,8,9,10,11",
                                         "MASK_CLASSES"),
                 median_memory_mb=int(env.get("MEDIAN_MEMORY_MB") or 3008),
+                assemble_memory_mb=int(env.get("ASSEMBLE_MEMORY_MB") or 3008),
                 state_machine_arn=env.get("STATE_MACHINE_ARN") or None,
                 data_prefix=env.get("DATA_PREFIX") or DATA_PREFIX,
                 public_base_url=env.get("PUBLIC_BASE_URL") or None,

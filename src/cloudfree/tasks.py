@@ -265,8 +265,22 @@ def complete(tile: str, year: int, execution: str | None, settings: Settings) ->
         raise IncompleteError(f"{t.id} {year}: bands not assembled: {missing}")
     if not storage.exists(done_uri):
         storage.write_json(done_uri, {"tile": t.id, "year": year, "execution": execution,
-                                      "completed_at": _now()})
+                                      "completed_at": _now(), "cost": tile_cost(t.id, year,
+                                                                                settings)})
     return {"tile": t.id, "year": year, "status": "done"}
+
+
+def tile_cost(tile: str, year: int, settings: Settings) -> dict:
+    """What a tile cost: Lambda seconds and GB-s of median + assemble, state transitions."""
+    layout = settings.layout
+    stats = [storage.read_json(layout.band_stats(year, tile, b)) for b in OUTPUT_BANDS]
+    median_s = sum(float(s.get("median_seconds", 0)) for s in stats)
+    assemble_s = sum(float(s.get("assemble_seconds", 0)) for s in stats)
+    n = len(storage.read_json(layout.manifest(year, tile))["scenes"])
+    transitions = 4 + sum(2 + len(w["batches"]) for w in _band_work(n, settings))
+    gb_s = (median_s * settings.median_memory_mb + assemble_s * settings.assemble_memory_mb)
+    return {"median_seconds": round(median_s, 2), "assemble_seconds": round(assemble_s, 2),
+            "lambda_gb_seconds": round(gb_s / 1024, 1), "state_transitions": transitions}
 
 
 def record_failure(tile: str, year: int, error: dict | None, settings: Settings) -> dict:
@@ -316,7 +330,7 @@ def tile_status(tile: str, year: int, settings: Settings) -> dict:
         done = storage.read_json(layout.tile_done(year, tile)) if storage.exists(
             layout.tile_done(year, tile)) else {}
         return {"tile": tile, "status": "done", "item": layout.item(year, tile),
-                "completed_at": done.get("completed_at")}
+                "completed_at": done.get("completed_at"), "cost": done.get("cost")}
     if storage.exists(f"{prefix}/EMPTY.json"):
         return {"tile": tile, "status": "empty",
                 "reason": storage.read_json(f"{prefix}/EMPTY.json").get("reason")}
@@ -335,8 +349,11 @@ def report(execution: str, year: int, tiles_bucket: str, tiles_key: str,
     tiles = [t["tile"] for t in storage.read_json(f"s3://{tiles_bucket}/{tiles_key}")]
     rows = [tile_status(t, year, settings) for t in tiles]
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("done", "empty", "failed")}
+    costs = [r["cost"] for r in rows if r.get("cost")]
+    per_tile = {k: round(sum(c[k] for c in costs) / len(costs), 2)
+                for k in ("lambda_gb_seconds", "state_transitions")} if costs else {}
     doc = {"execution": execution, "year": year, "generated_at": _now(), **counts,
-           "tiles": rows}
+           "cost_per_done_tile": per_tile, "tiles": rows}
     failed = [r["tile"] for r in rows if r["status"] == "failed"]
     if failed:
         req = {"year": year, "tiles": failed, "reason": f"failed in {execution}"}

@@ -31,6 +31,20 @@ def local_env() -> dict[str, str]:
 # The deployed SAM application (template.yaml -> sam build -> sam deploy to MiniStack), once per
 # session. Added by the template/deploy owner; reuse `deployed_stack` in end-to-end tests.
 # ------------------------------------------------------------------------------------------------
+#: A small synthetic archive shared by the task-chain and end-to-end tests (one tile, ~2 km AOI).
+SMALL = {"tile": "33TUN", "year": 2021, "scenes": 10, "aoi": (12.96, 47.35, 12.99, 47.37)}
+
+
+@pytest.fixture(scope="session")
+def small_archive(local_env) -> dict:
+    """Synthesize (once per session) the small archive; returns its truth manifest."""
+    from cloudfree.synth.archive import generate_archive
+
+    summary = generate_archive([SMALL["tile"]], SMALL["year"], SMALL["scenes"],
+                               aoi=SMALL["aoi"], api_url=local_env["STAC_API_URL"])
+    return summary.tile_results[0].manifest
+
+
 @pytest.fixture(scope="session")
 def deployed_stack(local_env):
     """Build (cached) and deploy the stack locally; a no-op when it is already up to date."""

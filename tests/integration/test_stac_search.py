@@ -2,7 +2,8 @@
 
 Loads real Earth Search items (../shared/realdata/derived) into the local API and checks that
 collection, year datetime, the tile by ``grid:code``/``mgrs:*`` via ``query`` and via CQL2
-``filter``, ``sortby`` on cloud cover (numeric, not text) and paging give exactly the expected items.
+``filter``, ``sortby`` on cloud cover (numeric, not text) and paging give
+exactly the expected items.
 """
 
 from __future__ import annotations

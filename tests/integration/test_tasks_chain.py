@@ -19,16 +19,14 @@ from cloudfree import storage, tasks
 from cloudfree.bands import OUTPUT_BANDS, REFLECTANCE_BANDS
 from cloudfree.settings import Settings
 
-TILE, YEAR, SCENES, N = "33TUN", 2021, 10, 6
-AOI = (12.96, 47.35, 12.99, 47.37)  # ~2.3 x 2.2 km inside 33TUN
+from .conftest import SMALL
+
+TILE, YEAR, N = SMALL["tile"], SMALL["year"], 6
 
 
 @pytest.fixture(scope="module")
-def archive(local_env):
-    from cloudfree.synth.archive import generate_archive
-
-    summary = generate_archive([TILE], YEAR, SCENES, aoi=AOI, api_url=local_env["STAC_API_URL"])
-    return summary.tile_results[0].manifest
+def archive(small_archive):
+    return small_archive
 
 
 @pytest.fixture(scope="module")

@@ -172,11 +172,7 @@ def submit_request(deployed: Deployed, year: int, tiles: list[str], name: str | 
     return uri
 
 
-def execution_history_stats(execution_arn: str) -> dict:
-    """State transitions and the largest state payload / Lambda result, from the history."""
-    import boto3
-
-    sfn = boto3.client("stepfunctions")
+def _history(sfn, execution_arn: str) -> list[dict]:
     events, token = [], None
     while True:
         kw = {"executionArn": execution_arn, "maxResults": 1000}
@@ -186,7 +182,28 @@ def execution_history_stats(execution_arn: str) -> dict:
         events.extend(page["events"])
         token = page.get("nextToken")
         if not token:
-            break
+            return events
+
+
+def _children(sfn, execution_arn: str) -> list[str]:
+    """Child executions of the execution's Distributed Map runs (one per tile)."""
+    arns = []
+    for run_ in sfn.list_map_runs(executionArn=execution_arn).get("mapRuns", []):
+        token = None
+        while True:
+            kw = {"mapRunArn": run_["mapRunArn"], "maxResults": 1000}
+            if token:
+                kw["nextToken"] = token
+            page = sfn.list_executions(**kw)
+            arns.extend(e["executionArn"] for e in page["executions"])
+            token = page.get("nextToken")
+            if not token:
+                break
+    return arns
+
+
+def _sizes(events: list[dict]) -> tuple[int, int, int]:
+    """(state transitions, largest state payload, largest Lambda result) of a history."""
     transitions = sum(1 for e in events if e["type"].endswith("StateEntered"))
     max_state = max_lambda = 0
     for e in events:
@@ -196,7 +213,43 @@ def execution_history_stats(execution_arn: str) -> dict:
             for field in ("input", "output"):
                 size = len((det.get(field) or "").encode())
                 max_state = max(max_state, size)
-                if key.startswith("lambdaFunctionSucceeded") or key.startswith("taskSucceeded"):
+                if key.startswith(("lambdaFunctionSucceeded", "taskSucceeded")):
                     max_lambda = max(max_lambda, size)
-    return {"events": len(events), "transitions": transitions, "max_payload_bytes": max_state,
-            "max_lambda_result_bytes": max_lambda}
+    return transitions, max_state, max_lambda
+
+
+#: Standard workflow price per state transition (USD).
+TRANSITION_USD = 0.025 / 1000
+
+
+def tile_transitions(work: list[dict]) -> int:
+    """State transitions of one tile's child execution for a select ``work`` list.
+
+    Select, Selected (choice), Bands (map), Complete = 4; per band: Windows (map), Assemble,
+    plus one Median per batch. Independent of the window count within a batch.
+    """
+    return 4 + sum(2 + len(w["batches"]) for w in work)
+
+
+def execution_history_stats(execution_arn: str) -> dict:
+    """State transitions and the largest state payload / Lambda result over the execution and
+    every Distributed Map child, from their histories (and their inputs/outputs).
+
+    MiniStack records no events for the states inside a Distributed Map child; there the child
+    count and its execution input/output are still checked, and ``tile_transitions`` gives the
+    per-tile transitions from the select result (what AWS bills).
+    """
+    import boto3
+
+    sfn = boto3.client("stepfunctions")
+    parent, max_state, max_lambda = _sizes(_history(sfn, execution_arn))
+    per_child = []
+    for arn in _children(sfn, execution_arn):
+        t, s, lam = _sizes(_history(sfn, arn))
+        desc = sfn.describe_execution(executionArn=arn)
+        io = max(len((desc.get(k) or "").encode()) for k in ("input", "output"))
+        per_child.append(t)
+        max_state, max_lambda = max(max_state, s, io), max(max_lambda, lam)
+    return {"transitions": parent + sum(per_child), "parent_transitions": parent,
+            "tiles": len(per_child), "child_events_recorded": any(per_child),
+            "max_payload_bytes": max_state, "max_lambda_result_bytes": max_lambda}

@@ -1,0 +1,112 @@
+"""The task layer's pure parts: option and request validation, keys, statistics, transitions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cloudfree import publish, tasks
+from cloudfree.errors import ConfigError, InputError
+from cloudfree.pipeline.run import tile_transitions
+from cloudfree.settings import Settings
+
+
+def test_run_options_round_trip_and_defaults():
+    opts = tasks.RunOptions.from_dict({"scenes": 8, "months": [6, 7], "max_cloud": 40,
+                                       "mask_classes": [0, 3, 8, 9], "force": True})
+    assert opts.to_dict() == {"scenes": 8, "months": [6, 7], "max_cloud": 40.0,
+                              "mask_classes": [0, 3, 8, 9], "force": True}
+    s = Settings("w", "d", "c", scene_count=16, mask_classes=(0, 1))
+    assert tasks.RunOptions.from_dict(None).scene_count(s) == 16
+    assert tasks.RunOptions.from_dict(None).masks(s) == (0, 1)
+    assert opts.scene_count(s) == 8
+
+
+@pytest.mark.parametrize("bad", [{"scenes": 0}, {"scenes": 65}, {"months": [13]},
+                                 {"max_cloud": 101}, {"mask_classes": [12]}, {"colour": 1},
+                                 {"scenes": "many"}])
+def test_run_options_reject_bad_values(bad):
+    with pytest.raises(InputError):
+        tasks.RunOptions.from_dict(bad)
+
+
+def test_resolve_tiles_from_list_and_aoi():
+    assert tasks.resolve_tiles(["T33UVP", "33uup", "MGRS-33UUP"]) == ["33UUP", "33UVP"]
+    assert tasks.resolve_tiles(None, "13.62,48.12,13.76,48.18") == ["33UUP", "33UVP"]
+    with pytest.raises(InputError, match="no tiles"):
+        tasks.resolve_tiles([], None)
+    with pytest.raises(InputError, match="not an MGRS tile"):
+        tasks.resolve_tiles(["33UUPX"])
+
+
+def test_check_year():
+    assert tasks.check_year("2023") == 2023
+    for bad in (2014, 3000, "x", None):
+        with pytest.raises(InputError):
+            tasks.check_year(bad)
+
+
+def test_parse_request_accepts_a_good_request_and_names_what_is_wrong():
+    body = json.dumps({"year": 2023, "tiles": ["33UUP"], "options": {"scenes": 4}}).encode()
+    assert tasks.parse_request(body) == {"year": 2023, "tiles": ["33UUP"], "aoi": None,
+                                         "options": {"scenes": 4, "months": None,
+                                                     "max_cloud": None, "mask_classes": None,
+                                                     "force": False}}
+    cases = {b"not json": "not JSON", b"[1]": "JSON object",
+             b'{"year": 2023, "tiles": "33UUP"}': "list of MGRS",
+             b'{"year": 2023, "tiles": ["33UUP"], "when": 1}': "unknown request field",
+             b'{"tiles": ["33UUP"]}': "year"}
+    for body, msg in cases.items():
+        with pytest.raises(InputError, match=msg):
+            tasks.parse_request(body)
+
+
+def test_parse_done_key():
+    assert tasks.parse_done_key("work/2023/33UUP/DONE.json") == (2023, "33UUP")
+    for bad in ("work/2023/33UUP/manifest.json", "other/2023/33UUP/DONE.json", "DONE.json"):
+        with pytest.raises(InputError):
+            tasks.parse_done_key(bad)
+
+
+def test_settings_from_env_requires_the_buckets():
+    with pytest.raises(ConfigError, match="WORK_BUCKET"):
+        Settings.from_env({"DATA_BUCKET": "d", "CONTROL_BUCKET": "c"})
+    s = Settings.from_env({"WORK_BUCKET": "w", "DATA_BUCKET": "d", "CONTROL_BUCKET": "c",
+                           "MASK_CLASSES": "0,3,9", "SCENE_COUNT": "12"})
+    assert (s.mask_classes, s.scene_count) == ((0, 3, 9), 12)
+    with pytest.raises(ConfigError):
+        Settings.from_env({"WORK_BUCKET": "w", "DATA_BUCKET": "d", "CONTROL_BUCKET": "c",
+                           "MASK_CLASSES": "a,b"})
+
+
+def test_tile_transitions_grow_with_bands_and_batches_not_windows():
+    work = [{"band": "blue", "batches": [0, 1]}, {"band": "coastal", "batches": [0]}]
+    assert tile_transitions(work) == 4 + (2 + 2) + (2 + 1)
+
+
+def test_band_work_for_a_full_tile_keeps_transitions_low():
+    s = Settings("w", "d", "c", median_memory_mb=3008)
+    work = tasks._band_work(16, s)
+    assert [w["band"] for w in work][-1] == "visual" and len(work) == 13
+    per_tile = tile_transitions(work)
+    # 21,000 tiles at $0.025 per 1000 transitions: well under $100 for the world
+    assert per_tile * 21_000 * 0.025 / 1000 < 100
+
+
+def test_observation_stats_from_a_count_histogram():
+    # 10 pixels never observed clear, 2 with 1 obs, 5 with 3, 3 with 4
+    stats = publish.observation_stats([10, 2, 0, 5, 3])
+    assert stats["min"] == 1 and stats["max"] == 4
+    assert stats["mean"] == pytest.approx((2 * 1 + 5 * 3 + 3 * 4) / 10)
+    assert stats["percentiles"] == {"p10": 1, "p50": 3, "p90": 4}
+    assert publish.observation_stats([7]) == {"min": 0, "mean": 0.0, "max": 0,
+                                              "percentiles": {}}
+
+
+def test_item_stats_uses_the_observed_footprint():
+    s = publish.item_stats({"pixels": 100, "valid_pixels": 45, "observed_pixels": 50,
+                            "count_histogram": [55, 20, 25],
+                            "contributions": {"a": 45, "b": 25}})
+    assert s["good_pixels"] == 45 and s["footprint_pixels"] == 50
+    assert s["contributions"] == {"a": 1.0, "b": round(25 / 45, 6)}
