@@ -85,25 +85,28 @@ def score_band(cog: Path, truth_href: str, count_cog: Path | None = None) -> dic
 
 
 def quicklook(visual_cog: Path, dst: Path, size: int = 1024) -> Path:
-    """A PNG of the visual COG around its data (overview read, cropped to non-empty pixels)."""
+    """A PNG of the visual COG's data area: find it on an overview, then read just that window
+    at up to ``size`` px (transparent where there is no data)."""
     import rasterio
     from PIL import Image
+    from rasterio.windows import Window
 
     with rasterio.open(visual_cog) as src:
-        scale = max(src.width, src.height) / 4096
-        h, w = int(src.height / max(scale, 1)), int(src.width / max(scale, 1))
-        rgb = src.read(out_shape=(3, h, w))
-    alpha = rgb.any(axis=0)
-    rows, cols = np.nonzero(alpha)
-    if rows.size:
-        pad = 8
-        r0, r1 = max(rows.min() - pad, 0), min(rows.max() + pad, h)
-        c0, c1 = max(cols.min() - pad, 0), min(cols.max() + pad, w)
-        rgb, alpha = rgb[:, r0:r1, c0:c1], alpha[r0:r1, c0:c1]
-    img = Image.fromarray(np.dstack([*rgb, alpha.astype(np.uint8) * 255]), "RGBA")
-    img.thumbnail((size, size))
+        scale = max(src.width, src.height) / 2048
+        low = src.read(1, out_shape=(int(src.height / scale), int(src.width / scale)))
+        rows, cols = np.nonzero(low)
+        if rows.size:
+            r0, r1 = int(rows.min() * scale), int((rows.max() + 1) * scale)
+            c0, c1 = int(cols.min() * scale), int((cols.max() + 1) * scale)
+        else:
+            r0, r1, c0, c1 = 0, src.height, 0, src.width
+        win = Window(c0, r0, c1 - c0, r1 - r0)
+        f = max(win.width, win.height) / size
+        shape = (3, max(int(win.height / max(f, 1)), 1), max(int(win.width / max(f, 1)), 1))
+        rgb = src.read(window=win, out_shape=shape)
+    alpha = (rgb.any(axis=0) * 255).astype(np.uint8)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    img.save(dst)
+    Image.fromarray(np.dstack([*rgb, alpha]), "RGBA").save(dst)
     return dst
 
 
@@ -182,11 +185,17 @@ def run_demo(out: Path = Path("out/demo"), stack_name: str = "cloudfree",
         folder = out / tile
         run.fetch(deployed, DEMO_YEAR, tile, folder)
         tiles.append(tile_summary(tile, DEMO_YEAR, folder, truth[tile], out))
+    report = storage.read_json(deployed.settings.layout.report(desc["name"]))
+    for t in tiles:
+        t["cost"] = next((r.get("cost") for r in report["tiles"] if r["tile"] == t["tile"]), None)
     summary = {"year": DEMO_YEAR, "aoi": DEMO_AOI, "status": desc["status"],
                "execution": arn, "seconds": round(time.monotonic() - t0, 1),
+               "report": deployed.settings.layout.report(desc["name"]),
+               "cost_per_done_tile": report.get("cost_per_done_tile"),
                "history": run.execution_history_stats(arn), "tiles": tiles}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     page = write_index(out, summary)
+    say(f"cost per tile: {report.get('cost_per_done_tile')} (Lambda GB-s, state transitions)")
     for t in tiles:
         say(f"{t['tile']}: good-pixel fraction {t['good_pixel_fraction']}, scenes "
             f"{t['scenes_contributing']}/{t['scenes_selected']} contributing, mean error vs "

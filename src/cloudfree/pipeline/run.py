@@ -122,7 +122,7 @@ def follow(deployed: Deployed, execution_arn: str, year: int, tiles: list[str],
     sfn = boto3.client("stepfunctions")
     t0 = time.monotonic()
     tty = out.isatty()
-    last = ""
+    last, last_t = "", -1e9
     while True:
         desc = sfn.describe_execution(executionArn=execution_arn)
         p = progress(deployed, year, tiles)
@@ -130,11 +130,13 @@ def follow(deployed: Deployed, execution_arn: str, year: int, tiles: list[str],
         line = (f"[{_bar(frac)}] tiles {p['tiles_done']}/{p['tiles']}  windows "
                 f"{p['windows_done']}/{p['windows'] or '?'}  {desc['status'].lower()}  "
                 f"{time.monotonic() - t0:5.0f}s")
+        now = time.monotonic()
         if tty:
             print("\r" + line, end="", file=out, flush=True)
-        elif line.split("  ")[:2] != last.split("  ")[:2]:
+        elif (line.split("  ")[:2] != last.split("  ")[:2] and now - last_t >= 15) or \
+                desc["status"] in TERMINAL:  # a line every 15 s at most when logging to a file
             print(line, file=out, flush=True)
-        last = line
+            last, last_t = line, now
         if desc["status"] in TERMINAL:
             if tty:
                 print(file=out)
