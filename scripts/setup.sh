@@ -21,8 +21,8 @@ mkvenv() {  # mkvenv DIR REQFILE [extra pip args]
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return 0; fi
   echo "[setup] building $dir from $req"
   [[ -x "$dir/bin/python" ]] || "$PY" -m venv "$dir"
-  "$dir/bin/pip" install -q --upgrade pip "setuptools>=68" 2>&1 | grep -v "^WARNING: Location" || true
-  "$dir/bin/pip" install -q -r "$req"
+  "$dir/bin/pip" install -q --upgrade pip "setuptools>=68" 2>&1 | { grep -v "^WARNING: Location" || true; }
+  "$dir/bin/pip" install -q -r "$req" 2>&1 | { grep -v "^WARNING: Location" || true; }
   echo "$want" > "$stamp"
 }
 
@@ -30,14 +30,14 @@ mkvenv .venv requirements/dev.txt &
 p1=$!
 mkvenv .venv-stacapi requirements/stacapi.txt &
 p2=$!
-wait $p1 $p2
+wait $p1 && wait $p2
 mkvenv .venv-ministack requirements/ministack.txt &
 p3=$!
 mkvenv .venv-sam requirements/sam.txt &
 p4=$!
-wait $p3 $p4
+wait $p3 && wait $p4
 # the project itself, editable, in its venv
 if ! .venv/bin/python -c "import cloudfree" 2>/dev/null; then
-  .venv/bin/pip install -q --no-deps -e .
+  .venv/bin/pip install -q --no-deps -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
 fi
 echo "[setup] ok"
