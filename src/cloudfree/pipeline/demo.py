@@ -110,6 +110,21 @@ def quicklook(visual_cog: Path, dst: Path, size: int = 1024) -> Path:
     return dst
 
 
+def validate_cogs(folder: Path, item: dict) -> dict:
+    """``rio cogeo validate`` and the CRS of every asset copied locally."""
+    import rasterio
+    from rio_cogeo.cogeo import cog_validate
+
+    out = {}
+    for key, asset in item["assets"].items():
+        path = folder / Path(asset["href"]).name
+        ok, errors, _ = cog_validate(str(path), quiet=True)
+        with rasterio.open(path) as src:
+            out[key] = {"valid": bool(ok), "errors": errors, "crs": f"EPSG:{src.crs.to_epsg()}",
+                        "shape": [src.height, src.width], "bands": src.count}
+    return out
+
+
 def tile_summary(tile: str, year: int, folder: Path, truth: dict, out: Path) -> dict:
     """Per tile: item, assets, scenes selected/contributing, good-pixel fraction, errors."""
     item_path = folder / f"{tile}_{year}.json"
@@ -123,10 +138,12 @@ def tile_summary(tile: str, year: int, folder: Path, truth: dict, out: Path) -> 
         if href:
             errors[band.key] = score_band(folder / f"{tile}_{year}_{band.key}.tif", href)
     mae = [e["mae_dn"] for e in errors.values() if e.get("pixels")]
+    cogs = validate_cogs(folder, item)
     png = quicklook(folder / f"{tile}_{year}_visual.tif", out / f"{tile}_{year}_quicklook.png")
     return {
         "tile": tile, "item": str(item_path),
         "assets": {k: str(folder / Path(a["href"]).name) for k, a in item["assets"].items()},
+        "cogs_valid": all(c["valid"] for c in cogs.values()), "cogs": cogs,
         "scenes_selected": len(scenes), "scenes_contributing": len(contributing),
         "good_pixel_fraction": props.get("cloudfree:good_pixel_fraction"),
         "observations": props.get("cloudfree:observations"),
@@ -199,6 +216,9 @@ def run_demo(out: Path = Path("out/demo"), stack_name: str = "cloudfree",
     for t in tiles:
         say(f"{t['tile']}: good-pixel fraction {t['good_pixel_fraction']}, scenes "
             f"{t['scenes_contributing']}/{t['scenes_selected']} contributing, mean error vs "
-            f"truth {t['mean_mae_dn']} DN (MAE over {len(t['error_vs_truth'])} bands)")
+            f"truth {t['mean_mae_dn']} DN (MAE over {len(t['error_vs_truth'])} bands), "
+            f"{len(t['cogs'])} COGs in {sorted({c['crs'] for c in t['cogs'].values()})} "
+            f"{'all valid' if t['cogs_valid'] else 'NOT ALL VALID'}")
     say(f"outputs: {out}\n  summary: {out / 'summary.json'}\n  page: {page}")
-    return 0 if desc["status"] == "SUCCEEDED" else 1
+    ok = desc["status"] == "SUCCEEDED" and all(t["cogs_valid"] for t in tiles)
+    return 0 if ok else 1
