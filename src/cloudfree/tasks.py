@@ -323,14 +323,20 @@ def publish(bucket: str, key: str, settings: Settings) -> dict:
 # report
 # --------------------------------------------------------------------------------------------
 def tile_status(tile: str, year: int, settings: Settings) -> dict:
-    """done / empty / failed (with the reason) for one tile, from the objects it left."""
+    """done / empty / failed (with the reason) for one tile, from the objects it left.
+
+    A tile is *done* once its completion marker exists; ``published`` says whether the item is
+    there yet (publish runs on the marker's S3 event, possibly after the report).
+    """
     layout = settings.layout
     prefix = layout.run_prefix(year, tile)
-    if storage.exists(layout.item(year, tile)):
-        done = storage.read_json(layout.tile_done(year, tile)) if storage.exists(
-            layout.tile_done(year, tile)) else {}
-        return {"tile": tile, "status": "done", "item": layout.item(year, tile),
-                "completed_at": done.get("completed_at"), "cost": done.get("cost")}
+    item = layout.item(year, tile)
+    done_uri = layout.tile_done(year, tile)
+    if storage.exists(done_uri) or storage.exists(item):
+        done = storage.read_json(done_uri) if storage.exists(done_uri) else {}
+        return {"tile": tile, "status": "done", "item": item,
+                "published": storage.exists(item), "completed_at": done.get("completed_at"),
+                "cost": done.get("cost")}
     if storage.exists(f"{prefix}/EMPTY.json"):
         return {"tile": tile, "status": "empty",
                 "reason": storage.read_json(f"{prefix}/EMPTY.json").get("reason")}
@@ -339,7 +345,7 @@ def tile_status(tile: str, year: int, settings: Settings) -> dict:
         return {"tile": tile, "status": "failed", "error": failed.get("error"),
                 "cause": failed.get("cause")}
     return {"tile": tile, "status": "failed", "error": "Incomplete",
-            "cause": "no item, no empty or failure record (publish pending or never ran)"}
+            "cause": "no completion, empty or failure record (the tile never finished)"}
 
 
 def report(execution: str, year: int, tiles_bucket: str, tiles_key: str,
