@@ -279,7 +279,7 @@ def write_web_cog(src_path: str | Path, dst_uri: str, *, zoom_level: int | str |
                   resampling: str = "bilinear", overview_resampling: str | None = None,
                   profile: str = "deflate", nodata: int = 0,
                   indexes: Sequence[int] | None = None, threads: int | str = 2,
-                  tags: dict[str, str] | None = None) -> CogInfo:
+                  tags: dict[str, str] | None = None, dtype: str | None = None) -> CogInfo:
     """Reproject ``src_path`` to a web-optimized COG in EPSG:3857 (WebMercatorQuad), validate
     it (``ValidationError`` otherwise), upload it to ``dst_uri`` and describe it.
 
@@ -299,7 +299,7 @@ def write_web_cog(src_path: str | Path, dst_uri: str, *, zoom_level: int | str |
     with tempfile.TemporaryDirectory(prefix="cloudfree-cog-") as tmp:
         out = Path(tmp) / Path(dst_uri).name
         cog_translate(str(src_path), str(out), cog_profile(profile), indexes=indexes,
-                      nodata=nodata, tms=morecantile.tms.get("WebMercatorQuad"),
+                      nodata=nodata, dtype=dtype, tms=morecantile.tms.get("WebMercatorQuad"),
                       zoom_level=zoom, resampling=resampling, overview_resampling=ovr,
                       in_memory=False, quiet=True, config=config,
                       additional_cog_metadata=tags)
@@ -378,7 +378,7 @@ def assemble_band(layout, year: int, tile: Tile | str, band: str,
             info.related["count"] = write_web_cog(
                 src, layout.band_cog(year, tile_obj.id, "count"), zoom_level=info.zoom,
                 resampling="nearest", overview_resampling="nearest", profile=profile,
-                indexes=[2], threads=threads)
+                indexes=[2], threads=threads, dtype="uint8")
     finally:
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -241,7 +241,7 @@ def visual_asset(info: AssetInfo, lat: float) -> pystac.Asset:
 
 
 def count_asset(info: AssetInfo, lat: float) -> pystac.Asset:
-    """Asset of the per-pixel count of valid observations (uint8, 0 = none; no nodata value)."""
+    """Asset of the per-pixel count of valid observations (uint8; 0 = none, flagged nodata)."""
     asset = _asset_base("count", info, "Number of valid observations", ["data"])
     asset.description = (
         "Per-pixel number of valid (unmasked) observations that entered the median, "
@@ -249,7 +249,7 @@ def count_asset(info: AssetInfo, lat: float) -> pystac.Asset:
     )
     res = _ground_resolution(info, lat)
     RasterExtension.ext(asset).apply(
-        [RasterBand.create(data_type=DataType.UINT8, spatial_resolution=res)]
+        [RasterBand.create(data_type=DataType.UINT8, nodata=0, spatial_resolution=res)]
     )
     return asset
 

@@ -129,6 +129,7 @@ def test_assemble_band_with_count(small, tmp_path):
     count = info.related["count"]
     assert Path(count.href).name == "33UUP_2023_count.tif" and count.zoom == info.zoom
     with rasterio.open(count.href) as cog:
+        assert cog.dtypes == ("uint8",) and count.dtype == "uint8"
         assert set(np.unique(cog.read(1))) <= {0, 3}  # nearest: no interpolated counts
     stats = json.loads(Path(layout.band_stats(2023, "33UUP", "blue")).read_text())
     assert stats["pixels"] == 2048 * 2048

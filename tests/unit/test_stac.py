@@ -195,7 +195,7 @@ def test_visual_and_count_assets(item_dict):
     assert [b["common_name"] for b in visual["eo:bands"]] == ["red", "green", "blue"]
     assert count["roles"] == ["data"]
     assert count["raster:bands"][0]["data_type"] == "uint8"
-    assert "nodata" not in count["raster:bands"][0]
+    assert count["raster:bands"][0]["nodata"] == 0  # as in the COG: no valid observation
 
 
 def test_links(item_dict):
