@@ -236,6 +236,10 @@ def native_zoom(resolution_m: float, latitude: float) -> int:
     return max(0, math.ceil(math.log2(ground0 / resolution_m) - 1e-9))
 
 
+#: DEFLATE level of the output COGs (see ``cog_profile``).
+DEFLATE_LEVEL = 1
+
+
 def cog_profile(profile: str, *, blocksize: int = 512) -> dict[str, Any]:
     """rio-cogeo's named profile (a copy) with predictor 2 and the block size."""
     from rio_cogeo.profiles import cog_profiles
@@ -248,6 +252,10 @@ def cog_profile(profile: str, *, blocksize: int = 512) -> dict[str, Any]:
     out.update(blockxsize=blocksize, blockysize=blocksize, bigtiff="IF_SAFER")
     if out.get("compress", "").upper() in {"DEFLATE", "ZSTD", "LZW", "LZMA"}:
         out["predictor"] = 2
+    if out.get("compress", "").upper() == "DEFLATE":
+        # Measured on a full 10980² band to zoom 14 (2 vCPU): level 6 took 66 s, level 1 35 s for
+        # 1.6 % more bytes (ZSTD: 39 s, 5 % fewer bytes, but fewer readers support it).
+        out["zlevel"] = DEFLATE_LEVEL
     return out
 
 

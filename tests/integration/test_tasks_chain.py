@@ -89,6 +89,8 @@ def test_every_asset_is_a_valid_web_cog(first_run, settings):
             with rasterio.open(uri) as src:
                 assert src.crs.to_epsg() == 3857
                 assert src.nodata == 0
+                assert src.dtypes[0] == ("uint16" if band in {b.key for b in REFLECTANCE_BANDS}
+                                         else "uint8")
 
 
 def test_item_validates_and_names_contributing_scenes(first_run, settings):
