@@ -84,7 +84,7 @@ def score_band(cog: Path, truth_href: str, count_cog: Path | None = None) -> dic
             "within_100dn": round(float((np.abs(diff) <= 100).mean()), 4)}
 
 
-def quicklook(visual_cog: Path, dst: Path, size: int = 1024) -> Path:
+def quicklook(visual_cog: Path, dst: Path, size: int = 1024) -> tuple[Path, list[float]]:
     """A PNG of the visual COG's data area: find it on an overview, then read just that window
     at up to ``size`` px (transparent where there is no data)."""
     import rasterio
@@ -104,10 +104,11 @@ def quicklook(visual_cog: Path, dst: Path, size: int = 1024) -> Path:
         f = max(win.width, win.height) / size
         shape = (3, max(int(win.height / max(f, 1)), 1), max(int(win.width / max(f, 1)), 1))
         rgb = src.read(window=win, out_shape=shape)
+        bounds = list(rasterio.windows.bounds(win, src.transform))  # EPSG:3857
     alpha = (rgb.any(axis=0) * 255).astype(np.uint8)
     dst.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.dstack([*rgb, alpha]), "RGBA").save(dst)
-    return dst
+    return dst, bounds
 
 
 def validate_cogs(folder: Path, item: dict) -> dict:
@@ -139,7 +140,8 @@ def tile_summary(tile: str, year: int, folder: Path, truth: dict, out: Path) -> 
             errors[band.key] = score_band(folder / f"{tile}_{year}_{band.key}.tif", href)
     mae = [e["mae_dn"] for e in errors.values() if e.get("pixels")]
     cogs = validate_cogs(folder, item)
-    png = quicklook(folder / f"{tile}_{year}_visual.tif", out / f"{tile}_{year}_quicklook.png")
+    png, bounds = quicklook(folder / f"{tile}_{year}_visual.tif",
+                            out / f"{tile}_{year}_quicklook.png")
     return {
         "tile": tile, "item": str(item_path),
         "assets": {k: str(folder / Path(a["href"]).name) for k, a in item["assets"].items()},
@@ -149,8 +151,49 @@ def tile_summary(tile: str, year: int, folder: Path, truth: dict, out: Path) -> 
         "observations": props.get("cloudfree:observations"),
         "error_vs_truth": errors,
         "mean_mae_dn": round(float(np.mean(mae)), 2) if mae else None,
-        "quicklook": str(png),
+        "quicklook": str(png), "quicklook_bounds_3857": bounds,
+        "footprint": item["geometry"],
     }
+
+
+def _mercator(lon: float, lat: float) -> tuple[float, float]:
+    import math
+
+    r = 6378137.0
+    return r * math.radians(lon), r * math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+
+
+def map_svg(summary: dict, width: int = 900) -> str:
+    """An offline map (Web Mercator): tile footprints, the AOI and each quicklook in place."""
+    shapes = [[_mercator(*p) for p in t["footprint"]["coordinates"][0]] for t in summary["tiles"]]
+    xs = [x for s in shapes for x, _ in s]
+    ys = [y for s in shapes for _, y in s]
+    pad = 0.03 * (max(xs) - min(xs))
+    x0, x1, y0, y1 = min(xs) - pad, max(xs) + pad, min(ys) - pad, max(ys) + pad
+    height = int(width * (y1 - y0) / (x1 - x0))
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return round((x - x0) / (x1 - x0) * width, 1), round((y1 - y) / (y1 - y0) * height, 1)
+
+    def rect(minx: float, miny: float, maxx: float, maxy: float) -> str:
+        (ax, ay), (bx, by) = px(minx, maxy), px(maxx, miny)
+        return f'x="{ax}" y="{ay}" width="{bx - ax}" height="{by - ay}"'
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             'style="background:#eef">']
+    for t, shape in zip(summary["tiles"], shapes, strict=True):
+        parts.append(f'<image href="{Path(t["quicklook"]).name}" '
+                     f'{rect(*t["quicklook_bounds_3857"])} preserveAspectRatio="none"/>')
+        pts = " ".join("{},{}".format(*px(x, y)) for x, y in shape)
+        cx, cy = px(sum(x for x, _ in shape) / len(shape), max(y for _, y in shape))
+        parts.append(f'<polygon points="{pts}" fill="none" stroke="#c00" stroke-width="1.5"/>'
+                     f'<text x="{cx}" y="{cy + 16}" fill="#c00" font-size="14" '
+                     f'text-anchor="middle">{t["tile"]}</text>')
+    a = summary["aoi"]
+    (ax, ay), (bx, by) = _mercator(a[0], a[1]), _mercator(a[2], a[3])
+    parts.append(f'<rect {rect(ax, ay, bx, by)} fill="none" stroke="#06c" '
+                 'stroke-dasharray="4 3"/></svg>')
+    return "".join(parts)
 
 
 def write_index(out: Path, summary: dict) -> Path:
@@ -172,7 +215,9 @@ def write_index(out: Path, summary: dict) -> Path:
 <style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}td,th{{padding:2px 8px}}
 section{{overflow:auto;border-top:1px solid #ccc}}</style></head><body>
 <h1>cloudfree demo: {summary['year']}, {len(summary['tiles'])} tiles</h1>
-<p>execution {summary['status']} in {summary['seconds']}s</p>{''.join(rows)}</body></html>"""
+<p>execution {summary['status']} in {summary['seconds']}s; red: tile footprints (EPSG:3857),
+blue dashed: the synthetic data AOI, imagery: the composites' visual COGs</p>
+{map_svg(summary)}{''.join(rows)}</body></html>"""
     path = out / "index.html"
     path.write_text(html)
     return path
