@@ -45,6 +45,10 @@ class ValidationError(CloudfreeError):
     """An output failed validation (COG or STAC) and was not published."""
 
 
+class CorruptObjectError(CloudfreeError):
+    """An object cloudfree wrote earlier (manifest, stats, marker) cannot be parsed."""
+
+
 class ServiceDownError(CloudfreeError):
     """A local service (MiniStack, PostgreSQL, STAC API) is not reachable."""
 

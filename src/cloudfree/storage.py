@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import InputError, TransientError
+from .errors import CorruptObjectError, InputError, TransientError
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -90,7 +90,11 @@ def download_file(uri: str, path: str | Path) -> None:
 
 
 def read_json(uri: str) -> Any:
-    return json.loads(read_bytes(uri))
+    """Parse a JSON object; a corrupt one raises CorruptObjectError naming it."""
+    try:
+        return json.loads(read_bytes(uri))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptObjectError(f"{uri} is not valid JSON: {err}") from err
 
 
 def write_json(uri: str, obj: Any) -> None:

@@ -1,0 +1,41 @@
+"""storage: local-path round trips, listing, corrupt JSON, GDAL options."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloudfree import storage
+from cloudfree.errors import CorruptObjectError, InputError
+
+
+def test_local_round_trip_and_listing(tmp_path):
+    uri = str(tmp_path / "a" / "b.json")
+    storage.write_json(uri, {"x": [1, 2]})
+    assert storage.exists(uri) and storage.read_json(uri) == {"x": [1, 2]}
+    storage.write_bytes(str(tmp_path / "a" / "c.bin"), b"\x00\x01")
+    assert list(storage.list_uris(str(tmp_path / "a"))) == [uri, str(tmp_path / "a" / "c.bin")]
+    assert not storage.exists(str(tmp_path / "missing"))
+
+
+def test_corrupt_json_names_the_object(tmp_path):
+    bad = tmp_path / "manifest.json"
+    bad.write_text("{not json")
+    with pytest.raises(CorruptObjectError, match="manifest.json"):
+        storage.read_json(str(bad))
+
+
+def test_split_s3():
+    assert storage.split_s3("s3://bucket/a/b.tif") == ("bucket", "a/b.tif")
+    with pytest.raises(InputError):
+        storage.split_s3("https://bucket/a")
+
+
+def test_gdal_options_follow_the_local_endpoint(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("CLOUDFREE_LOCAL_S3", raising=False)
+    assert "AWS_S3_ENDPOINT" not in storage.gdal_env_options()
+    assert isinstance(storage.gdal_env_options()["GDAL_CACHEMAX"], int)
+    monkeypatch.setenv("CLOUDFREE_LOCAL_S3", "127.0.0.1:4566")
+    opts = storage.gdal_env_options()
+    assert (opts["AWS_S3_ENDPOINT"], opts["AWS_HTTPS"], opts["AWS_VIRTUAL_HOSTING"]) == (
+        "127.0.0.1:4566", "NO", "FALSE")
