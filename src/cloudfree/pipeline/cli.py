@@ -67,6 +67,9 @@ def _run(args: argparse.Namespace) -> int:
 
     tiles = resolve_tiles(args.tiles, args.aoi)
     desc = run.follow(deployed, arn, args.year, tiles)
+    pending = run.wait_published(deployed, args.year, tiles)
+    if pending:
+        print(f"warning: items not yet published for {pending}")
     for row in run.tile_statuses(deployed, args.year, tiles):
         print(f"  {row['tile']}: {row['status']}" + (f" ({row.get('error')})"
                                                      if row["status"] == "failed" else ""))

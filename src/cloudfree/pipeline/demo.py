@@ -241,7 +241,11 @@ def run_demo(out: Path = Path("out/demo"), stack_name: str = "cloudfree",
     arn = run.start(deployed, payload)
     say(f"started {arn}")
     desc = run.follow(deployed, arn, DEMO_YEAR, list(DEMO_TILES))
-    say(f"execution {desc['status']}")
+    say(f"execution {desc['status']}; waiting for publish (S3 event) to write the items")
+    pending = run.wait_published(deployed, DEMO_YEAR, list(DEMO_TILES))
+    if pending:
+        say(f"items not published for {pending}: see the publish function's log")
+        return 1
     tiles = []
     for tile in DEMO_TILES:
         folder = out / tile

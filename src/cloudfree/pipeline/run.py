@@ -146,6 +146,20 @@ def follow(deployed: Deployed, execution_arn: str, year: int, tiles: list[str],
         time.sleep(poll)
 
 
+def wait_published(deployed: Deployed, year: int, tiles: list[str], timeout: float = 300,
+                   poll: float = 2.0) -> list[str]:
+    """Wait until every completed tile's item is published (publish runs on the completion
+    marker's S3 event, so it can finish after the execution); return the tiles still pending."""
+    layout = deployed.settings.layout
+    t0 = time.monotonic()
+    while True:
+        pending = [t for t in tiles if storage.exists(layout.tile_done(year, t))
+                   and not storage.exists(layout.item(year, t))]
+        if not pending or time.monotonic() - t0 > timeout:
+            return pending
+        time.sleep(poll)
+
+
 def tile_statuses(deployed: Deployed, year: int, tiles: list[str]) -> list[dict]:
     return [tile_status(t, year, deployed.settings) for t in tiles]
 
