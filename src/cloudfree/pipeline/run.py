@@ -93,8 +93,33 @@ def expected_windows(deployed: Deployed, year: int, tile: str) -> int | None:
     return sum(len(plan_windows(get_band(b), n, deployed.memory_mb)) for b in OUTPUT_BANDS)
 
 
-def progress(deployed: Deployed, year: int, tiles: list[str]) -> dict:
-    """Tiles finished and windows written so far."""
+#: Above this many tiles, progress comes from the Map Run's counters, not from listing windows.
+DETAILED_PROGRESS_TILES = 20
+
+
+def map_run_counts(execution_arn: str) -> dict | None:
+    """The Distributed Map's item counters (succeeded, failed, running, total), if started."""
+    import boto3
+
+    sfn = boto3.client("stepfunctions")
+    runs = sfn.list_map_runs(executionArn=execution_arn).get("mapRuns", [])
+    if not runs:
+        return None
+    return sfn.describe_map_run(mapRunArn=runs[0]["mapRunArn"]).get("itemCounts")
+
+
+def progress(deployed: Deployed, year: int, tiles: list[str],
+             execution_arn: str | None = None) -> dict:
+    """Tiles finished and windows written so far.
+
+    For a few tiles both are read from the objects the pipeline writes; for many (a continent)
+    only the Map Run's counters are read, so polling stays cheap whatever the run's size.
+    """
+    if len(tiles) > DETAILED_PROGRESS_TILES and execution_arn:
+        counts = map_run_counts(execution_arn) or {}
+        done = int(counts.get("succeeded", 0)) + int(counts.get("failed", 0))
+        return {"tiles_done": done, "tiles": len(tiles), "windows_done": done,
+                "windows": len(tiles)}
     layout = deployed.settings.layout
     done = windows = total = 0
     for tile in tiles:
@@ -125,7 +150,7 @@ def follow(deployed: Deployed, execution_arn: str, year: int, tiles: list[str],
     last, last_t = "", -1e9
     while True:
         desc = sfn.describe_execution(executionArn=execution_arn)
-        p = progress(deployed, year, tiles)
+        p = progress(deployed, year, tiles, execution_arn)
         frac = p["windows_done"] / p["windows"] if p["windows"] else 0.0
         line = (f"[{_bar(frac)}] tiles {p['tiles_done']}/{p['tiles']}  windows "
                 f"{p['windows_done']}/{p['windows'] or '?'}  {desc['status'].lower()}  "
