@@ -200,3 +200,29 @@ def test_malformed_request_is_rejected_with_a_reason(deployed):
     assert "not an MGRS tile id" in record["reason"]
     time.sleep(2)
     assert set(_executions(deployed)) == before
+
+
+def test_cli_run_status_fetch(first, deployed, tmp_path):
+    """The user's path: `cloudfree run` follows an execution to the end, `status` and `fetch`."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = str(Path(sys.executable).with_name("cloudfree"))
+    out = subprocess.run([cli, "run", "--stack", deployed.stack_name, "--year", str(YEAR),
+                          "--tiles", TILE, "--scenes", "6"], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"{TILE}: done" in out.stdout and "execution SUCCEEDED" in out.stdout
+    arn = out.stdout.split("started ", 1)[1].split()[0]
+    status = subprocess.run([cli, "status", "--stack", deployed.stack_name, arn],
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0 and "SUCCEEDED" in status.stdout
+    assert f"{TILE}: done" in status.stdout
+    fetched = subprocess.run([cli, "fetch", "--stack", deployed.stack_name, "--year", str(YEAR),
+                              "--tile", TILE, "--dest", str(tmp_path)], capture_output=True,
+                             text=True, timeout=300)
+    assert fetched.returncode == 0, fetched.stderr[-3000:]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert f"{TILE}_{YEAR}.json" in names
+    assert len([n for n in names if n.endswith(".tif")]) == len(OUTPUT_BANDS) + 1
