@@ -172,8 +172,7 @@ def _etag(uri: str) -> str | None:
     try:
         return storage.s3_client().head_object(Bucket=bucket, Key=key)["ETag"]
     except Exception as err:  # noqa: BLE001
-        if getattr(err, "response", {}).get("Error", {}).get("Code") in {"404", "NoSuchKey",
-                                                                        "NotFound"}:
+        if storage.is_not_found(err):
             return None
         raise
 

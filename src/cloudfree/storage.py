@@ -41,6 +41,12 @@ def s3_client(endpoint_url: str | None = None):
                         config=cfg)
 
 
+def is_not_found(err: Exception) -> bool:
+    """True when a botocore error says the object (or key) does not exist."""
+    code = getattr(err, "response", {}).get("Error", {}).get("Code")
+    return code in {"404", "NoSuchKey", "NotFound"}
+
+
 def _wrap_transient(err: Exception) -> Exception:
     code = getattr(err, "response", {}).get("Error", {}).get("Code", "")
     if code in {"SlowDown", "Throttling", "RequestTimeout", "InternalError", "503", "500"}:
@@ -108,8 +114,7 @@ def exists(uri: str) -> bool:
             s3_client().head_object(Bucket=bucket, Key=key)
             return True
         except Exception as err:  # noqa: BLE001
-            if getattr(err, "response", {}).get("Error", {}).get("Code") in {"404", "NoSuchKey",
-                                                                            "NotFound"}:
+            if is_not_found(err):
                 return False
             raise
     return Path(uri).exists()

@@ -130,23 +130,31 @@ def plan(event: dict, settings: Settings) -> dict:
 # --------------------------------------------------------------------------------------------
 # select
 # --------------------------------------------------------------------------------------------
-def _band_work(n_scenes: int, settings: Settings) -> list[dict]:
+def _batches(band: str, n_scenes: int, settings: Settings) -> list[list]:
+    """A band's windows grouped per median invocation (the same plan in select and median)."""
     from .windows import batch_windows, plan_windows
 
-    work = []
-    for key in OUTPUT_BANDS:
-        windows = plan_windows(get_band(key), n_scenes, settings.median_memory_mb)
-        n = len(batch_windows(windows, WINDOWS_PER_BATCH))
-        work.append({"band": key, "batches": list(range(n))})
-    return work
+    windows = plan_windows(get_band(band), n_scenes, settings.median_memory_mb)
+    return batch_windows(windows, WINDOWS_PER_BATCH)
+
+
+def _band_work(n_scenes: int, settings: Settings) -> list[dict]:
+    return [{"band": key, "batches": list(range(len(_batches(key, n_scenes, settings))))}
+            for key in OUTPUT_BANDS]
+
+
+def tile_transitions(work: list[dict]) -> int:
+    """State transitions of one tile's child execution for a select ``work`` list.
+
+    Select, Selected (choice), Bands (map), Complete = 4; per band: Windows (map), Assemble,
+    plus one Median per batch. Independent of the window count within a batch.
+    """
+    return 4 + sum(2 + len(w["batches"]) for w in work)
 
 
 def band_batch(band: str, n_scenes: int, batch: int, settings: Settings) -> list:
     """The windows of one median invocation (recomputed, never passed in payloads)."""
-    from .windows import batch_windows, plan_windows
-
-    batches = batch_windows(plan_windows(get_band(band), n_scenes, settings.median_memory_mb),
-                            WINDOWS_PER_BATCH)
+    batches = _batches(band, n_scenes, settings)
     if not 0 <= batch < len(batches):
         raise InputError(f"batch {batch} out of range for {band} ({len(batches)} batches)")
     return batches[batch]
@@ -277,7 +285,7 @@ def tile_cost(tile: str, year: int, settings: Settings) -> dict:
     median_s = sum(float(s.get("median_seconds", 0)) for s in stats)
     assemble_s = sum(float(s.get("assemble_seconds", 0)) for s in stats)
     n = len(storage.read_json(layout.manifest(year, tile))["scenes"])
-    transitions = 4 + sum(2 + len(w["batches"]) for w in _band_work(n, settings))
+    transitions = tile_transitions(_band_work(n, settings))
     gb_s = (median_s * settings.median_memory_mb + assemble_s * settings.assemble_memory_mb)
     return {"median_seconds": round(median_s, 2), "assemble_seconds": round(assemble_s, 2),
             "lambda_gb_seconds": round(gb_s / 1024, 1), "state_transitions": transitions}
@@ -332,11 +340,11 @@ def tile_status(tile: str, year: int, settings: Settings) -> dict:
     prefix = layout.run_prefix(year, tile)
     item = layout.item(year, tile)
     done_uri = layout.tile_done(year, tile)
-    if storage.exists(done_uri) or storage.exists(item):
-        done = storage.read_json(done_uri) if storage.exists(done_uri) else {}
-        return {"tile": tile, "status": "done", "item": item,
-                "published": storage.exists(item), "completed_at": done.get("completed_at"),
-                "cost": done.get("cost")}
+    has_done, published = storage.exists(done_uri), storage.exists(item)
+    if has_done or published:
+        done = storage.read_json(done_uri) if has_done else {}
+        return {"tile": tile, "status": "done", "item": item, "published": published,
+                "completed_at": done.get("completed_at"), "cost": done.get("cost")}
     if storage.exists(f"{prefix}/EMPTY.json"):
         return {"tile": tile, "status": "empty",
                 "reason": storage.read_json(f"{prefix}/EMPTY.json").get("reason")}

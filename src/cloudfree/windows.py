@@ -214,17 +214,6 @@ def batch_windows(windows: Sequence[Window], max_per_batch: int) -> list[list[Wi
 
 
 # --- reading ---------------------------------------------------------------------------------
-def gdal_env() -> dict[str, str | int]:
-    """``storage.gdal_env_options()`` made acceptable to ``rasterio.Env``.
-
-    rasterio insists that ``GDAL_CACHEMAX`` is an int (a str raises "an integer is required").
-    """
-    opts: dict[str, str | int] = dict(storage.gdal_env_options())
-    if "GDAL_CACHEMAX" in opts:
-        opts["GDAL_CACHEMAX"] = int(float(opts["GDAL_CACHEMAX"]))
-    return opts
-
-
 def read_window(href: str, window: Window, *, band_index: int | Sequence[int] = 1,
                 out_dtype: str | None = None) -> np.ndarray:
     """Read one window of a COG (s3://, http(s)://, or a local path), never boundless.
@@ -235,7 +224,7 @@ def read_window(href: str, window: Window, *, band_index: int | Sequence[int] = 
     import rasterio
 
     try:
-        with rasterio.Env(**gdal_env()), rasterio.open(href) as src:
+        with rasterio.Env(**storage.gdal_env_options()), rasterio.open(href) as src:
             data = src.read(band_index, window=window.to_rasterio(), boundless=False,
                             out_dtype=out_dtype)
     except Exception as err:  # noqa: BLE001 - every GDAL/IO failure becomes SourceReadError

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ServiceDownError
@@ -333,7 +333,6 @@ class LocalStack:
             pid = state.get(name, {}).get("pid")
             if pid:
                 _kill_group(int(pid))
-        pg = state.get("postgres", {})
         data = self.root / "postgres" / "data"
         if (data / "postmaster.pid").exists():
             bindir = Path(os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin"))
@@ -346,7 +345,6 @@ class LocalStack:
             state.get(name, {}).pop("pid", None)
         if state:
             self._save(state)
-        del pg
 
 
 def _kill_group(pid: int) -> None:
@@ -368,7 +366,3 @@ def _kill_group(pid: int) -> None:
 def stack() -> LocalStack:
     """The local stack of this checkout (run folder from ``CLOUDFREE_RUN_DIR`` or ``.run/``)."""
     return LocalStack()
-
-
-def endpoints_dict(ep: Endpoints) -> dict:
-    return asdict(ep)

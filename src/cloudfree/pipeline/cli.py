@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -116,8 +117,7 @@ def _deploy(args: argparse.Namespace) -> int:
     from . import deploy
 
     info = deploy.deploy_local(stack_name=args.stack)
-    print(json.dumps(info.__dict__ if hasattr(info, "__dict__") else info, indent=1,
-                     default=str))
+    print(json.dumps(dataclasses.asdict(info), indent=1, default=str))
     return 0
 
 

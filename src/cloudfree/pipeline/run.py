@@ -19,7 +19,12 @@ from .. import storage
 from ..bands import OUTPUT_BANDS, get_band
 from ..errors import CloudfreeError, InputError
 from ..settings import Settings
-from ..tasks import check_year, resolve_tiles, tile_status
+from ..tasks import (
+    check_year,
+    resolve_tiles,
+    tile_status,
+    tile_transitions,  # noqa: F401 (re-exported: the CLI reports it)
+)
 
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
@@ -43,23 +48,12 @@ class Deployed:
 
 
 def find_stack(stack_name: str = "cloudfree") -> Deployed:
-    """Read the stack's outputs (and the median memory parameter)."""
-    import boto3
+    """The stack's buckets and state machine (outputs) and median memory (parameter)."""
+    from .deploy import stack_info
 
-    cfn = boto3.client("cloudformation")
-    try:
-        stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
-    except Exception as err:  # noqa: BLE001
-        raise CloudfreeError(f"stack {stack_name!r} not found ({err}); deploy it first "
-                             "(`make demo` locally, `sam deploy` on AWS)") from err
-    out = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-    params = {p["ParameterKey"]: p.get("ParameterValue") for p in stack.get("Parameters", [])}
-    try:
-        return Deployed(stack_name, out["WorkBucketName"], out["DataBucketName"],
-                        out["ControlBucketName"], out["StateMachineArn"],
-                        int(params.get("MedianMemoryMB") or 3008))
-    except KeyError as err:
-        raise CloudfreeError(f"stack {stack_name!r} lacks output {err}") from err
+    info = stack_info(stack_name)
+    return Deployed(stack_name, info.work_bucket, info.data_bucket, info.control_bucket,
+                    info.state_machine_arn, int(info.parameters.get("MedianMemoryMB") or 3008))
 
 
 def execution_input(year: int, tiles: list[str] | None, aoi: Any = None,
@@ -81,16 +75,25 @@ def start(deployed: Deployed, payload: dict, name: str | None = None) -> str:
     return resp["executionArn"]
 
 
+_EXPECTED: dict[tuple[str, int, str], int] = {}
+
+
 def expected_windows(deployed: Deployed, year: int, tile: str) -> int | None:
-    """Windows of a tile (once its manifest exists), from the same plan the pipeline uses."""
+    """Windows of a tile (once its manifest exists), from the same plan the pipeline uses;
+    remembered, so polling reads each manifest once."""
     from ..windows import plan_windows
 
+    cache_key = (deployed.work_bucket, int(year), tile)
+    if cache_key in _EXPECTED:
+        return _EXPECTED[cache_key]
     layout = deployed.settings.layout
     uri = layout.manifest(year, tile)
     if not storage.exists(uri):
         return None
     n = len(storage.read_json(uri)["scenes"])
-    return sum(len(plan_windows(get_band(b), n, deployed.memory_mb)) for b in OUTPUT_BANDS)
+    _EXPECTED[cache_key] = sum(len(plan_windows(get_band(b), n, deployed.memory_mb))
+                               for b in OUTPUT_BANDS)
+    return _EXPECTED[cache_key]
 
 
 #: Above this many tiles, progress comes from the Map Run's counters, not from listing windows.
@@ -261,15 +264,6 @@ def _sizes(events: list[dict]) -> tuple[int, int, int]:
 
 #: Standard workflow price per state transition (USD).
 TRANSITION_USD = 0.025 / 1000
-
-
-def tile_transitions(work: list[dict]) -> int:
-    """State transitions of one tile's child execution for a select ``work`` list.
-
-    Select, Selected (choice), Bands (map), Complete = 4; per band: Windows (map), Assemble,
-    plus one Median per batch. Independent of the window count within a batch.
-    """
-    return 4 + sum(2 + len(w["batches"]) for w in work)
 
 
 def execution_history_stats(execution_arn: str) -> dict:
