@@ -29,21 +29,45 @@ and nothing is converted to float.
 Even counts take the mean of the two middle values rounded half to even, computed in uint16
 without overflow: ``q = (a>>1) + (b>>1) + (a&b&1)`` is ``floor((a+b)/2)`` and
 ``q + ((a^b) & q & 1)`` rounds a ``.5`` up only when ``q`` is odd.
+
+Two implementations
+-------------------
+``kernel="compiled"`` runs the same network, fill and rounding in C (``_median.c``, built by
+``pip install -e .`` and by the Lambda layer's Makefile): pixels in L1-sized blocks, every
+comparator a SIMD min/max loop, the GIL released and the pixel range split over
+:data:`DEFAULT_THREADS` Python threads. ``kernel="numpy"`` is the pure numpy path above.
+:func:`masked_median` picks the compiled one when it is importable; both are exact and are
+tested against :func:`reference_median`.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ConfigError, InputError
+
+try:
+    from . import _median as _compiled
+except ImportError:  # no C compiler at install time: the numpy network still works
+    _compiled = None
 
 #: Largest number of scenes a stack may hold (``count`` is uint8 and networks grow fast).
 MAX_SCENES = 64
 #: Pixels per chunk: S wires of this many uint16 values (+ scratch) stay in a 1 MiB L2.
 DEFAULT_CHUNK_PIXELS = 32768
+
+#: Threads the compiled kernel splits a stack over (it releases the GIL); 2 vCPU here and
+#: on Lambda (which shows 2 cores at any memory size; CPU share grows with memory).
+DEFAULT_THREADS = max(1, min(2, os.cpu_count() or 1))
+#: Below this many pixels one thread is faster than starting a second.
+MIN_PIXELS_PER_THREAD = 1 << 16
+#: Implementations :func:`masked_median` accepts as ``kernel``.
+KERNELS = ("compiled", "numpy")
 
 FILL_LOW = np.uint16(0)
 FILL_HIGH = np.uint16(65535)
@@ -345,15 +369,85 @@ class _Kernel:
         np.copyto(median, 0, where=count == 0)
 
 
+def compiled_available() -> bool:
+    """True when the C kernel (``cloudfree._median``) was built and imports."""
+    return _compiled is not None
+
+
+@cache
+def _network_ops(n_scenes: int) -> tuple[bytes, int, int, int]:
+    """The selection network as ``(a, b, flags)`` bytes for the C kernel, and its outputs."""
+    net = selection_network(n_scenes)
+    ops = bytes(
+        v
+        for c in net.comparators
+        for v in (c.a, c.b, int(c.want_min) | (int(c.want_max) << 1))
+    )
+    outs = net.outputs
+    return ops, outs[0], outs[-1], len(outs)
+
+
+def _compiled_median(
+    stack: np.ndarray, valid: np.ndarray, threads: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median/count/contributions of a checked stack with the C kernel."""
+    n, height, width = stack.shape
+    pixels = height * width
+    stack = np.ascontiguousarray(stack)
+    valid = np.ascontiguousarray(valid).view(np.uint8)  # bool is 0/1 bytes
+    median = np.empty((height, width), np.uint16)
+    count = np.empty((height, width), np.uint8)
+    ops, out0, out1, n_out = _network_ops(n)
+    parts = max(1, min(threads, pixels // MIN_PIXELS_PER_THREAD))
+    bounds = [pixels * i // parts for i in range(parts + 1)]
+    contribs = np.zeros((parts, n), np.int64)
+
+    def run(i: int) -> None:
+        _compiled.masked_median(
+            stack, valid, median, count, contribs[i], ops, n, out0, out1, n_out,
+            bounds[i], bounds[i + 1],
+        )
+
+    if parts == 1:
+        run(0)
+    else:
+        with ThreadPoolExecutor(parts) as pool:
+            list(pool.map(run, range(parts)))
+    return median, count, contribs.sum(axis=0)
+
+
+def _numpy_median(
+    stack: np.ndarray, valid: np.ndarray, chunk_pixels: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median/count/contributions of a checked stack with the numpy network, in row chunks."""
+    n, height, width = stack.shape
+    median = np.zeros((height, width), np.uint16)
+    count = np.zeros((height, width), np.uint8)
+    contributions = np.zeros(n, np.int64)
+    rows = max(1, min(height, chunk_pixels // max(width, 1)))
+    kernel = _Kernel(n, rows, width)
+    for r0 in range(0, height, rows):
+        r1 = min(height, r0 + rows)
+        kernel.run(stack[:, r0:r1], valid[:, r0:r1], median[r0:r1], count[r0:r1], contributions)
+    return median, count, contributions
+
+
 def masked_median(
-    stack: np.ndarray, valid: np.ndarray, chunk_pixels: int = DEFAULT_CHUNK_PIXELS
+    stack: np.ndarray,
+    valid: np.ndarray,
+    chunk_pixels: int = DEFAULT_CHUNK_PIXELS,
+    *,
+    kernel: str | None = None,
+    threads: int = DEFAULT_THREADS,
 ) -> MedianResult:
     """Per-pixel median of the valid observations of ``stack`` (see the module docstring).
 
     Args:
         stack: uint16 (S, H, W) DNs; values under invalid observations are ignored.
         valid: uint8 or bool (S, H, W); non-zero marks a valid observation.
-        chunk_pixels: pixels processed at a time (rounded to whole rows).
+        chunk_pixels: pixels processed at a time by the numpy kernel (rounded to whole rows).
+        kernel: ``"compiled"``, ``"numpy"`` or None for the compiled one when it was built.
+        threads: threads the compiled kernel splits the pixels over.
 
     Returns:
         :class:`MedianResult` with the uint16 median (0 where nothing is valid; even counts
@@ -361,18 +455,19 @@ def masked_median(
         valid observations and the int64 per-scene contributions.
     """
     _check_inputs(stack, valid)
+    if kernel is None:
+        kernel = "compiled" if _compiled is not None else "numpy"
+    if kernel not in KERNELS:
+        raise ConfigError(f"median kernel must be one of {KERNELS}, got {kernel!r}")
+    if kernel == "compiled" and _compiled is None:
+        raise ConfigError("the compiled median kernel is not built (pip install -e . needs gcc)")
     n, height, width = stack.shape
-    median = np.zeros((height, width), np.uint16)
-    count = np.zeros((height, width), np.uint8)
-    contributions = np.zeros(n, np.int64)
     if height * width == 0:
-        return MedianResult(median, count, contributions)
-    rows = max(1, min(height, chunk_pixels // max(width, 1)))
-    kernel = _Kernel(n, rows, width)
-    for r0 in range(0, height, rows):
-        r1 = min(height, r0 + rows)
-        kernel.run(stack[:, r0:r1], valid[:, r0:r1], median[r0:r1], count[r0:r1], contributions)
-    return MedianResult(median, count, contributions)
+        empty = np.zeros((height, width), np.uint16)
+        return MedianResult(empty, empty.astype(np.uint8), np.zeros(n, np.int64))
+    if kernel == "compiled":
+        return MedianResult(*_compiled_median(stack, valid, threads))
+    return MedianResult(*_numpy_median(stack, valid, chunk_pixels))
 
 
 def reference_median(stack: np.ndarray, valid: np.ndarray) -> MedianResult:
