@@ -11,7 +11,7 @@ help:
 	@echo "make demo   - install, start the local stack, synthesize an archive, deploy, run a year"
 	@echo "make test   - install, start the local stack, run every test"
 	@echo "make up / make down / make status - the local stack (MiniStack + STAC API)"
-	@echo "make bench  - benchmarks (median kernel, tile)"
+	@echo "make bench  - benchmarks (median kernel vs np.nanmedian, full tile vs codec floor)"
 	@echo "make lint   - ruff, sam validate --lint, cfn-lint"
 
 setup:
@@ -41,9 +41,13 @@ test-unit: setup
 test-integration: up
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
+# bench: the median kernel against np.nanmedian, window reads, then one full 10980² tile (16
+# scenes; one band per resolution by default: BENCH_TILE_ARGS=--full for all 13 outputs).
+BENCH_TILE_ARGS ?=
 bench: setup
 	$(PY) bench/bench_median.py
-	@if [ -f bench/bench_tile.py ]; then $(PY) bench/bench_tile.py; fi
+	$(PY) bench/bench_tile.py
+	$(PY) bench/bench_fulltile.py $(BENCH_TILE_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests functions bench

@@ -28,6 +28,7 @@ import struct
 import time
 import zlib
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,7 @@ def _scl_block(rng: np.random.Generator, block: int) -> np.ndarray:
     return classes.astype(np.uint8)
 
 
+@cache
 def make_pool(kind: str, seed: int = 0, size: int = POOL_SIZE) -> BlockPool:
     """``kind``: "uint16" (reflectance), "visual" (RGB uint8) or "scl"."""
     rng = np.random.default_rng(seed)
@@ -170,7 +172,7 @@ def asset_file(out: Path, scene: int, band: Band) -> Path:
 
 
 def generate(out: Path, n_scenes: int, bands: list[str], tile: str = "33UUP",
-             year: int = 2023) -> dict:
+             year: int = 2023, pool_size: int = POOL_SIZE) -> dict:
     """Write ``n_scenes`` scenes (the ``bands`` and SCL) under ``out``; return the manifest.
 
     The manifest has the shape *select* writes (``tile``, ``year``, ``scenes`` with ``id``,
@@ -185,7 +187,7 @@ def generate(out: Path, n_scenes: int, bands: list[str], tile: str = "33UUP",
         for no, band in enumerate([*wanted, SCL]):
             kind = "scl" if band is SCL else ("visual" if band.count == 3 else "uint16")
             if kind not in pools:
-                pools[kind] = make_pool(kind, seed=len(pools))
+                pools[kind] = make_pool(kind, seed=len(pools), size=pool_size)
             pool = pools[kind]
             path = asset_file(out, s, band)
             path.parent.mkdir(parents=True, exist_ok=True)
