@@ -63,6 +63,19 @@ class LocalLayout(Layout):
 
 
 def _peak_mb() -> float:
+    """This process's peak resident memory (MB).
+
+    ``VmHWM`` of /proc/self/status: the high-water mark of this address space. ``ru_maxrss``
+    is wrong here: Linux carries the parent's peak across fork + exec into a spawned child
+    (exec folds the old mm's high-water mark into the process's maxrss), so every child
+    reported the parent's 789 MB.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
