@@ -61,9 +61,11 @@ MAX_SCENES = 64
 #: Pixels per chunk: S wires of this many uint16 values (+ scratch) stay in a 1 MiB L2.
 DEFAULT_CHUNK_PIXELS = 32768
 
-#: Threads the compiled kernel splits a stack over (it releases the GIL); 2 vCPU here and
-#: on Lambda (which shows 2 cores at any memory size; CPU share grows with memory).
-DEFAULT_THREADS = max(1, min(2, os.cpu_count() or 1))
+#: Threads the compiled kernel splits a stack over (it releases the GIL): the visible cores.
+#: Lambda shows 2 vCPUs up to 3008 MB and up to 6 at 10,240 MB, with CPU credit proportional
+#: to memory (1 vCPU-second per second at 1769 MB; AWS "Configuring Lambda function memory",
+#: thresholds measured in rwnx/lambda-cpuinfo). This machine: 2.
+DEFAULT_THREADS = max(1, min(6, os.cpu_count() or 1))
 #: Below this many pixels one thread is faster than starting a second.
 MIN_PIXELS_PER_THREAD = 1 << 16
 #: Implementations :func:`masked_median` accepts as ``kernel``.
