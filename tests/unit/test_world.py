@@ -13,10 +13,12 @@ from cloudfree import tasks
 from cloudfree.errors import InputError
 from cloudfree.grid import (
     LAND_TILES_FILE,
+    _grid_bboxes,
+    _origins,
     land_tile_ids,
     parse_tile,
     tile_at,
-    tile_ids_at,
+    tile_ids,
     tiles_for_aoi,
 )
 from cloudfree.settings import Settings
@@ -61,45 +63,57 @@ def test_20ept_is_an_ocean_tile():
     assert "20EPT" not in land_tile_ids()
 
 
-def test_tile_ids_at_equals_tile_at():
-    rng = np.random.default_rng(7)
-    lons = rng.uniform(-180, 180, 300)
-    lats = rng.uniform(-80, 84, 300)
-    assert tile_ids_at(lons, lats) == [tile_at(lo, la).id for lo, la in zip(lons, lats,
-                                                                             strict=True)]
-    with pytest.raises(InputError):
-        tile_ids_at([0.0], [85.0])
+def test_grid_tiles_and_their_padded_bboxes():
+    ids, boxes = _grid_bboxes()
+    assert len(ids) == len(tile_ids()) == 56_686 and set(land_tile_ids()) <= set(ids)
+    assert "32UMU" in ids and "32TMU" not in ids  # ESA names a straddling square once
+    rng = np.random.default_rng(3)
+    for i in rng.choice(len(ids), 400, replace=False):  # the densified ring fits the bbox
+        tile = parse_tile(ids[i])
+        ring = np.array(tile.ring(densify=20))
+        west, south, east, north = boxes[i]
+        assert west <= ring[:, 0].min() and ring[:, 0].max() <= east, ids[i]
+        assert south <= ring[:, 1].min() and ring[:, 1].max() <= north, ids[i]
+    epsg, x, y, _ = _origins(ids)
+    for i in rng.choice(len(ids), 2000, replace=False):
+        tile = parse_tile(ids[i])
+        assert (tile.epsg, tile.origin) == (epsg[i], (x[i], y[i])), ids[i]
 
 
-def test_large_aoi_equals_brute_force_on_a_sample():
-    """The vectorised ``tiles_for_aoi`` against one ``tile_at`` per sample point (the old
-    implementation), on the same 0.5 deg sample of Europe; and random points of the AOI fall in
-    tiles that the 0.05 deg answer lists."""
-    step = 0.5
-    minlon, minlat, maxlon, maxlat = EUROPE
-    nx = int(round((maxlon - minlon) / step)) + 1
-    ny = int(round((maxlat - minlat) / step)) + 1
-    brute = {tile_at(minlon + (maxlon - minlon) * i / (nx - 1),
-                     minlat + (maxlat - minlat) * j / (ny - 1)).id
-             for i in range(nx) for j in range(ny)}
-    assert {t.id for t in tiles_for_aoi(EUROPE, step_deg=step)} == brute
-
+@pytest.mark.parametrize("aoi", [EUROPE, (170.0, 60.0, 180.0, 75.0), (-180.0, -20.0, -170.0, 0.0)])
+def test_large_aoi_equals_brute_force_on_a_sample(aoi):
+    """The numpy-filtered ``tiles_for_aoi`` against shapely's footprint/box intersection for
+    a random sample of 1,500 grid tiles (all of them the brute force would test)."""
+    shapely_geometry = pytest.importorskip("shapely.geometry")
     t0 = time.perf_counter()
-    fine = {t.id for t in tiles_for_aoi(EUROPE)}
+    fast = {t.id for t in tiles_for_aoi(aoi)}
     seconds = time.perf_counter() - t0
-    print(f"\nEurope {EUROPE} at 0.05 deg: {len(fine)} tiles in {seconds:.2f} s")
+    print(f"\nAOI {aoi}: {len(fast)} tiles in {seconds:.2f} s")
     assert seconds < 30
-    assert brute <= fine and len(fine) > 2_500
-    rng = np.random.default_rng(11)
-    points = zip(rng.uniform(minlon, maxlon, 500), rng.uniform(minlat, maxlat, 500), strict=True)
-    assert {tile_at(lo, la).id for lo, la in points} <= fine
+    box = shapely_geometry.box(*aoi)
+    ids = tile_ids()
+    rng = np.random.default_rng(5)
+    near = [t for t in ids if t in fast] + list(rng.choice(ids, 1500, replace=False))
+    sample = sorted(set(rng.choice(near, min(1500, len(near)), replace=False)) | set(
+        rng.choice(ids, 1500, replace=False)))
+    for tid in sample:
+        truth = box.intersects(shapely_geometry.shape(parse_tile(tid).footprint()))
+        assert (tid in fast) == truth, tid
+    assert all(t in ids for t in fast)
 
 
-def test_aoi_is_clipped_to_mgrs_latitudes():
+def test_europe_tile_count():
+    tiles = tiles_for_aoi(EUROPE)
+    assert 2_000 < len(tiles) < 3_000
+    assert {"32UNU", "33UUP", "29UNU"} <= {t.id for t in tiles}
+
+
+def test_aoi_beyond_the_grid_has_no_tiles():
     assert {t.id for t in tiles_for_aoi((9.6, 48.1, 9.7, 48.2))} == {"32UNU"}
-    assert tiles_for_aoi((10.0, 83.0, 10.5, 90.0))  # the part below 84 N
-    with pytest.raises(InputError, match="outside the MGRS"):
-        tiles_for_aoi((10.0, 85.0, 11.0, 89.0))
+    assert tiles_for_aoi((10.0, 83.0, 10.5, 90.0))  # the tiles up to ~84.4 N
+    assert tiles_for_aoi((10.0, 86.0, 11.0, 89.0)) == []
+    with pytest.raises(InputError, match="no tiles"):
+        tasks.resolve_tiles(None, (10.0, 86.0, 11.0, 89.0))
 
 
 def test_plan_world_writes_the_land_tile_list(monkeypatch):
