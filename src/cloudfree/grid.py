@@ -156,23 +156,6 @@ def _wrap(lon: float) -> float:
     return lon - 360 if lon > 180 else lon + 360 if lon < -180 else lon
 
 
-def _clip_ring(ring: list[tuple[float, float]], lon: float, keep_west: bool) -> list:
-    """Sutherland-Hodgman: the part of a closed ring west (or east) of meridian ``lon``."""
-    def inside(p: tuple[float, float]) -> bool:
-        return p[0] <= lon if keep_west else p[0] >= lon
-
-    out: list[tuple[float, float]] = []
-    for a, b in zip(ring, ring[1:], strict=False):
-        if inside(a):
-            out.append(a)
-        if inside(a) != inside(b):
-            t = (lon - a[0]) / (b[0] - a[0])
-            out.append((lon, round(a[1] + (b[1] - a[1]) * t, 9)))
-    if out and out[0] != out[-1]:
-        out.append(out[0])
-    return out
-
-
 def lonlat_geometry(ring: list[tuple[float, float]]) -> dict:
     """GeoJSON geometry of a closed lon/lat ring with continuous longitudes.
 
@@ -187,10 +170,12 @@ def lonlat_geometry(ring: list[tuple[float, float]]) -> dict:
     if -180 <= min(lons) and max(lons) <= 180:
         return {"type": "Polygon", "coordinates": [[list(p) for p in ring]]}
     edge = 180.0 if max(lons) > 180 else -180.0
-    near = _clip_ring(ring, edge, keep_west=edge > 0)
-    far = _clip_ring(ring, edge, keep_west=edge < 0)
+    west_part = _clip_to_box(ring, (-math.inf, -90.0, edge, 90.0))
+    east_part = _clip_to_box(ring, (edge, -90.0, math.inf, 90.0))
+    near, far = (west_part, east_part) if edge > 0 else (east_part, west_part)
     shift = -360.0 if edge > 0 else 360.0
-    far = [(round(lo + shift, 9), la) for lo, la in far]
+    near = [(lo, round(la, 9)) for lo, la in near]
+    far = [(round(lo + shift, 9), round(la, 9)) for lo, la in far]
     parts = [part for part in (near, far) if len(part) >= 4]
     return {"type": "MultiPolygon",
             "coordinates": [[[list(p) for p in part]] for part in parts]}
@@ -373,9 +358,12 @@ def _clip_to_box(ring: list[tuple[float, float]], box: Sequence[float]) -> list:
             b_in = b[axis] <= limit if keep_below else b[axis] >= limit
             if a_in:
                 out.append(a)
-            if a_in != b_in:
+            if a_in != b_in:  # the crossing point, exactly on the limit
                 t = (limit - a[axis]) / (b[axis] - a[axis])
-                out.append(tuple(a[k] + (b[k] - a[k]) * t for k in (0, 1)))
+                out.append(tuple(limit if k == axis else a[k] + (b[k] - a[k]) * t
+                                 for k in (0, 1)))
+    if out and out[0] != out[-1]:
+        out.append(out[0])
     return out
 
 
