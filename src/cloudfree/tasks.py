@@ -25,7 +25,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 FIRST_YEAR = 2015  # Sentinel-2A launch
-#: Tiles per execution: the world's land tiles (about 20,600) fit, with room for a few more.
+#: Tiles per execution: the world's land tiles (20,638) fit, with room for a few more.
 MAX_TILES = 25_000
 #: Windows one median invocation handles (fewer Step Functions transitions per tile).
 WINDOWS_PER_BATCH = 8
@@ -107,7 +107,7 @@ def resolve_tiles(tiles: list[str] | None, aoi: Any = None) -> list[str]:
 
     ``aoi`` is a lon/lat bbox (``[minlon, minlat, maxlon, maxlat]`` or ``"minlon,minlat,..."``:
     the tiles whose own 100 km MGRS squares meet it, ocean tiles included) or ``"world"``:
-    every Sentinel-2 land tile (``grid.land_tile_ids``, package data, about 20,600).
+    every Sentinel-2 land tile (``grid.land_tile_ids``, package data, 20,638).
     """
     found: set[str] = set()
     for t in tiles or []:
