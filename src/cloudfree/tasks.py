@@ -106,7 +106,7 @@ def resolve_tiles(tiles: list[str] | None, aoi: Any = None) -> list[str]:
     """Tile ids from an explicit list and/or an AOI; sorted, unique, validated.
 
     ``aoi`` is a lon/lat bbox (``[minlon, minlat, maxlon, maxlat]`` or ``"minlon,minlat,..."``:
-    the tiles whose own 100 km MGRS squares meet it, ocean tiles included) or ``"world"``:
+    the grid tiles whose footprint meets it, ocean tiles included) or ``"world"``:
     every Sentinel-2 land tile (``grid.land_tile_ids``, package data, 20,638).
     """
     found: set[str] = set()
