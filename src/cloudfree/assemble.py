@@ -369,13 +369,15 @@ def write_web_cog(src_path: str | Path, dst_uri: str, *, zoom_level: int | str |
               "GDAL_TIFF_OVR_BLOCKSIZE": "512", "GDAL_CACHEMAX": 512,
               "GDAL_PAM_ENABLED": "NO"}
     tms = morecantile.tms.get("WebMercatorQuad")
-    with tempfile.TemporaryDirectory(prefix="cloudfree-cog-") as tmp, \
-            rasterio.open(src_path) as src, contextlib.ExitStack() as stack:
-        out = Path(tmp) / Path(dst_uri).name
-        source: Any = src
+    with rasterio.open(src_path) as src:
         grid = antimeridian_grid(src, zoom if zoom is not None else native_zoom(
             max(abs(src.res[0]), abs(src.res[1])), lat))
+    with tempfile.TemporaryDirectory(prefix="cloudfree-cog-") as tmp, \
+            contextlib.ExitStack() as stack:
+        out = Path(tmp) / Path(dst_uri).name
+        source: Any = str(src_path)
         if grid is not None:  # warp ourselves onto the continued grid; rio-cogeo only writes
+            src = stack.enter_context(rasterio.open(src_path))
             source = stack.enter_context(WarpedVRT(
                 src, crs="EPSG:3857", transform=grid.transform, width=grid.width,
                 height=grid.height, resampling=Resampling[resampling], src_nodata=nodata,
