@@ -3,6 +3,11 @@
 A tile is 109,800 m square in the UTM zone of its MGRS id. Its upper-left corner is the west and
 north edges of the MGRS 100 km square, snapped to the 60 m grid (x down, y up), which matches the
 ``proj:transform`` of Earth Search items (33UUP -> (300000, 5400000), 29RKH -> (199980, 2800020)).
+
+Footprints are GeoJSON in lon/lat; tiles of zones 1 and 60 that reach across 180 deg get a
+MultiPolygon cut at +-180 and a bbox with west > east (RFC 7946). Which tiles exist (ESA's tiling
+grid, 56,686) and which hold land (20,638) is package data under ``cloudfree/data/``, derived by
+``scripts/derive_land_tiles.py``; ``tiles_for_aoi`` filters the grid with numpy.
 """
 
 from __future__ import annotations
