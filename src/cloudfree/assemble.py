@@ -26,6 +26,7 @@ same bytes (``tests/unit/test_assemble.py`` checks it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import shutil
@@ -236,6 +237,67 @@ def native_zoom(resolution_m: float, latitude: float) -> int:
     return max(0, math.ceil(math.log2(ground0 / resolution_m) - 1e-9))
 
 
+@dataclass(frozen=True)
+class MercatorGrid:
+    """An EPSG:3857 output grid aligned to WebMercatorQuad tiles at ``zoom``."""
+
+    transform: Any  # affine.Affine
+    width: int
+    height: int
+    zoom: int
+    side: str  # "east": x continues past +20037508 m; "west": below -20037508 m
+
+
+def _lonlat_outline(src, points_per_edge: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """The dataset's outline in lon/lat with continuous longitudes (no jump at +-180)."""
+    from rasterio.warp import transform as warp
+
+    left, bottom, right, top = src.bounds
+    t = np.linspace(0, 1, points_per_edge, endpoint=False)
+    xs = np.concatenate([left + (right - left) * t, np.full_like(t, right),
+                         right - (right - left) * t, np.full_like(t, left)])
+    ys = np.concatenate([np.full_like(t, top), top - (top - bottom) * t,
+                         np.full_like(t, bottom), bottom + (top - bottom) * t])
+    lons, lats = (np.asarray(v) for v in warp(src.crs, "EPSG:4326", xs, ys))
+    return np.degrees(np.unwrap(np.radians(lons))), lats
+
+
+def antimeridian_grid(src, zoom: int) -> MercatorGrid | None:
+    """The output grid of a dataset that crosses the antimeridian (None for any other).
+
+    Reprojected naively to EPSG:3857, such a tile (UTM zones 1 and 60) spans the whole world:
+    GDAL's suggested output runs from its west edge near -20037508 m to its east edge near
+    +20037508 m, about 40,000 km (``tests/unit/test_antimeridian.py`` measures it). Here the
+    Web Mercator x axis is *continued* past 180 deg on the side opposite the tile's centre, so
+    the raster covers only the tile: x = R * longitude, with the longitude continuous, e.g. up
+    to 20,100,000 m for a zone 60 tile that reaches 180.6 deg E. GDAL's warper maps each output
+    pixel back through the inverse projection, whose longitude wraps (180.6 -> -179.4), which
+    lands on the same UTM point, so the pixels are right. The grid stays aligned to
+    WebMercatorQuad tiles at ``zoom`` (tile columns beyond the matrix continue its numbering).
+    """
+    lons, lats = _lonlat_outline(src)
+    centre = float(np.mean(lons))
+    shift = 360.0 * round(centre / 360.0)  # bring the centre into [-180, 180]
+    lons = lons - shift
+    if -180 <= lons.min() and lons.max() <= 180:
+        return None
+    radius = 6378137.0
+    xs = radius * np.radians(lons)
+    ys = radius * np.log(np.tan(np.pi / 4 + np.radians(np.clip(lats, -85.06, 85.06)) / 2))
+    origin = math.pi * radius  # 20037508.34 m: WebMercatorQuad's top-left is (-origin, origin)
+    cell = ZOOM0_CELL / 2 ** zoom
+    tile_m = cell * 256
+    west = -origin + math.floor((xs.min() + origin) / tile_m) * tile_m
+    east = -origin + math.ceil((xs.max() + origin) / tile_m) * tile_m
+    north = origin - math.floor((origin - ys.max()) / tile_m) * tile_m
+    south = origin - math.ceil((origin - ys.min()) / tile_m) * tile_m
+    from affine import Affine
+
+    return MercatorGrid(Affine(cell, 0, west, 0, -cell, north), round((east - west) / cell),
+                        round((north - south) / cell), zoom,
+                        "east" if lons.max() > 180 else "west")
+
+
 #: DEFLATE level of the output COGs (see ``cog_profile``).
 DEFLATE_LEVEL = 1
 
@@ -295,6 +357,8 @@ def write_web_cog(src_path: str | Path, dst_uri: str, *, zoom_level: int | str |
     """
     import morecantile
     import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
     from rio_cogeo.cogeo import cog_translate, cog_validate
 
     if resampling not in {"bilinear", "nearest", "cubic", "average"}:
@@ -304,11 +368,27 @@ def write_web_cog(src_path: str | Path, dst_uri: str, *, zoom_level: int | str |
     config = {"GDAL_NUM_THREADS": str(threads), "GDAL_TIFF_INTERNAL_MASK": "YES",
               "GDAL_TIFF_OVR_BLOCKSIZE": "512", "GDAL_CACHEMAX": 512,
               "GDAL_PAM_ENABLED": "NO"}
-    with tempfile.TemporaryDirectory(prefix="cloudfree-cog-") as tmp:
+    tms = morecantile.tms.get("WebMercatorQuad")
+    with rasterio.open(src_path) as src:
+        grid = antimeridian_grid(src, zoom if zoom is not None else native_zoom(
+            max(abs(src.res[0]), abs(src.res[1])), lat))
+    with tempfile.TemporaryDirectory(prefix="cloudfree-cog-") as tmp, \
+            contextlib.ExitStack() as stack:
         out = Path(tmp) / Path(dst_uri).name
-        cog_translate(str(src_path), str(out), cog_profile(profile), indexes=indexes,
-                      nodata=nodata, dtype=dtype, tms=morecantile.tms.get("WebMercatorQuad"),
-                      zoom_level=zoom, resampling=resampling, overview_resampling=ovr,
+        source: Any = str(src_path)
+        if grid is not None:  # warp ourselves onto the continued grid; rio-cogeo only writes
+            src = stack.enter_context(rasterio.open(src_path))
+            source = stack.enter_context(WarpedVRT(
+                src, crs="EPSG:3857", transform=grid.transform, width=grid.width,
+                height=grid.height, resampling=Resampling[resampling], src_nodata=nodata,
+                nodata=nodata))
+            tags = {**(tags or {}), "TILING_SCHEME_NAME": tms.id,
+                    "TILING_SCHEME_ZOOM_LEVEL": str(grid.zoom),
+                    "CLOUDFREE_ANTIMERIDIAN": grid.side}
+            zoom, tms = grid.zoom, None
+        cog_translate(source, str(out), cog_profile(profile), indexes=indexes,
+                      nodata=nodata, dtype=dtype, tms=tms, zoom_level=zoom,
+                      resampling=resampling, overview_resampling=ovr,
                       in_memory=False, quiet=True, config=config,
                       additional_cog_metadata=tags)
         valid, errors, _warnings = cog_validate(str(out), quiet=True)

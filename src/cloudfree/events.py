@@ -8,7 +8,7 @@ the domain rules (tile ids, year range, option values) and raises ``InputError``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.parser.models import S3Model
@@ -26,7 +26,7 @@ class PlanEvent(_Event):
 
     year: int
     tiles: list[str] | None = None
-    aoi: list[float] | None = Field(default=None, min_length=4, max_length=4)
+    aoi: Annotated[list[float], Field(min_length=4, max_length=4)] | Literal["world"] | None = None
     options: dict[str, Any] | None = None
     execution: str | None = None
 

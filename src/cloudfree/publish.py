@@ -18,6 +18,7 @@ import numpy as np
 from . import __version__, storage
 from .bands import OUTPUT_BANDS
 from .errors import IncompleteError, TransientError, ValidationError
+from .grid import union_bbox
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -153,9 +154,7 @@ def update_collection(settings: Settings, attempts: int = 8) -> dict:
 def _collection_doc(records: list[dict], settings: Settings) -> dict:
     from . import stac
 
-    bboxes = [r["bbox"] for r in records] or [[-180, -90, 180, 90]]
-    bbox = [min(b[0] for b in bboxes), min(b[1] for b in bboxes), max(b[2] for b in bboxes),
-            max(b[3] for b in bboxes)]
+    bbox = union_bbox(r["bbox"] for r in records)  # antimeridian items have west > east
     years = sorted(int(r["year"]) for r in records)
     col = stac.build_collection(software_version=__version__, bbox=bbox,
                                 years=(years[0], years[-1]) if years else None)

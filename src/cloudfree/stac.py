@@ -387,14 +387,15 @@ def build_item(
     infos = {k: AssetInfo.from_dict(v) for k, v in assets.items()}
     stats = ItemStats.from_dict(stats)
     created = created or datetime.now(UTC)
+    # A MultiPolygon split at 180 deg and a bbox with west > east for tiles that cross the
+    # antimeridian (RFC 7946 sec. 3.1.9 and 5.2; see grid.Tile.footprint).
     geometry = tile.footprint()
-    ring = geometry["coordinates"][0]
-    lons, lats = [p[0] for p in ring], [p[1] for p in ring]
+    bbox = tile.bbox()
     start, end = year_range(year)
     item = pystac.Item(
         id=f"{tile.id}_{year}",
         geometry=geometry,
-        bbox=[min(lons), min(lats), max(lons), max(lats)],
+        bbox=bbox,
         datetime=None,
         start_datetime=start,
         end_datetime=end,
@@ -406,7 +407,7 @@ def build_item(
     MgrsExtension.ext(item, add_if_missing=True).apply(
         latitude_band=tile.latitude_band, grid_square=tile.grid_square, utm_zone=tile.zone
     )
-    center_lat = (min(lats) + max(lats)) / 2
+    center_lat = (bbox[1] + bbox[3]) / 2
     for key in ASSET_KEYS:
         item.add_asset(key, build_asset(key, infos[key], center_lat))
     for ext in (EOExtension, RasterExtension, ProjectionExtension):

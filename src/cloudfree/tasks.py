@@ -19,12 +19,13 @@ from typing import Any
 from . import storage
 from .bands import OUTPUT_BANDS, get_band
 from .errors import CloudfreeError, InputError, NoScenesError
-from .grid import parse_bbox, parse_tile, tiles_for_aoi
+from .grid import land_tile_ids, parse_bbox, parse_tile, tiles_for_aoi
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 FIRST_YEAR = 2015  # Sentinel-2A launch
+#: Tiles per execution: the world's land tiles (20,638) fit, with room for a few more.
 MAX_TILES = 25_000
 #: Windows one median invocation handles (fewer Step Functions transitions per tile).
 WINDOWS_PER_BATCH = 8
@@ -97,15 +98,26 @@ def check_year(year: Any) -> int:
     return y
 
 
+#: ``"aoi": "world"`` in the execution input (``cloudfree run --world``): every land tile.
+WORLD = "world"
+
+
 def resolve_tiles(tiles: list[str] | None, aoi: Any = None) -> list[str]:
-    """Tile ids from an explicit list and/or an AOI bbox; sorted, unique, validated."""
+    """Tile ids from an explicit list and/or an AOI; sorted, unique, validated.
+
+    ``aoi`` is a lon/lat bbox (``[minlon, minlat, maxlon, maxlat]`` or ``"minlon,minlat,..."``:
+    the grid tiles whose footprint meets it, ocean tiles included) or ``"world"``:
+    every Sentinel-2 land tile (``grid.land_tile_ids``, package data, 20,638).
+    """
     found: set[str] = set()
     for t in tiles or []:
         found.add(parse_tile(t).id)
-    if aoi is not None:
+    if isinstance(aoi, str) and aoi.strip().lower() == WORLD:
+        found.update(land_tile_ids())
+    elif aoi is not None:
         found.update(t.id for t in tiles_for_aoi(parse_bbox(aoi)))
     if not found:
-        raise InputError("no tiles: give `tiles` and/or an `aoi`")
+        raise InputError('no tiles: give `tiles` and/or an `aoi` (a bbox or "world")')
     if len(found) > MAX_TILES:
         raise InputError(f"{len(found)} tiles exceed the limit of {MAX_TILES} per execution")
     return sorted(found)
@@ -117,14 +129,18 @@ def resolve_tiles(tiles: list[str] | None, aoi: Any = None) -> list[str]:
 def plan(event: dict, settings: Settings) -> dict:
     """Validate the execution input, expand it to tiles, write the tile list for ItemReader."""
     year = check_year(event.get("year"))
+    t0 = time.perf_counter()
     tiles = resolve_tiles(event.get("tiles"), event.get("aoi"))
+    resolve_seconds = time.perf_counter() - t0
     options = RunOptions.from_dict(event.get("options"))
     execution = str(event.get("execution") or f"manual-{year}")
     uri = settings.layout.plan_list(execution)
     storage.write_json(uri, [{"tile": t} for t in tiles])
     bucket, key = storage.split_s3(uri)
+    log.info("plan %s: %d tiles resolved in %.2f s", execution, len(tiles), resolve_seconds)
     return {"year": year, "options": options.to_dict(), "tiles_bucket": bucket,
-            "tiles_key": key, "count": len(tiles), "execution": execution}
+            "tiles_key": key, "count": len(tiles), "execution": execution,
+            "resolve_seconds": round(resolve_seconds, 3)}
 
 
 # --------------------------------------------------------------------------------------------

@@ -165,7 +165,7 @@ def test_tiles_for_aoi_small_bbox():
 
 
 def test_tiles_for_aoi_sorted_and_unique():
-    tiles = tiles_for_aoi((8.9, 47.7, 10.5, 48.8), step_deg=0.1)
+    tiles = tiles_for_aoi((8.9, 47.7, 10.5, 48.8))
     ids = [t.id for t in tiles]
     assert ids == sorted(set(ids))
     assert {"32TMT", "32TNT", "32UMU", "32UNU"} <= set(ids)

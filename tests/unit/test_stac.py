@@ -355,3 +355,22 @@ def test_pystac_validate_with_mirror(item, stac_schemas):
             broken.validate()
     finally:
         set_validator(previous)
+
+
+@pytest.mark.parametrize("tile", ["01WCV", "60WWD"])
+def test_antimeridian_item_geometry_split_and_valid(tile):
+    """Zone 1 and 60 tiles that cross 180 deg: a MultiPolygon cut at +-180 and a bbox with
+    west > east (RFC 7946 3.1.9 and 5.2), and the item still validates offline."""
+    m = manifest()
+    m["tile"] = tile
+    created = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    it = build_item(tile, YEAR, asset_infos(), m, stats(), software_version="0.1.0",
+                    created=created)
+    d = it.to_dict(include_self_link=False)
+    assert d["geometry"]["type"] == "MultiPolygon"
+    lons = {p[0] for poly in d["geometry"]["coordinates"] for p in poly[0]}
+    assert 180.0 in lons and -180.0 in lons and max(lons) <= 180 and min(lons) >= -180
+    west, south, east, north = d["bbox"]
+    assert west > 176 and east < -179 and west > east and south < north
+    validate_item(it)
+    validate(d)

@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--year", type=int, required=True)
     p.add_argument("--tiles", nargs="*", default=[], help="MGRS tiles, e.g. 33UUP 33UVP")
     p.add_argument("--aoi", type=parse_bbox, help="minlon,minlat,maxlon,maxlat (adds tiles)")
+    p.add_argument("--world", action="store_true",
+                   help='every Sentinel-2 land tile (execution input "aoi": "world")')
     p.add_argument("--scenes", type=int, help="scenes per tile (default: the stack's)")
     p.add_argument("--force", action="store_true", help="recompute finished work")
     p.add_argument("--no-follow", action="store_true", help="start and return")
@@ -59,14 +61,17 @@ def _run(args: argparse.Namespace) -> int:
 
     deployed = run.find_stack(args.stack)
     options = {"force": args.force} | ({"scenes": args.scenes} if args.scenes else {})
-    payload = run.execution_input(args.year, args.tiles, args.aoi, options)
+    if args.world and args.aoi:
+        raise SystemExit("give --aoi or --world, not both")
+    aoi = "world" if args.world else args.aoi
+    payload = run.execution_input(args.year, args.tiles, aoi, options)
     arn = run.start(deployed, payload)
     print(f"started {arn}")
     if args.no_follow:
         return 0
     from ..tasks import resolve_tiles
 
-    tiles = resolve_tiles(args.tiles, args.aoi)
+    tiles = resolve_tiles(args.tiles, aoi)
     desc = run.follow(deployed, arn, args.year, tiles)
     pending = run.wait_published(deployed, args.year, tiles)
     if pending:

@@ -61,7 +61,8 @@ def execution_input(year: int, tiles: list[str] | None, aoi: Any = None,
     """The validated execution input (tiles resolved here too, to fail before starting)."""
     year = check_year(year)
     resolve_tiles(tiles, aoi)
-    return {"year": year, "tiles": tiles or [], "aoi": list(aoi) if aoi else None,
+    aoi = aoi if isinstance(aoi, str) or not aoi else list(aoi)  # a bbox or "world"
+    return {"year": year, "tiles": tiles or [], "aoi": aoi,
             "options": options or {}}
 
 
