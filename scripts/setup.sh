@@ -38,7 +38,7 @@ p4=$!
 wait $p3 && wait $p4
 # the project itself, editable, in its venv (again when the compiled median kernel is missing
 # or older than its source: pip install -e . builds it in place, next to median.py)
-so=$(ls src/cloudfree/_median*.so 2>/dev/null | head -1)
+so=$(ls src/cloudfree/_median*.so 2>/dev/null | head -1 || true)
 if ! .venv/bin/python -c "import cloudfree._median" 2>/dev/null \
    || [[ -z "$so" || src/cloudfree/_median.c -nt "$so" ]]; then
   .venv/bin/pip install -q --no-deps -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
