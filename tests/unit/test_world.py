@@ -141,3 +141,16 @@ def test_plan_world_writes_the_land_tile_list(monkeypatch):
 def test_bad_aoi_is_a_clear_error(aoi):
     with pytest.raises(InputError, match="bbox|world"):
         tasks.resolve_tiles(None, aoi)
+
+
+def test_world_in_the_execution_input_and_the_plan_event():
+    from cloudfree.events import PlanEvent
+    from cloudfree.pipeline.run import execution_input
+
+    payload = execution_input(2023, [], "world")
+    assert payload["aoi"] == "world" and payload["tiles"] == []
+    assert PlanEvent(**payload).aoi == "world"
+    assert execution_input(2023, [], (9.6, 48.1, 9.7, 48.2))["aoi"] == [9.6, 48.1, 9.7, 48.2]
+    for bad in ("europe", [1.0, 2.0, 3.0]):
+        with pytest.raises(ValueError):  # pydantic's ValidationError is a ValueError
+            PlanEvent(year=2023, aoi=bad)
