@@ -266,14 +266,18 @@ def antimeridian_grid(src, zoom: int) -> MercatorGrid | None:
     """The output grid of a dataset that crosses the antimeridian (None for any other).
 
     Reprojected naively to EPSG:3857, such a tile (UTM zones 1 and 60) spans the whole world:
-    GDAL's suggested output runs from its west edge near -20037508 m to its east edge near
+    GDAL's suggested output (a default ``WarpedVRT``, which rio-cogeo 7's
+    ``utils.get_web_optimized_params`` takes its bounds from) runs from near -20037508 m to near
     +20037508 m, about 40,000 km (``tests/unit/test_antimeridian.py`` measures it). Here the
     Web Mercator x axis is *continued* past 180 deg on the side opposite the tile's centre, so
     the raster covers only the tile: x = R * longitude, with the longitude continuous, e.g. up
     to 20,100,000 m for a zone 60 tile that reaches 180.6 deg E. GDAL's warper maps each output
     pixel back through the inverse projection, whose longitude wraps (180.6 -> -179.4), which
-    lands on the same UTM point, so the pixels are right. The grid stays aligned to
-    WebMercatorQuad tiles at ``zoom`` (tile columns beyond the matrix continue its numbering).
+    lands on the same UTM point, so the pixels are right. The grid stays on the lattice of
+    WebMercatorQuad tiles at ``zoom`` (x = -20037508 m + k x tile width), continued past the
+    matrix; morecantile 7 does not number such columns (``tms._tile`` clamps x = 20.1e6 m to the
+    last column, ``tms.tile`` wraps 180.5 deg to column 0), so a WebMercatorQuad tile server
+    serves the part on the tile's own side of 180 deg only.
     """
     lons, lats = _lonlat_outline(src)
     centre = float(np.mean(lons))
