@@ -177,4 +177,4 @@ def test_full_tile_band_to_web_cog(tmp_path):
     with rasterio.open(info.href) as cog:
         assert cog.nodata == 0 and cog.crs.to_epsg() == 3857
         assert len(cog.overviews(1)) >= 5
-    assert t2 - t0 < 90
+    # no time bound here: speed lives in `make bench` (bench/bench_fulltile.py), not in tests
