@@ -202,7 +202,8 @@ def _projection(rows: list[dict], scl_s: float) -> None:
     floor += scl_s
     if unknown:
         print(f"tile: not projected (no band run at the resolution of {', '.join(unknown)}); "
-              f"bands run: pipeline {pipe:.1f} s, floor {floor:.1f} s = {pipe / floor:.1f}x")
+              f"bands run and their same-resolution siblings: pipeline {pipe:.1f} s, floor "
+              f"{floor:.1f} s = {pipe / floor:.1f}x")
         return
     kind = "projected" if projected else "measured"
     print(f"tile ({kind}, 12 bands + visual): pipeline {pipe:6.1f} s, codec floor {floor:5.1f} s "
