@@ -15,8 +15,11 @@ Memory model (``window_memory_bytes``), per invocation::
                + one decode buffer per reader thread (compressed + decoded block)  threads x ...
     per pixel  = n_scenes x ( band bytes            2 (uint16) | 3 (visual RGB uint8)
                             + SCL at 20 m           (res/20)^2 source px per band px, 1 byte each
-                            + SCL on the band grid  1
-                            + valid mask            1 (uint8)
+                                                    (read per scene with a small margin, then
+                                                    dropped: an upper bound)
+                            + observation state     1 (uint8, ``mask.scene_state``)
+                            + used-obs mask         1 (uint8; the snow-fallback temporaries fit
+                                                    in the SCL term above)
                             + kernel scratch        2 (one uint16 copy; a fused kernel needs less)
                             + visual channel cast   2 (visual only: one channel as uint16) )
                + outputs (median, count, the GeoTIFF write buffer)  OUTPUT_BYTES_PER_PIXEL

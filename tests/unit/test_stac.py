@@ -196,6 +196,23 @@ def test_visual_and_count_assets(item_dict):
     assert count["roles"] == ["data"]
     assert count["raster:bands"][0]["data_type"] == "uint8"
     assert count["raster:bands"][0]["nodata"] == 0  # as in the COG: no valid observation
+    assert count["cloudfree:flags"] == [{"bit": 7, "value": 128, "name": "snow", "description":
+                                         "median of snow/ice observations only (no snow-free "
+                                         "clear one)"}]
+    assert "count = value & 127; snow = value & 128" in count["description"]
+
+
+def test_snow_pixel_fraction_and_fused_granules():
+    m = manifest()
+    m["scenes"][1]["observation"] = m["scenes"][2]["observation"] = "32UNU_S2A_20200305T103021"
+    st = {"good_pixels": 8, "footprint_pixels": 10, "snow_pixels": 3,
+          "observations": {"min": 1, "mean": 2.0, "max": 3}}
+    item = build_item(TILE, YEAR, asset_infos(), m, st, software_version="9.9")
+    validate_item(item)
+    props = item.to_dict()["properties"]
+    assert props["cloudfree:snow_pixel_fraction"] == 0.3
+    assert [s.get("observation") for s in props["cloudfree:scenes"]] == [
+        None, "32UNU_S2A_20200305T103021", "32UNU_S2A_20200305T103021"]
 
 
 def test_links(item_dict):
