@@ -9,10 +9,12 @@ Compositing uses :func:`scene_state`: one uint8 code per band pixel and scene (`
 no snow-free clear one (glaciers, permanent snow). Coarse (60 m) band pixels are judged on every
 20 m SCL pixel inside them (3 x 3), not on the centre one: a 60 m pixel is ``CLEAR`` only when all
 nine are clear, ``SNOW`` when all nine are clear or snow (and one is snow), else ``MASKED``
-(``NODATA`` when all nine are class 0). The old centre-pixel rule let a 60 m pixel through when up
-to 8 of its 9 SCL pixels were cloud or shadow; on the real T29UNU SCL (``tests/realdata``) it
-counts more 60 m pixels clear that have a cloudy/shadowed 20 m pixel inside (measured in
-``test_realdata_mask_harmonize.py::test_60m_all_nine_rule_on_real_scl``).
+(``NODATA`` when all nine are class 0). The centre-pixel rule lets a 60 m pixel through when up
+to 8 of its 9 SCL pixels are cloud or shadow. Measured on the real T29UNU product
+(``tests/realdata/test_realdata_mask_harmonize.py::test_60m_all_nine_rule_on_real_scl``): it
+calls 3.8 % more 60 m pixels clear, and ESA's own 60 m B02 of those with medium cloud inside is
++547 DN brighter (median) than all-nine-clear pixels next to them (cirrus +118 DN), so the
+all-nine rule stays.
 """
 
 from __future__ import annotations
