@@ -391,3 +391,14 @@ def test_antimeridian_item_geometry_split_and_valid(tile):
     assert west > 176 and east < -179 and west > east and south < north
     validate_item(it)
     validate(d)
+
+
+def test_item_stats_carry_snow_pixels_from_the_count_band_stats():
+    from cloudfree.publish import item_stats
+
+    got = item_stats({"pixels": 100, "valid_pixels": 80, "observed_pixels": 90,
+                      "snow_pixels": 9, "count_histogram": [20, 30, 50],
+                      "contributions": {"a": 80, "b": 50}})
+    assert got["snow_pixels"] == 9 and got["footprint_pixels"] == 90
+    assert ItemStats.from_dict(got).snow_pixel_fraction == 0.1
+    assert item_stats({"pixels": 4, "valid_pixels": 4})["snow_pixels"] == 0  # older stats
