@@ -426,12 +426,13 @@ def merge_window_stats(stats: Sequence[dict]) -> dict[str, Any]:
     """Sum window statistics into band statistics (contributions, valid pixels, histogram)."""
     contributions: dict[str, int] = {}
     hist = np.zeros(0, dtype=np.int64)
-    pixels = valid = observed = 0
+    pixels = valid = observed = snow = 0
     seconds = 0.0
     for s in stats:
         seconds += float(s.get("seconds", 0.0))
         pixels += int(s.get("pixels", 0))
         valid += int(s.get("valid_pixels", 0))
+        snow += int(s.get("snow_pixels", 0))
         observed += int(s.get("observed_pixels", s.get("pixels", 0)))
         for k, v in (s.get("contributions") or {}).items():
             contributions[k] = contributions.get(k, 0) + int(v)
@@ -440,6 +441,7 @@ def merge_window_stats(stats: Sequence[dict]) -> dict[str, Any]:
             hist = np.pad(hist, (0, h.size - hist.size))
         hist[: h.size] += h
     return {"pixels": pixels, "valid_pixels": valid, "observed_pixels": observed,
+            "snow_pixels": snow,
             "median_seconds": round(seconds, 3),
             "valid_fraction": round(valid / pixels, 6) if pixels else 0.0,
             "count_histogram": [int(v) for v in hist], "contributions": contributions}

@@ -3,6 +3,29 @@
 ``composite_window`` is pure computation on pixels (reads only); ``write_window_result`` writes
 the window GeoTIFF (band 1 median, band 2 count for reflectance; 3 bands for visual) and its
 statistics JSON; ``composite_band_windows`` runs a batch of windows rerun-safely.
+
+Per window and band, in this order:
+
+1. **States** (:func:`build_states`): each scene's SCL is read with a margin of
+   ``dilate_nodata`` band pixels (clipped at the tile edge), turned into per-pixel states
+   (``mask.scene_state``: no data / masked / snow / clear; 60 m pixels judged on all nine 20 m
+   SCL pixels), nodata-dilated, then cropped to the window: the result does not depend on the
+   window layout. A band DN of 0 (nodata) demotes a pixel to masked.
+2. **Harmonization**: each scene's BOA offset is subtracted from its usable pixels.
+3. **Fusion** (:func:`fuse_observations`): scenes that share ``"observation"`` in the manifest
+   (granules of one acquisition split by a datastrip boundary, see ``select``) become ONE layer
+   before the median: per pixel the first granule, in (datetime, id) order, with the best state
+   (clear > snow > masked > no data). This is odc-stac's ``groupby="solar_day"`` fusing
+   (items of a group sorted by time and id, ``odc/stac/_stac_load.py::_group_items``; the
+   default fuser copies a source pixel only where the result is still nodata,
+   ``odc/loader/_fuser.py::nodata_fuser``), except that the validity here is the SCL mask, not
+   only the nodata value, so a pixel one granule masks can come from the other.
+4. **Snow fallback** (:func:`snow_fallback`): a pixel with at least one snow-free clear
+   observation uses only those; a pixel without any uses its snow observations (glaciers,
+   permanent snow: no holes over ice). Such pixels are flagged: bit ``mask.COUNT_SNOW_FLAG``
+   (128) of the count band in the window GeoTIFF (and so of the published ``count`` COG), and
+   ``snow_pixels`` in the window statistics.
+5. **Median** of the used observations (``median.masked_median``).
 """
 
 from __future__ import annotations
@@ -10,16 +33,17 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import storage
+from . import mask, storage
 from .bands import Band, get_band
-from .errors import InputError, NoScenesError
-from .windows import DEFAULT_THREADS, Window, read_scl_stack, read_stack
+from .errors import InputError, NoScenesError, SourceReadError
+from .windows import DEFAULT_THREADS, Window, read_scl_patch, read_stack
 
 #: Pixels of SCL class 0 (no data) grown by this many band pixels before masking.
 DEFAULT_DILATE_NODATA = 2
@@ -38,6 +62,12 @@ class WindowResult:
     contributions: dict[str, int]  # scene id -> valid pixels it contributed
     offsets: dict[str, int] = field(default_factory=dict)  # scene id -> offset subtracted
     observed: int | None = None  # pixels some scene has data for (SCL != 0): the footprint
+    snow: np.ndarray | None = None  # (h, w) bool: the median came from snow observations only
+
+    @property
+    def snow_pixels(self) -> int:
+        """Pixels whose value is the median of snow observations (no snow-free one existed)."""
+        return 0 if self.snow is None else int(np.count_nonzero(self.snow))
 
     @property
     def valid_pixels(self) -> int:
@@ -54,6 +84,7 @@ class WindowResult:
             "key": self.window.key,
             "pixels": self.window.size,
             "valid_pixels": self.valid_pixels,
+            "snow_pixels": self.snow_pixels,
             "observed_pixels": self.window.size if self.observed is None else self.observed,
             "count_histogram": [int(v) for v in hist],
             "contributions": {k: int(v) for k, v in self.contributions.items()},
@@ -76,36 +107,110 @@ def _offsets(scenes: Sequence[dict]) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
-def build_valid(scl: np.ndarray, mask_classes: Iterable[int] | None,
-                dilate_nodata: int) -> np.ndarray:
-    """Per-scene valid mask (S, h, w) uint8 from SCL on the band grid (S, h, w)."""
-    from . import mask
+def build_states(scl_hrefs: Sequence[str], band: Band, window: Window,
+                 mask_classes: Iterable[int] | None, dilate_nodata: int, *,
+                 threads: int = DEFAULT_THREADS) -> np.ndarray:
+    """Per-scene observation states (S, h, w) uint8 (``mask.NODATA`` .. ``mask.CLEAR``).
 
+    Each SCL is read with a margin of ``dilate_nodata`` band pixels, so the nodata dilation sees
+    the same neighbours whatever the window layout, then cropped to the window.
+    """
     classes = tuple(mask.DEFAULT_MASK_CLASSES if mask_classes is None else mask_classes)
-    valid = np.empty(scl.shape, dtype=np.uint8)
-    for i in range(scl.shape[0]):
-        valid[i] = mask.valid_mask(scl[i], classes, dilate_nodata)
-    return valid
+    out = np.empty((len(scl_hrefs), window.height, window.width), dtype=np.uint8)
+
+    def _one(i: int) -> None:
+        patch = read_scl_patch(scl_hrefs[i], band, window, margin=dilate_nodata)
+        state = mask.scene_state(patch.scl20, band.resolution, classes, dilate_nodata)
+        crop = state[patch.row: patch.row + window.height, patch.col: patch.col + window.width]
+        if crop.shape != window.shape:
+            raise SourceReadError(f"SCL {scl_hrefs[i]} does not cover window {window.key} of "
+                                  f"{band.key} (got {crop.shape} px on the band grid)")
+        out[i] = crop
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(scl_hrefs)))) as pool:
+        list(pool.map(_one, range(len(scl_hrefs))))
+    return out
 
 
-def _reflectance_median(stack: np.ndarray, valid: np.ndarray, offsets: np.ndarray):
-    from .harmonize import apply_offset
+def observation_groups(scenes: Sequence[dict]) -> list[list[int]]:
+    """Indices of the scenes that share an ``"observation"`` id (only groups of 2 or more),
+    each in (datetime, id) order - the fusing order (odc-stac sorts a group by time, id)."""
+    groups: dict[str, list[int]] = {}
+    for i, scene in enumerate(scenes):
+        if scene.get("observation"):
+            groups.setdefault(str(scene["observation"]), []).append(i)
+    order = [sorted(g, key=lambda i: (str(scenes[i].get("datetime") or ""),
+                                      str(scenes[i].get("id") or ""), i))
+             for _, g in sorted(groups.items())]
+    return [g for g in order if len(g) > 1]
+
+
+def fuse_observations(stack: np.ndarray, states: np.ndarray,
+                      groups: Sequence[Sequence[int]]) -> dict[int, np.ndarray]:
+    """Fuse each group of scenes into its first member's layer, in place.
+
+    ``stack`` (S, h, w) or (S, c, h, w); ``states`` (S, h, w). Per pixel the group's layer takes
+    the first member (group order) with the highest state (clear > snow > masked > nodata); the
+    other members' states become ``NODATA`` so they no longer count. Returns, per group leader,
+    the (h, w) int16 map of which scene index each pixel came from (for contributions).
+    """
+    sources: dict[int, np.ndarray] = {}
+    for group in groups:
+        lead, rest = group[0], group[1:]
+        src = np.full(states.shape[1:], lead, dtype=np.int16)
+        for m in rest:
+            better = states[m] > states[lead]
+            if better.any():
+                if stack.ndim == 4:
+                    np.copyto(stack[lead], stack[m], where=better[None])
+                else:
+                    np.copyto(stack[lead], stack[m], where=better)
+                np.copyto(states[lead], states[m], where=better)
+                src[better] = m
+            states[m] = mask.NODATA
+        sources[lead] = src
+    return sources
+
+
+def snow_fallback(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(use (S, h, w) uint8, snow (h, w) bool) from the states (S, h, w).
+
+    A pixel with a snow-free clear observation uses exactly those; a pixel without one uses its
+    snow observations and is flagged in ``snow``.
+    """
+    use = (states == mask.CLEAR).view(np.uint8)
+    ground = use.any(axis=0)
+    snow_obs = states == mask.SNOW
+    snow = ~ground & snow_obs.any(axis=0)
+    if snow.any():
+        use |= (snow_obs & snow[None]).view(np.uint8)
+    return use, snow
+
+
+def _contributions(res_contrib: np.ndarray, use: np.ndarray,
+                   sources: dict[int, np.ndarray]) -> np.ndarray:
+    """Valid pixels per scene, a fused layer's pixels credited to the granule they came from."""
+    out = np.asarray(res_contrib, dtype=np.int64).copy()
+    for lead, src in sources.items():
+        used = use[lead].astype(bool)
+        for m in np.unique(src):
+            out[int(m)] = int(np.count_nonzero(used & (src == m)))
+    return out
+
+
+def _reflectance_median(stack: np.ndarray, use: np.ndarray):
     from .median import masked_median
 
-    np.logical_and(valid, stack != 0, out=valid, casting="unsafe")
-    if np.any(offsets):
-        apply_offset(stack, offsets, valid)
-    return masked_median(stack, valid)
+    return masked_median(stack, use)
 
 
-def _visual_median(stack: np.ndarray, valid: np.ndarray):
+def _visual_median(stack: np.ndarray, use: np.ndarray):
     """Per-channel exact median of a (S, 3, h, w) uint8 stack -> (median (3,h,w) uint8, first)."""
     from .median import masked_median
 
-    np.logical_and(valid, stack.any(axis=1), out=valid, casting="unsafe")
     channels, first = [], None
     for c in range(stack.shape[1]):
-        res = masked_median(stack[:, c].astype(np.uint16), valid)
+        res = masked_median(stack[:, c].astype(np.uint16), use)
         channels.append(res.median.astype(np.uint8))  # median of uint8 values fits uint8
         if first is None:
             first = res
@@ -116,11 +221,12 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
                      mask_classes: Iterable[int] | None = None,
                      dilate_nodata: int = DEFAULT_DILATE_NODATA,
                      threads: int = DEFAULT_THREADS) -> WindowResult:
-    """Composite one window of one band from every scene of the manifest.
+    """Composite one window of one band from every scene of the manifest (module docstring).
 
-    Valid = SCL not in ``mask_classes`` (class-0 edges dilated) AND the pixel is not nodata (0).
-    Reflectance bands get each scene's harmonization offset subtracted from valid pixels;
-    the visual image (3-band uint8) takes an exact per-channel median under the same mask.
+    Valid = SCL not in ``mask_classes`` (class-0 edges dilated) AND the pixel is not nodata (0);
+    snow observations stand in where a pixel has no other; granules of one observation are
+    fused first. Reflectance bands get each scene's harmonization offset subtracted from its
+    usable pixels; the visual image (3-band uint8) takes an exact per-channel median.
     """
     band = get_band(band_key)
     window = Window.from_dict(window)
@@ -129,26 +235,40 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
         raise NoScenesError(f"manifest for {manifest.get('tile')} {manifest.get('year')} "
                             "has no scenes")
     ids = [str(s.get("id", i)) for i, s in enumerate(scenes)]
-    scl = read_scl_stack(_scene_hrefs(scenes, "scl"), band, window, threads=threads)
-    observed = int(np.count_nonzero(scl.any(axis=0)))
-    valid = build_valid(scl, mask_classes, dilate_nodata)
-    del scl
-    if not valid.any():  # nothing clear anywhere (outside the swaths): skip decoding the band
+    states = build_states(_scene_hrefs(scenes, "scl"), band, window, mask_classes,
+                          dilate_nodata, threads=threads)
+    observed = int(np.count_nonzero((states != mask.NODATA).any(axis=0)))
+    if not (states >= mask.SNOW).any():  # nothing usable anywhere: skip decoding the band
         return _empty_result(band, window, ids, scenes, observed)
     hrefs = _scene_hrefs(scenes, band.key)
     offsets = np.zeros(len(scenes), dtype=np.int64)
     if band.count > 1:
-        stack = read_stack(hrefs, window, threads=threads, band_index=list(range(1, band.count
-                                                                                  + 1)))
-        median, res = _visual_median(stack, valid)
+        stack = read_stack(hrefs, window, threads=threads,
+                           band_index=list(range(1, band.count + 1)))
+        no_data = ~stack.any(axis=1)
     else:
         stack = read_stack(hrefs, window, threads=threads)
+        no_data = stack == 0
         offsets = _offsets(scenes)
-        res = _reflectance_median(stack, valid, offsets)
+    states[no_data & (states > mask.MASKED)] = mask.MASKED
+    del no_data
+    if np.any(offsets):
+        from .harmonize import apply_offset
+
+        apply_offset(stack, offsets, states >= mask.SNOW)
+    sources = fuse_observations(stack, states, observation_groups(scenes))
+    use, snow = snow_fallback(states)
+    del states
+    if band.count > 1:
+        median, res = _visual_median(stack, use)
+    else:
+        res = _reflectance_median(stack, use)
         median = res.median
-    contributions = dict(zip(ids, (int(v) for v in res.contributions), strict=True))
-    return WindowResult(band.key, window, median, res.count.astype(np.uint8), contributions,
-                        dict(zip(ids, (int(v) for v in offsets), strict=True)), observed)
+    contrib = _contributions(res.contributions, use, sources)
+    return WindowResult(band.key, window, median, res.count.astype(np.uint8),
+                        dict(zip(ids, (int(v) for v in contrib), strict=True)),
+                        dict(zip(ids, (int(v) for v in offsets), strict=True)), observed,
+                        snow)
 
 
 def _empty_result(band: Band, window: Window, ids: list[str], scenes: Sequence[dict],
@@ -165,10 +285,16 @@ def _empty_result(band: Band, window: Window, ids: list[str], scenes: Sequence[d
 
 # --- writing ---------------------------------------------------------------------------------
 def result_array(result: WindowResult, band: Band) -> np.ndarray:
-    """The bands of the window GeoTIFF: [median, count] uint16, or the 3 visual channels."""
+    """The bands of the window GeoTIFF: [median, count] uint16, or the 3 visual channels.
+
+    The count band carries ``mask.COUNT_SNOW_FLAG`` (128) where the median came from snow
+    observations only (counts stay below 128: at most ``median.MAX_SCENES`` scenes)."""
     if band.count > 1:
         return result.median
-    return np.stack([result.median, result.count.astype(np.uint16)])
+    count = result.count.astype(np.uint16)
+    if result.snow is not None:
+        count[result.snow] |= mask.COUNT_SNOW_FLAG
+    return np.stack([result.median, count])
 
 
 def result_profile(tile, band: Band, window: Window, count: int, dtype: str) -> dict[str, Any]:

@@ -75,14 +75,16 @@ def observation_stats(histogram: list[int]) -> dict[str, Any]:
 
 
 def item_stats(count_stats: dict) -> dict:
-    """Good-pixel fraction inputs and contribution shares from the count band's statistics."""
+    """Good-pixel fraction inputs, contribution shares and snow pixels from the count band's
+    statistics."""
     hist = count_stats.get("count_histogram") or [count_stats.get("pixels", 0)]
     good = int(count_stats.get("valid_pixels", 0))
     footprint = int(count_stats.get("observed_pixels") or count_stats.get("pixels") or 0)
     contributions = count_stats.get("contributions") or {}
     shares = {k: round(v / good, 6) if good else 0.0 for k, v in contributions.items()}
     return {"good_pixels": good, "footprint_pixels": max(footprint, 1),
-            "observations": observation_stats(hist), "contributions": shares}
+            "observations": observation_stats(hist), "contributions": shares,
+            "snow_pixels": int(count_stats.get("snow_pixels") or 0)}
 
 
 def publish_tile(tile: str, year: int, settings: Settings) -> dict:

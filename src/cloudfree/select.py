@@ -13,11 +13,14 @@ Two steps, kept apart so the second is a pure function that tests can feed with 
 Ranking score (0-100, higher is better), from the item's ``s2:*_percentage`` properties::
 
     score = (100 - nodata) * (1 - (high_proba_clouds + medium_proba_clouds
-                                   + cloud_shadow + thin_cirrus) / 100)
+                                   + cloud_shadow + thin_cirrus + snow_ice) / 100)
 
+Snow/ice counts against a scene like cloud: snow observations enter the composite only where a
+pixel has no snow-free clear one (``cloudfree.composite``), so a snow-free scene is worth more. On
+permanent snow every scene carries about the same share, and the ranking among them is unchanged.
 If one of the four cloud percentages is missing, ``eo:cloud_cover`` stands in for their sum; if that
 is missing too the cloud sum is taken as 100 (score 0: unknown quality ranks last). A missing nodata
-percentage counts as 0. The cloud sum is clipped to [0, 100]. Scores are rounded to 6 decimals.
+or snow percentage counts as 0. The sum is clipped to [0, 100]. Scores are rounded to 6 decimals.
 
 Picking rule (deterministic): candidates are ordered by score (desc), datetime (asc), id (asc).
 Repeat until N are picked: let ``best`` be the highest remaining score; the *tie band* is every
@@ -25,12 +28,33 @@ remaining candidate with ``score >= best - tie_tolerance``; from the band pick t
 relative orbit has been picked the fewest times so far, ties broken by the candidate order above.
 With ``tie_tolerance=0`` this is plain "N highest scores".
 
-Duplicates: Earth Search republishes an acquisition (``_0`` baseline 02.14, ``_1`` baseline 05.00,
-…). Items are one *acquisition* when their tile, platform and sensing start time (from
-``s2:product_uri`` ``MSIL2A_<sensing>``, else ``s2:datatake_id`` without its ``_N…`` baseline,
-else ``datetime`` to the second) agree. Of one acquisition the item with the newest processing
-baseline is kept, then the highest ``s2:sequence`` (or ``_<n>_`` in the id), then the newest
-``s2:generation_time``, then the larger id; the others are dropped as ``superseded-by:<id>``.
+Duplicates and datastrips: items are one *acquisition* when their tile, platform and datatake
+sensing start (from ``s2:product_uri`` ``MSIL2A_<sensing>``, else ``s2:datatake_id`` without its
+``_N…`` baseline, else ``datetime`` to the second) agree. Two cases share that key:
+
+- *re-publications*: Earth Search republishes an acquisition (``_0`` baseline 02.14, ``_1``
+  baseline 05.00 in ``../shared/realdata``; same baseline with another sequence,
+  cirrus-geo/cirrus-earth-search#4). They cover the same ground: the footprints of the real
+  pairs differ by about 0.1 % of the tile (``s2:nodata_pixel_percentage`` 41.98 vs 42.09).
+- *datastrip splits*: a datatake is cut into datastrips, and a tile on the boundary is
+  delivered as two granules (two products of one datatake and baseline, each covering part of
+  the tile, with some overlap: microsoft/PlanetaryComputer#256; "both are good ones. You have
+  the upper part in one, and a lower part in the other", olivierhagolle/theia_download#28).
+
+They are told apart by the footprints: the items of one acquisition are taken newest first
+(newest processing baseline, then the highest ``s2:sequence`` (or ``_<n>_`` in the id), then the
+newest ``s2:generation_time``, then the larger id); an item is kept when more than
+``NEW_COVERAGE`` (10 %) of its footprint (item geometry, rasterized on a 1098 m grid over the
+tile) lies outside the footprints of the items already kept, else it is dropped as
+``superseded-by:<id>`` (the kept item it overlaps most). Without geometries the data coverage
+decides: the same ``s2:nodata_pixel_percentage`` (within 1 point) is the same footprint; with
+neither, items are re-publications.
+
+When several items of one acquisition are kept, they are granules of ONE observation: each gets
+``observation`` = the acquisition id (``<tile>_<platform>_<sensing>``); the composite fuses them
+into one layer (odc-stac ``groupby="solar_day"`` style); picking counts them as one candidate
+scored ``sum(scores) x min(1, 100 / sum(100 - nodata))`` (their good share, the overlap counted
+once when their coverage sums past the whole tile).
 
 Drop reasons: ``other-collection``, ``other-tile``, ``outside-year``, ``superseded-by:<id>``,
 ``outside-months``, ``max-cloud``, ``missing-assets:<keys>`` and ``not-selected`` (ranked below the
@@ -42,9 +66,9 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from .bands import REFLECTANCE_BANDS
 from .errors import InputError, NoScenesError, StacApiError
@@ -60,6 +84,8 @@ CLOUD_PROPERTIES: tuple[str, ...] = (
     "s2:cloud_shadow_percentage",
     "s2:thin_cirrus_percentage",
 )
+#: Snow/ice share; it lowers the score like cloud (snow is only a fallback observation).
+SNOW_PROPERTY = "s2:snow_ice_percentage"
 #: Item properties copied into each scene of the manifest (what later steps may need).
 SCENE_PROPERTIES: tuple[str, ...] = (
     "datetime",
@@ -78,6 +104,14 @@ SCENE_PROPERTIES: tuple[str, ...] = (
     "proj:epsg",
     "proj:code",
 )
+
+#: Share of an item's footprint that must lie outside the footprints already kept for its
+#: acquisition for it to be another granule (a datastrip split), not a re-publication.
+NEW_COVERAGE = 0.1
+#: Footprint comparison grid: cells a side over the 109.8 km tile (1098 m cells).
+FOOTPRINT_CELLS = 100
+#: Without geometries: nodata percentages this close (points) mean the same footprint.
+SAME_NODATA_POINTS = 1.0
 
 _PRODUCT_URI_RE = re.compile(r"^(S2[A-D])_MSIL2A_(\d{8}T\d{6})_N(\d{4})_R(\d{3})_T(\w{5})_")
 _ORBIT_RE = re.compile(r"_R(\d{3})_")
@@ -152,9 +186,13 @@ class Scene:
     properties: dict[str, Any] = field(default_factory=dict)
     href: str | None = None  # the source item's own URL (its ``self`` link), if known
     harmonization: dict[str, Any] | None = None  # filled later by cloudfree.harmonize
+    observation: str | None = None  # shared by the granules of one split acquisition
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["observation"] is None:  # only granules of a split acquisition carry it
+            del d["observation"]
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Scene:
@@ -304,7 +342,8 @@ def acquisition_key(item: dict[str, Any]) -> tuple[str, ...]:
 
 
 def score(props: dict[str, Any]) -> float:
-    """Good-data share (0-100) of an item from its properties (see module docstring)."""
+    """Good-data share (0-100) of an item from its properties: nodata, cloud, shadow, cirrus
+    and snow/ice lower it (see module docstring)."""
     nodata = float(props.get("s2:nodata_pixel_percentage") or 0.0)
     if all(props.get(k) is not None for k in CLOUD_PROPERTIES):
         cloud = sum(float(props[k]) for k in CLOUD_PROPERTIES)
@@ -312,6 +351,7 @@ def score(props: dict[str, Any]) -> float:
         cloud = float(props["eo:cloud_cover"])
     else:
         cloud = 100.0
+    cloud += float(props.get(SNOW_PROPERTY) or 0.0)
     cloud = min(max(cloud, 0.0), 100.0)
     return round((100.0 - nodata) * (1.0 - cloud / 100.0), 6)
 
@@ -395,20 +435,112 @@ def _newest_first(item: dict[str, Any]) -> tuple:
     )
 
 
-def collapse_duplicates(items: list[dict[str, Any]]) -> tuple[list[dict], list[dict[str, str]]]:
-    """Keep one item per acquisition (newest baseline, then sequence); return (kept, dropped)."""
+def footprint_cells(item: dict[str, Any], tile: Tile) -> Any:
+    """The item's geometry rasterized on a ``FOOTPRINT_CELLS`` grid over the tile (bool
+    array; a cell counts when its centre is inside), or None without a usable geometry."""
+    geometry = item.get("geometry")
+    if not geometry:
+        return None
+    import numpy as np
+    from rasterio.features import rasterize
+    from rasterio.warp import transform_geom
+
+    cell = int(tile.shape(1)[0]) // FOOTPRINT_CELLS
+    try:
+        utm = transform_geom("EPSG:4326", tile.crs, geometry)
+        cells = rasterize([(utm, 1)], out_shape=(FOOTPRINT_CELLS, FOOTPRINT_CELLS),
+                          transform=tile.transform(cell), fill=0, dtype="uint8")
+    except Exception:  # noqa: BLE001 - a broken geometry: fall back to the data coverage
+        return None
+    return np.asarray(cells, dtype=bool)
+
+
+def _nodata(item: dict[str, Any]) -> float | None:
+    value = item.get("properties", {}).get("s2:nodata_pixel_percentage")
+    return None if value is None else float(value)
+
+
+def duplicate_of(item: dict[str, Any], kept: list[dict[str, Any]], tile: Tile | None
+                 ) -> int | None:
+    """Index of the ``kept`` item (of the same acquisition) that ``item`` re-publishes, or None
+    when ``item`` covers ground they do not: another granule of a split acquisition (module
+    docstring). The index is that of the kept footprint overlapping ``item`` most."""
+    if tile is not None:
+        cells = footprint_cells(item, tile)
+        others = [footprint_cells(k, tile) for k in kept]
+        if cells is not None and all(o is not None for o in others):
+            area = int(cells.sum())
+            covered = others[0].copy()
+            for o in others[1:]:
+                covered |= o
+            if area and int((cells & ~covered).sum()) > NEW_COVERAGE * area:
+                return None
+            overlaps = [int((cells & o).sum()) for o in others]
+            return overlaps.index(max(overlaps))
+    mine = _nodata(item)
+    theirs = [_nodata(k) for k in kept]
+    if mine is None or any(t is None for t in theirs):
+        return 0
+    gaps = [abs(mine - t) for t in theirs]  # type: ignore[operator]
+    return gaps.index(min(gaps)) if min(gaps) < SAME_NODATA_POINTS else None
+
+
+class Deduplicated(NamedTuple):
+    """What :func:`collapse_duplicates` keeps and drops, and which kept items are granules of
+    one observation (item id -> observation id)."""
+
+    kept: list[dict[str, Any]]
+    dropped: list[dict[str, str]]
+    observations: dict[str, str]
+
+
+def collapse_duplicates(items: list[dict[str, Any]], tile: Tile | str | None = None
+                        ) -> Deduplicated:
+    """Keep the newest item of each re-published acquisition and every granule of a split one.
+
+    See the module docstring: items of one acquisition are taken newest first; one that adds
+    no more than ``NEW_COVERAGE`` of its footprint to those kept is ``superseded-by`` the kept
+    one it overlaps most; when two or more are kept they share an ``observation`` id. ``tile``
+    enables the footprint comparison (default: the items' own tile); kept items keep the input
+    order.
+    """
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for item in items:
         groups.setdefault(acquisition_key(item), []).append(item)
-    kept, dropped = [], []
-    for group in groups.values():
+    kept, dropped, observations = [], [], {}
+    for key, group in groups.items():
         group = sorted(group, key=_newest_first, reverse=True)
-        kept.append(group[0])
+        the_tile = _tile_or_none(tile if tile is not None else item_tile(group[0]))
+        mine = [group[0]]
         for other in group[1:]:
-            dropped.append({"id": other["id"], "reason": f"superseded-by:{group[0]['id']}"})
+            same = duplicate_of(other, mine, the_tile)
+            if same is None:
+                mine.append(other)
+            else:
+                dropped.append({"id": other["id"], "reason": f"superseded-by:{mine[same]['id']}"})
+        if len(mine) > 1:
+            observations.update((it["id"], "_".join(str(k) for k in key if k)) for it in mine)
+        kept.extend(mine)
     order = {id(item): i for i, item in enumerate(items)}
     kept.sort(key=lambda it: order[id(it)])
-    return kept, dropped
+    return Deduplicated(kept, dropped, observations)
+
+
+def _tile_or_none(tile: Tile | str | None) -> Tile | None:
+    if tile is None:
+        return None
+    try:
+        return parse_tile(tile)
+    except InputError:
+        return None
+
+
+def observation_score(scenes: list[Scene]) -> float:
+    """Score of the granules of one observation taken together (module docstring)."""
+    total = sum(s.score for s in scenes)
+    cover = sum(100.0 - float(s.properties.get("s2:nodata_pixel_percentage") or 0.0)
+                for s in scenes)
+    return round(total * min(1.0, 100.0 / cover), 6) if cover > 0 else 0.0
 
 
 def _rank_key(scene: Scene) -> tuple:
@@ -428,6 +560,26 @@ def pick(scenes: list[Scene], n: int, tie_tolerance: float) -> list[Scene]:
         per_orbit[choice.relative_orbit] += 1
         remaining.remove(choice)
     return picked
+
+
+def pick_observations(scenes: list[Scene], n: int, tie_tolerance: float) -> list[Scene]:
+    """:func:`pick` where the granules of one observation are one candidate (scored with
+    :func:`observation_score`) and count once towards ``n``; returns every picked granule."""
+    members: dict[str, list[Scene]] = {}
+    units: list[Scene] = []
+    for scene in sorted(scenes, key=lambda s: (s.datetime, s.id)):
+        if scene.observation is None:
+            units.append(scene)
+        elif scene.observation in members:
+            members[scene.observation].append(scene)
+        else:
+            members[scene.observation] = [scene]
+    for granules in members.values():
+        units.append(replace(granules[0], score=observation_score(granules)))
+    out: list[Scene] = []
+    for unit in pick(units, n, tie_tolerance):
+        out.extend(members.get(unit.observation, [unit]) if unit.observation else [unit])
+    return out
 
 
 def _why_empty(tile: Tile, year: int, n_items: int, dropped: list[dict[str, str]]) -> str:
@@ -461,16 +613,16 @@ def select_scenes(
             dropped.append({"id": item.get("id", ""), "reason": reason})
         else:
             candidates.append(item)
-    candidates, superseded = collapse_duplicates(candidates)
-    dropped.extend(superseded)
+    dedup = collapse_duplicates(candidates, tile)
+    dropped.extend(dedup.dropped)
     scenes = []
-    for item in candidates:
+    for item in dedup.kept:
         reason = _late_reason(item, options)
         if reason:
             dropped.append({"id": item["id"], "reason": reason})
         else:
-            scenes.append(to_scene(item))
-    picked = pick(scenes, options.n, options.tie_tolerance)
+            scenes.append(replace(to_scene(item), observation=dedup.observations.get(item["id"])))
+    picked = pick_observations(scenes, options.n, options.tie_tolerance)
     picked_ids = {s.id for s in picked}
     dropped.extend(
         {"id": s.id, "reason": "not-selected"}

@@ -12,8 +12,15 @@ Inputs of :func:`build_item` (all JSON-friendly, so a Lambda can read them from 
 - ``stats``: :class:`ItemStats` (or its dict): ``good_pixels`` = pixels of the tile footprint with
   at least one valid observation, ``footprint_pixels`` = pixels in the footprint (both on the count
   grid), ``observations`` = :class:`ObservationStats` of the per-pixel valid-observation count
-  over the footprint, and ``contributions`` = per scene id, the share (0-1) of all valid
-  observations that came from that scene.
+  over the footprint, ``contributions`` = per scene id, the share (0-1) of all valid
+  observations that came from that scene, and ``snow_pixels`` = pixels of the footprint whose
+  value is the median of snow/ice observations only (no snow-free clear one existed).
+
+The ``count`` asset is uint8: bits 0-6 hold the number of observations in the median (at most
+64), bit 7 (``COUNT_SNOW_FLAG`` = 128) is set where those were snow/ice observations only (so
+``count & 127`` is the count, ``count & 128`` the snow flag); described in the asset's
+``description`` and ``cloudfree:flags``. The item's ``cloudfree:snow_pixel_fraction`` is
+``snow_pixels / footprint_pixels``.
 
 Pixel convention recorded in ``raster:bands``: uint16 DN, nodata 0, ``scale 0.0001, offset 0``
 (reflectance = DN / 10000, the BOA offset already removed). Outputs live on the web-mercator
@@ -51,6 +58,7 @@ from .bands import REFLECTANCE_BANDS, VISUAL_BANDS, Band, get_band
 from .errors import InputError, ValidationError
 from .grid import Tile, parse_tile
 from .layout import COLLECTION_ID
+from .mask import COUNT_SNOW_FLAG
 
 PROCESSING_EXTENSION = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
 STAC_VERSION = "1.1.0"
@@ -141,12 +149,20 @@ class ItemStats:
     footprint_pixels: int
     observations: ObservationStats
     contributions: dict[str, float] = field(default_factory=dict)
+    snow_pixels: int = 0
 
     @property
     def good_pixel_fraction(self) -> float:
         if self.footprint_pixels <= 0:
             raise InputError("footprint_pixels must be > 0")
         return round(self.good_pixels / self.footprint_pixels, 6)
+
+    @property
+    def snow_pixel_fraction(self) -> float:
+        """Share of the footprint whose value came from snow/ice observations only."""
+        if self.footprint_pixels <= 0:
+            raise InputError("footprint_pixels must be > 0")
+        return round(self.snow_pixels / self.footprint_pixels, 6)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | ItemStats) -> ItemStats:
@@ -166,6 +182,7 @@ class ItemStats:
                 footprint_pixels=int(data["footprint_pixels"]),
                 observations=obs,
                 contributions={k: float(v) for k, v in data.get("contributions", {}).items()},
+                snow_pixels=int(data.get("snow_pixels") or 0),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"bad item stats: {err}") from err
@@ -245,8 +262,16 @@ def count_asset(info: AssetInfo, lat: float) -> pystac.Asset:
     asset = _asset_base("count", info, "Number of valid observations", ["data"])
     asset.description = (
         "Per-pixel number of valid (unmasked) observations that entered the median, "
-        "counted on the 10 m bands; 0 means no valid observation (nodata in the bands)."
+        "counted on the 10 m bands; 0 means no valid observation (nodata in the bands). "
+        f"Bit 7 ({COUNT_SNOW_FLAG}) is a flag: set where the pixel had no snow-free clear "
+        "observation and its value is the median of its snow/ice observations (glaciers, "
+        f"permanent snow). count = value & {COUNT_SNOW_FLAG - 1}; snow = value & "
+        f"{COUNT_SNOW_FLAG}."
     )
+    asset.extra_fields["cloudfree:flags"] = [
+        {"bit": 7, "value": COUNT_SNOW_FLAG, "name": "snow",
+         "description": "median of snow/ice observations only (no snow-free clear one)"},
+    ]
     res = _ground_resolution(info, lat)
     RasterExtension.ext(asset).apply(
         [RasterBand.create(data_type=DataType.UINT8, nodata=0, spatial_resolution=res)]
@@ -281,7 +306,7 @@ def source_item_href(scene: Mapping[str, Any], api_url: str) -> str:
 def _scene_record(scene: Mapping[str, Any], contributions: Mapping[str, float]) -> dict[str, Any]:
     harm = scene.get("harmonization") or None
     share = float(contributions.get(scene["id"], 0.0))
-    return {
+    record = {
         "id": scene["id"],
         "datetime": scene.get("datetime"),
         "score": scene.get("score"),
@@ -293,6 +318,9 @@ def _scene_record(scene: Mapping[str, Any], contributions: Mapping[str, float]) 
             {"offset": harm.get("offset"), "reason": harm.get("reason")} if harm else None
         ),
     }
+    if scene.get("observation"):  # a granule fused with the others of its split acquisition
+        record["observation"] = scene["observation"]
+    return record
 
 
 def resolution_note(assets: Mapping[str, AssetInfo]) -> str:
@@ -350,6 +378,7 @@ def _properties(
         "constellation": "sentinel-2",
         "instruments": ["msi"],
         "cloudfree:good_pixel_fraction": stats.good_pixel_fraction,
+        "cloudfree:snow_pixel_fraction": stats.snow_pixel_fraction,
         "cloudfree:observations": stats.observations.to_dict(),
         "cloudfree:scene_count": len(scenes),
         "cloudfree:scenes": scenes,

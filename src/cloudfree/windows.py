@@ -15,8 +15,11 @@ Memory model (``window_memory_bytes``), per invocation::
                + one decode buffer per reader thread (compressed + decoded block)  threads x ...
     per pixel  = n_scenes x ( band bytes            2 (uint16) | 3 (visual RGB uint8)
                             + SCL at 20 m           (res/20)^2 source px per band px, 1 byte each
-                            + SCL on the band grid  1
-                            + valid mask            1 (uint8)
+                                                    (read per scene with a small margin, then
+                                                    dropped: an upper bound)
+                            + observation state     1 (uint8, ``mask.scene_state``)
+                            + used-obs mask         1 (uint8; the snow-fallback temporaries fit
+                                                    in the SCL term above)
                             + kernel scratch        2 (one uint16 copy; a fused kernel needs less)
                             + visual channel cast   2 (visual only: one channel as uint16) )
                + outputs (median, count, the GeoTIFF write buffer)  OUTPUT_BYTES_PER_PIXEL
@@ -258,13 +261,72 @@ def read_stack(hrefs: Sequence[str], window: Window, *, threads: int = DEFAULT_T
     return stack
 
 
-def scl_window(band: Band, window: Window) -> Window:
-    """The 20 m SCL window covering a band window (block-aligned when the band window is)."""
+def scl_window(band: Band, window: Window, margin: int = 0,
+               size: int | None = None) -> Window:
+    """The 20 m SCL window covering a band window (block-aligned when the band window is).
+
+    With ``margin`` (band pixels) the band window first grows by that much on every side,
+    clipped at the band's tile grid (``size`` px, default the full tile), so neighbourhood
+    operations (nodata dilation) see the same SCL whatever the window layout.
+    """
+    if margin < 0:
+        raise InputError(f"margin must be >= 0, got {margin}")
+    if margin:
+        size = int(size or band.size)
+        r0, c0 = max(0, window.row_off - margin), max(0, window.col_off - margin)
+        r1 = min(size, window.row_off + window.height + margin)
+        c1 = min(size, window.col_off + window.width + margin)
+        window = Window(r0, c0, r1 - r0, c1 - c0)
     return window.scaled(band.resolution / SCL.resolution)
 
 
+@dataclass(frozen=True)
+class SclPatch:
+    """The 20 m SCL under a band window plus a margin, and where the window sits in it.
+
+    ``row``/``col``: offset (band pixels) of the window's first pixel on the band grid made
+    from ``scl20`` (x2 at 10 m, x1 at 20 m, /3 at 60 m).
+    """
+
+    scl20: np.ndarray
+    row: int
+    col: int
+
+
+def read_scl_patch(href_scl: str, band: Band, window: Window, margin: int = 0) -> SclPatch:
+    """Read the 20 m SCL under ``window`` grown by ``margin`` band pixels, clipped at the tile
+    grid and at the SCL's own extent (the tile edge on Earth Search: 5490 px).
+
+    The window itself must lie inside the SCL (``SourceReadError`` otherwise). Crop the band
+    grid result at ``[row:row + height, col:col + width]`` after any neighbourhood operation.
+    """
+    import rasterio
+
+    core = scl_window(band, window)
+    want = scl_window(band, window, margin)
+    try:
+        with rasterio.Env(**storage.gdal_env_options()), rasterio.open(href_scl) as src:
+            if core.row_off + core.height > src.height or core.col_off + core.width > src.width:
+                raise SourceReadError(f"SCL {href_scl} ({src.height}x{src.width} px) is smaller "
+                                      f"than the SCL window {core} of {window.key}")
+            r1 = min(want.row_off + want.height, src.height)
+            c1 = min(want.col_off + want.width, src.width)
+            want = Window(want.row_off, want.col_off, r1 - want.row_off, c1 - want.col_off)
+            scl20 = src.read(1, window=want.to_rasterio(), boundless=False)
+    except SourceReadError:
+        raise
+    except Exception as err:  # noqa: BLE001 - every GDAL/IO failure becomes SourceReadError
+        raise SourceReadError(f"reading SCL {want.key} of {href_scl}: {err}") from err
+    factor = SCL.resolution / band.resolution  # band px per SCL px
+    row = window.row_off - round(want.row_off * factor)
+    col = window.col_off - round(want.col_off * factor)
+    return SclPatch(np.ascontiguousarray(scl20, dtype=np.uint8), row, col)
+
+
 def read_scl_for(href_scl: str, band: Band, window: Window) -> np.ndarray:
-    """Read the SCL under a band window at 20 m and return it on the band's grid (h, w) uint8."""
+    """Read the SCL under a band window at 20 m and return it on the band's grid (h, w) uint8
+    (nearest neighbour; 60 m takes each 3 x 3 block's centre pixel: for display and checks,
+    compositing uses :func:`cloudfree.mask.scene_state`)."""
     from .mask import scl_to_band_grid
 
     scl20 = read_window(href_scl, scl_window(band, window))
@@ -274,16 +336,3 @@ def read_scl_for(href_scl: str, band: Band, window: Window) -> np.ndarray:
             f"SCL {href_scl} on the {band.resolution} m grid is {on_grid.shape}, smaller than "
             f"window {window.key} {window.shape}")
     return np.ascontiguousarray(on_grid[: window.height, : window.width], dtype=np.uint8)
-
-
-def read_scl_stack(hrefs: Sequence[str], band: Band, window: Window, *,
-                   threads: int = DEFAULT_THREADS) -> np.ndarray:
-    """``read_scl_for`` for every scene in parallel -> (S, h, w) uint8 on the band grid."""
-    out = np.empty((len(hrefs), window.height, window.width), dtype=np.uint8)
-
-    def _one(i: int) -> None:
-        out[i] = read_scl_for(hrefs[i], band, window)
-
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(hrefs)))) as pool:
-        list(pool.map(_one, range(len(hrefs))))
-    return out

@@ -226,3 +226,26 @@ def test_multiple_collections_cassette(realdata):
     sel = select_scenes(items, "13TDE", 2023)
     assert [s.id for s in sel.scenes] == ["S2A_13TDE_20231008_0_L2A"]
     assert [d["reason"] for d in sel.dropped] == ["other-collection"]
+
+
+@pytest.mark.parametrize("tile", ["32TMT", "32TNT", "32UMU", "32UNU"])
+def test_xcube_republications_told_apart_by_real_footprints(realdata, tile):
+    """The real _0 (02.14) / _1 (05.00) pairs are re-publications by their footprints: the
+    _0 geometry adds (almost) nothing to the _1 one, far below NEW_COVERAGE, so no pair becomes a
+    two-granule observation (that would double-count the date)."""
+    from cloudfree.grid import parse_tile
+    from cloudfree.select import NEW_COVERAGE, duplicate_of, footprint_cells
+
+    t = parse_tile(tile)
+    items = {i["id"]: i for i in features(realdata / XCUBE)}
+    for day in ("20200302", "20200305"):
+        old, new = items[f"S2A_{tile}_{day}_0_L2A"], items[f"S2A_{tile}_{day}_1_L2A"]
+        a, b = footprint_cells(old, t), footprint_cells(new, t)
+        assert a is not None and b is not None and a.sum() > 0
+        # the footprint is the data area: its share of the tile matches 100 - nodata %
+        nodata = new["properties"]["s2:nodata_pixel_percentage"]
+        assert abs(100 * b.mean() - (100 - nodata)) < 3
+        assert (a & ~b).sum() / a.sum() < NEW_COVERAGE / 5
+        assert duplicate_of(old, [new], t) == 0
+    sel = select_scenes(list(items.values()), tile, 2020)
+    assert all(s.observation is None for s in sel.scenes)

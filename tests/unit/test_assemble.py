@@ -143,8 +143,8 @@ def test_merge_window_stats():
         {"pixels": 10, "valid_pixels": 8, "count_histogram": [2, 3, 5],
          "contributions": {"x": 4}},
         {"pixels": 6, "valid_pixels": 6, "observed_pixels": 5, "count_histogram": [0, 1, 2, 3],
-         "contributions": {"x": 1, "y": 2}}])
-    assert merged == {"pixels": 16, "valid_pixels": 14, "observed_pixels": 15,
+         "contributions": {"x": 1, "y": 2}, "snow_pixels": 2}])
+    assert merged == {"pixels": 16, "valid_pixels": 14, "observed_pixels": 15, "snow_pixels": 2,
                       "median_seconds": 0.0,
                       "valid_fraction": 0.875,
                       "count_histogram": [2, 4, 7, 3], "contributions": {"x": 5, "y": 2}}

@@ -225,9 +225,12 @@ def test_window_without_any_clear_pixel_skips_the_band_read(monkeypatch):
         {"id": "a", "assets": {"blue": "a.tif", "scl": "a_scl.tif"},
          "harmonization": {"offset": 1000}},
         {"id": "b", "assets": {"blue": "b.tif", "scl": "b_scl.tif"}}]}
-    scl = np.zeros((2, 4, 4), dtype=np.uint8)
-    scl[0, 0, :2] = 9  # cloud: observed but not clear
-    monkeypatch.setattr(comp, "read_scl_stack", lambda *a, **k: scl)
+    from cloudfree.windows import SclPatch
+
+    scl20 = {"a_scl.tif": np.zeros((2, 2), dtype=np.uint8),
+             "b_scl.tif": np.zeros((2, 2), dtype=np.uint8)}
+    scl20["a_scl.tif"][0, 0] = 9  # cloud: observed but not clear (2 x 2 px at 10 m)
+    monkeypatch.setattr(comp, "read_scl_patch", lambda href, *a, **k: SclPatch(scl20[href], 0, 0))
 
     def no_read(*a, **k):
         raise AssertionError("band must not be read")
@@ -238,5 +241,5 @@ def test_window_without_any_clear_pixel_skips_the_band_read(monkeypatch):
     assert res.contributions == {"a": 0, "b": 0}
     assert res.offsets == {"a": 1000, "b": 0}
     stats = res.stats()
-    assert stats["observed_pixels"] == 2 and stats["valid_pixels"] == 0
+    assert stats["observed_pixels"] == 4 and stats["valid_pixels"] == 0
     assert get_band("blue").count == 1

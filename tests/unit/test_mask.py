@@ -104,3 +104,56 @@ def test_keep_snow_when_alone() -> None:
     valid = valid_mask(scl)
     np.testing.assert_array_equal(valid, [[[0, 0, 1]], [[0, 0, 0]]])
     np.testing.assert_array_equal(keep_snow_when_alone(valid, scl), [[[1, 1, 1]], [[1, 0, 0]]])
+
+
+# --- scene_state: clear / snow / masked / nodata on a band grid --------------------------------
+def test_scene_state_codes_20m() -> None:
+    from cloudfree.mask import CLEAR, MASKED, NODATA, SNOW, scene_state
+
+    scl = np.array([[0, 4, 11, 9, 2, 5]], dtype=np.uint8)
+    np.testing.assert_array_equal(scene_state(scl, 20), [[NODATA, CLEAR, SNOW, MASKED, CLEAR,
+                                                          CLEAR]])
+    # snow not masked (11 not in classes): snow is simply clear, never a fallback
+    np.testing.assert_array_equal(scene_state(scl, 20, classes=(0, 9)),
+                                  [[NODATA, CLEAR, CLEAR, MASKED, CLEAR, CLEAR]])
+    # the ordering the fusion relies on
+    assert NODATA < MASKED < SNOW < CLEAR
+
+
+def test_scene_state_10m_repeats_and_dilates_in_band_pixels() -> None:
+    from cloudfree.mask import CLEAR, MASKED, NODATA, scene_state
+
+    scl = np.full((4, 4), 4, dtype=np.uint8)
+    scl[0, :] = 0
+    got = scene_state(scl, 10, dilate_nodata=1)
+    assert got.shape == (8, 8)
+    assert (got[:2] == NODATA).all()  # class 0 itself stays "not observed"
+    assert (got[2] == MASKED).all()  # the 1-px fringe: observed but masked
+    assert (got[3:] == CLEAR).all()
+
+
+def test_scene_state_60m_needs_all_nine_clear() -> None:
+    """A 60 m pixel is clear only if all nine 20 m SCL pixels inside it are (issue 7.5)."""
+    from cloudfree.mask import CLEAR, MASKED, NODATA, SNOW, scene_state
+
+    scl = np.full((6, 9), 4, dtype=np.uint8)  # 2 x 3 pixels at 60 m
+    scl[0, 0] = 9  # one corner cloud in block (0, 0); its centre (1, 1) is clear
+    scl[3:6, 3:6] = 11  # block (1, 1) all snow
+    scl[3, 6] = 11  # block (1, 2): one snow pixel, the rest clear -> a snow observation
+    scl[0:3, 6:9] = 0  # block (0, 2) all nodata
+    scl[0, 3] = 0  # block (0, 1): one nodata pixel -> masked (observed), not nodata
+    got = scene_state(scl, 60)
+    np.testing.assert_array_equal(got, [[MASKED, MASKED, NODATA], [CLEAR, SNOW, SNOW]])
+    # the old centre-pixel rule called block (0, 0) clear
+    assert scl_to_band_grid(scl, 60)[0, 0] == 4
+
+
+def test_scene_state_errors() -> None:
+    from cloudfree.mask import scene_state
+
+    with pytest.raises(InputError):
+        scene_state(np.zeros((5, 6), np.uint8), 60)
+    with pytest.raises(InputError):
+        scene_state(np.zeros((2, 6, 6), np.uint8), 20)
+    with pytest.raises(InputError):
+        scene_state(np.zeros((6, 6), np.uint8), 30)

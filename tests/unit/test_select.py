@@ -108,6 +108,15 @@ def test_score_fallbacks():
     assert score(over) == 0.0  # cloud sum clipped to 100
 
 
+def test_score_counts_snow_like_cloud():
+    props = make_item(nodata=10, high=20, medium=10, shadow=5, cirrus=5)["properties"]
+    props["s2:snow_ice_percentage"] = 30.0
+    assert score(props) == 27.0  # (100 - 10) * (1 - (40 + 30) / 100)
+    assert score({"eo:cloud_cover": 30.0, "s2:snow_ice_percentage": 20.0}) == 50.0
+    assert score({"eo:cloud_cover": 30.0, "s2:snow_ice_percentage": 90.0}) == 0.0  # clipped
+    assert score({"eo:cloud_cover": 30.0, "s2:snow_ice_percentage": None}) == 70.0
+
+
 # --- hrefs ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("href", "expected"),
@@ -503,3 +512,72 @@ def test_search_server_error_is_transient(stub_api):
 def test_search_unreachable_is_transient():
     with pytest.raises(StacApiError):
         search_items("http://127.0.0.1:9/", TILE, 2021)
+
+
+# --- datastrip splits: two granules of one acquisition are one observation ------------------------
+def _band(top_frac: float, bottom_frac: float) -> dict:
+    """GeoJSON polygon (lon/lat) of the 33UUP rows from ``top_frac`` to ``bottom_frac`` of the
+    tile height (0 = north edge), the full width."""
+    from rasterio.warp import transform
+
+    x0, y_top = 300000.0, 5400000.0
+    y0, y1 = y_top - 109800 * top_frac, y_top - 109800 * bottom_frac
+    xs = [x0, x0 + 109800, x0 + 109800, x0, x0]
+    ys = [y0, y0, y1, y1, y0]
+    lons, lats = transform("EPSG:32633", "EPSG:4326", xs, ys)
+    return {"type": "Polygon", "coordinates": [[[lo, la] for lo, la in zip(lons, lats,
+                                                                           strict=True)]]}
+
+
+def _granule(top: float, bottom: float, **kw) -> dict:
+    item = make_item(nodata=round(100 * (1 - (bottom - top)), 3), **kw)
+    item["geometry"] = _band(top, bottom)
+    return item
+
+
+def test_two_half_tile_granules_are_one_observation():
+    north = _granule(0.0, 0.6, sequence=0, high=10)
+    south = _granule(0.5, 1.0, sequence=1, high=20)
+    other = make_item(when="2021-06-18T10:10:31Z", orbit=108, high=50)
+    sel = select_scenes([north, south, other], TILE, 2021, SelectOptions(n=1))
+    assert [s.id for s in sel.scenes] == [north["id"], south["id"]]  # one pick, two granules
+    assert {s.observation for s in sel.scenes} == {"33UUP_S2A_20210615T100000"}
+    assert sel.dropped == [{"id": other["id"], "reason": "not-selected"}]
+    scenes = sel.to_manifest()["scenes"]
+    assert [s["observation"] for s in scenes] == ["33UUP_S2A_20210615T100000"] * 2
+    # the pair's score: (60 * 0.9 + 50 * 0.8) * min(1, 100 / (60 + 50)) = 94 / 1.1
+    from cloudfree.select import observation_score
+
+    assert observation_score(sel.scenes) == round(94 / 1.1, 6)
+    two = select_scenes([north, south, other], TILE, 2021, SelectOptions(n=2))
+    assert len(two.scenes) == 3 and "observation" not in two.to_manifest()["scenes"][2]
+
+
+def test_republished_granule_collapses_datastrip_granules_stay():
+    """_0 (02.14) and _1 (05.00) of the north granule are one product; the south granule
+    (05.00, sequence 2) is the other datastrip: 2 scenes, one observation."""
+    north_old = _granule(0.0, 0.6, baseline="02.14", sequence=0)
+    north_new = _granule(0.0, 0.6, baseline="05.00", sequence=1)
+    north_new["geometry"] = _band(0.01, 0.6)  # re-processing trims the edge a little
+    south = _granule(0.5, 1.0, baseline="05.00", sequence=2)
+    sel = select_scenes([north_old, north_new, south], TILE, 2021)
+    assert sorted(s.id for s in sel.scenes) == sorted([north_new["id"], south["id"]])
+    assert len({s.observation for s in sel.scenes}) == 1
+    assert sel.dropped == [{"id": north_old["id"], "reason": f"superseded-by:{north_new['id']}"}]
+
+
+def test_same_footprint_same_baseline_is_a_republication():
+    a = _granule(0.0, 0.7, sequence=0)
+    b = _granule(0.0, 0.7, sequence=1)
+    sel = select_scenes([a, b], TILE, 2021)
+    assert [s.id for s in sel.scenes] == [b["id"]] and sel.scenes[0].observation is None
+
+
+def test_without_geometry_the_nodata_share_decides():
+    a = make_item(sequence=0, nodata=40.0)
+    b = make_item(sequence=1, nodata=55.0)
+    c = make_item(sequence=2, nodata=55.4)  # the same coverage as b: b re-published
+    sel = select_scenes([a, b, c], TILE, 2021)
+    assert sorted(s.id for s in sel.scenes) == sorted([a["id"], c["id"]])
+    assert sel.dropped == [{"id": b["id"], "reason": f"superseded-by:{c['id']}"}]
+    assert sel.scenes[0].observation == sel.scenes[1].observation is not None

@@ -196,6 +196,23 @@ def test_visual_and_count_assets(item_dict):
     assert count["roles"] == ["data"]
     assert count["raster:bands"][0]["data_type"] == "uint8"
     assert count["raster:bands"][0]["nodata"] == 0  # as in the COG: no valid observation
+    assert count["cloudfree:flags"] == [{"bit": 7, "value": 128, "name": "snow", "description":
+                                         "median of snow/ice observations only (no snow-free "
+                                         "clear one)"}]
+    assert "count = value & 127; snow = value & 128" in count["description"]
+
+
+def test_snow_pixel_fraction_and_fused_granules():
+    m = manifest()
+    m["scenes"][1]["observation"] = m["scenes"][2]["observation"] = "32UNU_S2A_20200305T103021"
+    st = {"good_pixels": 8, "footprint_pixels": 10, "snow_pixels": 3,
+          "observations": {"min": 1, "mean": 2.0, "max": 3}}
+    item = build_item(TILE, YEAR, asset_infos(), m, st, software_version="9.9")
+    validate_item(item)
+    props = item.to_dict()["properties"]
+    assert props["cloudfree:snow_pixel_fraction"] == 0.3
+    assert [s.get("observation") for s in props["cloudfree:scenes"]] == [
+        None, "32UNU_S2A_20200305T103021", "32UNU_S2A_20200305T103021"]
 
 
 def test_links(item_dict):
@@ -374,3 +391,14 @@ def test_antimeridian_item_geometry_split_and_valid(tile):
     assert west > 176 and east < -179 and west > east and south < north
     validate_item(it)
     validate(d)
+
+
+def test_item_stats_carry_snow_pixels_from_the_count_band_stats():
+    from cloudfree.publish import item_stats
+
+    got = item_stats({"pixels": 100, "valid_pixels": 80, "observed_pixels": 90,
+                      "snow_pixels": 9, "count_histogram": [20, 30, 50],
+                      "contributions": {"a": 80, "b": 50}})
+    assert got["snow_pixels"] == 9 and got["footprint_pixels"] == 90
+    assert ItemStats.from_dict(got).snow_pixel_fraction == 0.1
+    assert item_stats({"pixels": 4, "valid_pixels": 4})["snow_pixels"] == 0  # older stats

@@ -167,3 +167,34 @@ def test_read_errors_name_href(tmp_path):
     href = _write(tmp_path / "small.tif", np.ones((256, 256), np.uint16))
     with pytest.raises(SourceReadError, match="small.tif"):
         read_window(href, Window(0, 0, 512, 512))
+
+
+def test_scl_patch_margin_clipped_at_the_edges(tmp_path):
+    """The SCL under a band window plus a margin, and where the window sits in the patch."""
+    from cloudfree.bands import get_band
+    from cloudfree.mask import scl_to_band_grid
+    from cloudfree.windows import read_scl_patch, scl_window
+
+    scl = (np.arange(768 * 768) % 251).astype(np.uint8).reshape(768, 768)
+    href = _write(tmp_path / "scl.tif", scl)
+    blue, coastal = get_band("blue"), get_band("coastal")
+    # 10 m: a margin of 2 band px is 1 SCL px; the window sits at (2, 2) of the patch's grid
+    w = Window(512, 512, 256, 256)
+    assert scl_window(blue, w, 2) == Window(255, 255, 130, 130)
+    p = read_scl_patch(href, blue, w, margin=2)
+    assert (p.row, p.col) == (2, 2)
+    np.testing.assert_array_equal(p.scl20, scl[255:385, 255:385])
+    grid = scl_to_band_grid(p.scl20, 10)[p.row: p.row + 256, p.col: p.col + 256]
+    np.testing.assert_array_equal(grid, scl_to_band_grid(scl[256:384, 256:384], 10))
+    # at the tile's upper-left corner nothing is added above or left
+    p0 = read_scl_patch(href, blue, Window(0, 0, 256, 256), margin=2)
+    assert (p0.row, p0.col) == (0, 0) and p0.scl20.shape == (129, 129)
+    # at the SCL's far edge the margin is clipped too (here a small source: 768 px)
+    pe = read_scl_patch(href, blue, Window(1280, 1280, 256, 256), margin=2)
+    assert (pe.row, pe.col) == (2, 2) and pe.scl20.shape == (129, 129)
+    # 60 m: 2 band px = 6 SCL px, the patch stays aligned to the 3 x 3 blocks
+    pc = read_scl_patch(href, coastal, Window(64, 64, 128, 128), margin=2)
+    assert (pc.row, pc.col) == (2, 2)
+    np.testing.assert_array_equal(pc.scl20, scl[186:582, 186:582])
+    with pytest.raises(SourceReadError, match="smaller"):
+        read_scl_patch(href, blue, Window(1536, 0, 256, 256), margin=2)
