@@ -13,6 +13,20 @@ from dataclasses import dataclass
 DATA_PREFIX = "sentinel-2-annual-median"
 COLLECTION_ID = "sentinel-2-annual-median"
 
+#: Key prefixes and marker names. The template's S3 event filters and lifecycle rule use the
+#: same strings (tests/unit/test_template.py derives them from here and asserts they agree).
+WORK_PREFIX = "work/"
+DONE_MARKER = "DONE.json"
+EMPTY_MARKER = "EMPTY.json"
+FAILED_MARKER = "FAILED.json"
+REQUESTS_PREFIX = "requests/"
+PENDING_REQUESTS_PREFIX = "pending-requests/"
+REJECTED_PREFIX = "rejected/"
+REPORTS_PREFIX = "reports/"
+PLANS_PREFIX = "plans/"
+RESULTS_PREFIX = "results/"
+INDEX_PREFIX = "index/"
+
 
 def _tile_year(tile: str, year: int) -> str:
     return f"{int(year)}/{tile}"
@@ -29,7 +43,7 @@ class Layout:
 
     # --- work bucket -------------------------------------------------------------------------
     def run_prefix(self, year: int, tile: str) -> str:
-        return f"s3://{self.work_bucket}/work/{_tile_year(tile, year)}"
+        return f"s3://{self.work_bucket}/{WORK_PREFIX}{_tile_year(tile, year)}"
 
     def manifest(self, year: int, tile: str) -> str:
         """Scene manifest written by *select* (the selected scenes and their decisions)."""
@@ -50,7 +64,25 @@ class Layout:
         return f"{self.run_prefix(year, tile)}/bands/{band}.json"
 
     def tile_done(self, year: int, tile: str) -> str:
-        return f"{self.run_prefix(year, tile)}/DONE.json"
+        """Completion marker written by *complete*; its S3 event triggers *publish*."""
+        return f"{self.run_prefix(year, tile)}/{DONE_MARKER}"
+
+    def tile_empty(self, year: int, tile: str) -> str:
+        """Written by *select* when a tile has no usable scene (the reason inside)."""
+        return f"{self.run_prefix(year, tile)}/{EMPTY_MARKER}"
+
+    def tile_failed(self, year: int, tile: str) -> str:
+        """Written by *record failure* (the error and its cause)."""
+        return f"{self.run_prefix(year, tile)}/{FAILED_MARKER}"
+
+    @staticmethod
+    def parse_tile_done(key: str) -> tuple[int, str] | None:
+        """``work/{year}/{tile}/DONE.json`` -> (year, tile id as written); None for other keys."""
+        parts = key.strip("/").split("/")
+        if (len(parts) != 4 or f"{parts[0]}/" != WORK_PREFIX or parts[3] != DONE_MARKER
+                or not parts[1].isdigit()):
+            return None
+        return int(parts[1]), parts[2]
 
     # --- data bucket (public) ----------------------------------------------------------------
     def output_prefix(self, year: int, tile: str) -> str:
@@ -66,16 +98,32 @@ class Layout:
     def collection(self) -> str:
         return f"s3://{self.data_bucket}/{self.data_prefix}/collection.json"
 
+    def index_prefix(self) -> str:
+        return f"s3://{self.data_bucket}/{self.data_prefix}/{INDEX_PREFIX}"
+
     def index_part(self, year: int, tile: str) -> str:
         """One immutable index record per item (the searchable index; no shared file to race)."""
-        return f"s3://{self.data_bucket}/{self.data_prefix}/index/{int(year)}/{tile}.json"
+        return f"{self.index_prefix()}{int(year)}/{tile}.json"
 
     # --- control bucket ----------------------------------------------------------------------
     def request(self, name: str) -> str:
-        return f"s3://{self.control_bucket}/requests/{name}"
+        """A reprocessing request; its S3 event triggers *reprocess*."""
+        return f"s3://{self.control_bucket}/{REQUESTS_PREFIX}{name}"
+
+    def pending_request(self, execution: str) -> str:
+        """The failed tiles of an execution, as a request waiting for an operator to submit."""
+        return f"s3://{self.control_bucket}/{PENDING_REQUESTS_PREFIX}{execution}.json"
+
+    def rejected(self, name: str) -> str:
+        """Why the request ``requests/{name}`` was rejected."""
+        return f"s3://{self.control_bucket}/{REJECTED_PREFIX}{name}.json"
 
     def report(self, execution: str) -> str:
-        return f"s3://{self.control_bucket}/reports/{execution}.json"
+        return f"s3://{self.control_bucket}/{REPORTS_PREFIX}{execution}.json"
 
     def plan_list(self, execution: str) -> str:
-        return f"s3://{self.control_bucket}/plans/{execution}/tiles.json"
+        return f"s3://{self.control_bucket}/{PLANS_PREFIX}{execution}/tiles.json"
+
+    def results_prefix(self) -> str:
+        """Where the Distributed Map's ResultWriter writes (statemachine ``Prefix``)."""
+        return f"s3://{self.control_bucket}/{RESULTS_PREFIX}"

@@ -142,7 +142,7 @@ def _public_hrefs(d: dict, settings: Settings) -> dict:
 def update_collection(settings: Settings, attempts: int = 8) -> dict:
     """Rebuild the collection from every index record; conditional put, retried on conflict."""
     layout = settings.layout
-    prefix = layout.collection().rsplit("/", 1)[0] + "/index/"
+    prefix = layout.index_prefix()
     for _ in range(attempts):
         records = [storage.read_json(u) for u in storage.list_uris(prefix)]
         etag = _etag(layout.collection())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,38 +30,97 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
+#: botocore's own retries run first, inside every call: "adaptive" is "standard" (exponential
+#: backoff with jitter over botocore's transient and throttling codes) plus a client-side rate
+#: limiter that slows a Lambda down when S3 answers SlowDown (botocore/retries/standard.py and
+#: adaptive.py). What still fails after those attempts is classified below.
+RETRY_CONFIG = {"max_attempts": 8, "mode": "adaptive"}
+
+
 @lru_cache(maxsize=4)
 def s3_client(endpoint_url: str | None = None):
     """A boto3 S3 client; ``AWS_ENDPOINT_URL`` (MiniStack) is honoured by boto3 itself."""
     import boto3
     from botocore.config import Config
 
-    cfg = Config(retries={"max_attempts": 8, "mode": "adaptive"}, max_pool_connections=32,
+    cfg = Config(retries=dict(RETRY_CONFIG), max_pool_connections=32,
                  s3={"addressing_style": "path"})
     return boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"),
                         config=cfg)
 
 
+def _code(err: BaseException) -> str:
+    return str(getattr(err, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def _status(err: BaseException) -> int:
+    meta = getattr(err, "response", {}).get("ResponseMetadata", {})
+    try:
+        return int(meta.get("HTTPStatusCode") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def is_not_found(err: Exception) -> bool:
     """True when a botocore error says the object (or key) does not exist."""
-    code = getattr(err, "response", {}).get("Error", {}).get("Code")
-    return code in {"404", "NoSuchKey", "NotFound"}
+    return _code(err) in {"404", "NoSuchKey", "NotFound"}
 
 
-def _wrap_transient(err: Exception) -> Exception:
-    code = getattr(err, "response", {}).get("Error", {}).get("Code", "")
-    if code in {"SlowDown", "Throttling", "RequestTimeout", "InternalError", "503", "500"}:
-        return TransientError(f"S3 transient error: {err}")
-    return err
+#: S3 error codes worth another try once botocore's own retries are spent: the union of
+#: botocore's throttling and transient codes (botocore/retries/standard.py,
+#: ThrottledRetryableChecker and TransientRetryableChecker) and S3's own 5xx codes (S3 API
+#: reference, "Error responses": InternalError 500, ServiceUnavailable/SlowDown 503).
+#: A HEAD has no body, so its error code is the bare status ("503").
+TRANSIENT_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "ThrottledException",
+    "RequestThrottledException", "TooManyRequestsException", "RequestLimitExceeded",
+    "BandwidthLimitExceeded", "RequestThrottled", "LimitExceededException",
+    "ProvisionedThroughputExceededException", "PriorRequestNotComplete", "RequestTimeout",
+    "RequestTimeoutException", "InternalError", "ServiceUnavailable", "OperationAborted",
+    "ConditionalRequestConflict", "429", "500", "502", "503", "504",
+})
+
+
+def is_transient(err: BaseException) -> bool:
+    """Throttling, 5xx, timeouts and dropped connections: worth retrying later.
+
+    Looks through the exception chain: boto3's ``upload_file`` raises ``S3UploadFailedError``
+    while handling the ``ClientError`` (boto3/s3/transfer.py), s3transfer's download raises
+    ``RetriesExceededError`` wrapping the last connection error.
+    """
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, TransientError | BotoConnectionError | HTTPClientError):
+            return True
+        if _code(e) in TRANSIENT_CODES or _status(e) >= 500 or _status(e) == 429:
+            return True
+        e = e.__cause__ or e.__context__ or getattr(e, "last_exception", None)
+    return False
+
+
+@contextmanager
+def _s3(op: str, uri: str) -> Iterator[None]:
+    """Run one S3 call: transient failures become TransientError (a Retry name in the table)."""
+    try:
+        yield
+    except TransientError:
+        raise
+    except Exception as err:  # noqa: BLE001 - re-raised, classified
+        if is_transient(err):
+            raise TransientError(f"S3 {op} {uri}: {err}") from err
+        raise
 
 
 def read_bytes(uri: str) -> bytes:
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        try:
+        with _s3("read", uri):
             return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception as err:  # noqa: BLE001 - re-raised, classified
-            raise _wrap_transient(err) from err
     return Path(uri).read_bytes()
 
 
@@ -68,7 +128,8 @@ def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:
     if is_s3(uri):
         bucket, key = split_s3(uri)
         extra = {"ContentType": content_type} if content_type else {}
-        s3_client().put_object(Bucket=bucket, Key=key, Body=data, **extra)
+        with _s3("write", uri):
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data, **extra)
         return
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,11 +138,44 @@ def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:
     tmp.replace(path)
 
 
+def etag(uri: str) -> str | None:
+    """The object's ETag (for a conditional put), or None when it does not exist (s3 only)."""
+    bucket, key = split_s3(uri)
+    with _s3("head", uri):
+        try:
+            return s3_client().head_object(Bucket=bucket, Key=key)["ETag"]
+        except Exception as err:  # noqa: BLE001 - not found is an answer, the rest re-raised
+            if is_not_found(err):
+                return None
+            raise
+
+
+def put_if(uri: str, data: bytes, if_etag: str | None,
+           content_type: str | None = "application/json") -> bool:
+    """PutObject only if the object still has ETag ``if_etag`` (None: only if it is absent).
+
+    Returns False when another writer got there first (412 PreconditionFailed); a 409
+    ConditionalRequestConflict (a concurrent conditional write in flight) is transient.
+    """
+    bucket, key = split_s3(uri)
+    cond = {"IfMatch": if_etag} if if_etag else {"IfNoneMatch": "*"}
+    extra = {"ContentType": content_type} if content_type else {}
+    with _s3("conditional write", uri):
+        try:
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data, **cond, **extra)
+            return True
+        except Exception as err:  # noqa: BLE001 - a lost race is an answer, the rest re-raised
+            if _code(err) in {"PreconditionFailed", "412"}:
+                return False
+            raise
+
+
 def upload_file(path: str | Path, uri: str, content_type: str | None = None) -> None:
     if is_s3(uri):
         bucket, key = split_s3(uri)
         extra = {"ExtraArgs": {"ContentType": content_type}} if content_type else {}
-        s3_client().upload_file(str(path), bucket, key, **extra)
+        with _s3("upload", uri):
+            s3_client().upload_file(str(path), bucket, key, **extra)
     else:
         write_bytes(uri, Path(path).read_bytes())
 
@@ -90,7 +184,8 @@ def download_file(uri: str, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        s3_client().download_file(bucket, key, str(path))
+        with _s3("download", uri):
+            s3_client().download_file(bucket, key, str(path))
     else:
         Path(path).write_bytes(Path(uri).read_bytes())
 
@@ -109,14 +204,7 @@ def write_json(uri: str, obj: Any) -> None:
 
 def exists(uri: str) -> bool:
     if is_s3(uri):
-        bucket, key = split_s3(uri)
-        try:
-            s3_client().head_object(Bucket=bucket, Key=key)
-            return True
-        except Exception as err:  # noqa: BLE001
-            if is_not_found(err):
-                return False
-            raise
+        return etag(uri) is not None
     return Path(uri).exists()
 
 
@@ -125,9 +213,10 @@ def list_uris(prefix: str) -> Iterator[str]:
     if is_s3(prefix):
         bucket, key = split_s3(prefix)
         pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-        for page in pages:
-            for obj in page.get("Contents", []):
-                yield f"s3://{bucket}/{obj['Key']}"
+        with _s3("list", prefix):
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield f"s3://{bucket}/{obj['Key']}"
     else:
         root = Path(prefix)
         if root.is_dir():

@@ -20,6 +20,7 @@ from . import storage
 from .bands import OUTPUT_BANDS, get_band
 from .errors import CloudfreeError, InputError, NoScenesError
 from .grid import land_tile_ids, parse_bbox, parse_tile, tiles_for_aoi
+from .layout import Layout
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ def select(tile: str, year: int, options: dict | None, settings: Settings) -> di
         try:
             selection = select_scenes(items, t, year, sel_opts, api_url=settings.stac_api_url)
         except NoScenesError as err:
-            storage.write_json(f"{layout.run_prefix(year, t.id)}/EMPTY.json",
+            storage.write_json(layout.tile_empty(year, t.id),
                                {"tile": t.id, "year": year, "reason": str(err),
                                 "searched": len(items)})
             return {**base, "status": "empty", "work": [], "scenes": 0, "reason": str(err)}
@@ -312,7 +313,7 @@ def record_failure(tile: str, year: int, error: dict | None, settings: Settings)
     t = parse_tile(tile)
     error = error or {}
     cause = str(error.get("Cause", ""))[:4000]
-    uri = f"{settings.layout.run_prefix(int(year), t.id)}/FAILED.json"
+    uri = settings.layout.tile_failed(int(year), t.id)
     storage.write_json(uri, {"tile": t.id, "year": int(year), "error": error.get("Error"),
                              "cause": cause, "at": _now()})
     return {"tile": t.id, "year": int(year), "status": "failed", "error": error.get("Error")}
@@ -326,11 +327,11 @@ def _now() -> str:
 # publish
 # --------------------------------------------------------------------------------------------
 def parse_done_key(key: str) -> tuple[int, str]:
-    """``work/{year}/{tile}/DONE.json`` -> (year, tile)."""
-    parts = key.strip("/").split("/")
-    if len(parts) < 4 or parts[-1] != "DONE.json" or parts[-4] != "work":
+    """``work/{year}/{tile}/DONE.json`` -> (year, tile) (the key form is Layout's)."""
+    parsed = Layout.parse_tile_done(key)
+    if parsed is None:
         raise InputError(f"not a tile completion marker: {key!r}")
-    return int(parts[-3]), parse_tile(parts[-2]).id
+    return parsed[0], parse_tile(parsed[1]).id
 
 
 def publish(bucket: str, key: str, settings: Settings) -> dict:
@@ -353,7 +354,6 @@ def tile_status(tile: str, year: int, settings: Settings) -> dict:
     there yet (publish runs on the marker's S3 event, possibly after the report).
     """
     layout = settings.layout
-    prefix = layout.run_prefix(year, tile)
     item = layout.item(year, tile)
     done_uri = layout.tile_done(year, tile)
     has_done, published = storage.exists(done_uri), storage.exists(item)
@@ -361,11 +361,11 @@ def tile_status(tile: str, year: int, settings: Settings) -> dict:
         done = storage.read_json(done_uri) if has_done else {}
         return {"tile": tile, "status": "done", "item": item, "published": published,
                 "completed_at": done.get("completed_at"), "cost": done.get("cost")}
-    if storage.exists(f"{prefix}/EMPTY.json"):
+    if storage.exists(layout.tile_empty(year, tile)):
         return {"tile": tile, "status": "empty",
-                "reason": storage.read_json(f"{prefix}/EMPTY.json").get("reason")}
-    if storage.exists(f"{prefix}/FAILED.json"):
-        failed = storage.read_json(f"{prefix}/FAILED.json")
+                "reason": storage.read_json(layout.tile_empty(year, tile)).get("reason")}
+    if storage.exists(layout.tile_failed(year, tile)):
+        failed = storage.read_json(layout.tile_failed(year, tile))
         return {"tile": tile, "status": "failed", "error": failed.get("error"),
                 "cause": failed.get("cause")}
     return {"tile": tile, "status": "failed", "error": "Incomplete",
@@ -387,7 +387,7 @@ def report(execution: str, year: int, tiles_bucket: str, tiles_key: str,
     failed = [r["tile"] for r in rows if r["status"] == "failed"]
     if failed:
         req = {"year": year, "tiles": failed, "reason": f"failed in {execution}"}
-        uri = f"s3://{settings.control_bucket}/pending-requests/{execution}.json"
+        uri = settings.layout.pending_request(execution)
         storage.write_json(uri, req)
         doc["reprocess_request"] = uri
     uri = settings.layout.report(execution)
@@ -424,7 +424,7 @@ def reprocess(bucket: str, key: str, settings: Settings, sfn_client=None) -> dic
     try:
         execution_input = parse_request(body)
     except InputError as err:
-        storage.write_json(f"s3://{settings.control_bucket}/rejected/{name}.json",
+        storage.write_json(settings.layout.rejected(name),
                            {"request": f"s3://{bucket}/{key}", "reason": str(err),
                             "at": _now()})
         return {"status": "rejected", "reason": str(err)}
