@@ -5,14 +5,15 @@ PY := $(VENV)/bin/python
 CLOUDFREE := $(VENV)/bin/cloudfree
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status env demo test test-unit test-integration bench lint build deploy clean
+.PHONY: help setup up down status env demo test test-unit test-integration bench lint asl build deploy clean
 
 help:
 	@echo "make demo   - install, start the local stack, synthesize an archive, deploy, run a year"
 	@echo "make test   - install, start the local stack, run every test"
 	@echo "make up / make down / make status - the local stack (MiniStack + STAC API)"
 	@echo "make bench  - benchmarks (median kernel vs np.nanmedian, full tile vs codec floor)"
-	@echo "make lint   - ruff, sam validate --lint, cfn-lint"
+	@echo "make lint   - ruff, sam validate --lint, cfn-lint, checkov, Retry blocks up to date"
+	@echo "make asl    - render the state machine's Retry/TimeoutSeconds from cloudfree.retry"
 
 setup:
 	@bash scripts/setup.sh
@@ -51,8 +52,14 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests functions bench
+	$(PY) -m cloudfree.retry --check statemachine/composite.asl.json
 	.venv-sam/bin/sam validate --lint --region us-west-2
 	.venv-sam/bin/cfn-lint template.yaml
+	BC_SKIP_MAPPING=TRUE .venv-lint/bin/checkov -f template.yaml --framework cloudformation \
+	    --compact --quiet --skip-download
+
+asl: setup
+	$(PY) -m cloudfree.retry statemachine/composite.asl.json
 
 clean: down
 	rm -rf .run .aws-sam out

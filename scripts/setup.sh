@@ -2,7 +2,8 @@
 # Install everything cloudfree needs on a fresh machine (idempotent).
 #  - Debian: PostGIS for the machine's PostgreSQL 15
 #  - venvs: .venv (project), .venv-ministack (MiniStack + SAM translator),
-#           .venv-sam (SAM CLI, cfn-lint), .venv-stacapi (stac-fastapi-pgstac, pypgstac)
+#           .venv-sam (SAM CLI, cfn-lint), .venv-stacapi (stac-fastapi-pgstac, pypgstac),
+#           .venv-lint (checkov: it pins boto3/botocore below what SAM CLI needs; ~1 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -35,7 +36,9 @@ mkvenv .venv-ministack requirements/ministack.txt &
 p3=$!
 mkvenv .venv-sam requirements/sam.txt &
 p4=$!
-wait $p3 && wait $p4
+mkvenv .venv-lint requirements/lint.txt &
+p5=$!
+wait $p3 && wait $p4 && wait $p5
 # the project itself, editable, in its venv (again when the compiled median kernel is missing
 # or older than its source: pip install -e . builds it in place, next to median.py)
 so=$(ls src/cloudfree/_median*.so 2>/dev/null | head -1 || true)

@@ -1,0 +1,122 @@
+"""The Lambda layer ships only what the Lambdas import, and everything they import.
+
+GIVEN the layer as ``sam build`` makes it (layers/cloudfree/Makefile, cached build),
+THEN the developer tooling (synth, local, pipeline, the CLI) is absent, and
+WHEN every handler (functions/*/app.py) and every module shipped in the layer is imported in a
+fresh interpreter whose path holds only the function folder, the layer, the standard library and
+boto3 (what the Lambda runtime provides), THEN all imports resolve there, including the imports
+made lazily inside functions (found by reading each module's source).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SAM = REPO / ".venv-sam" / "bin" / "sam"
+DEV_ONLY = ("synth", "local", "pipeline", "cli.py")
+#: What the python3.11 Lambda runtime provides besides the standard library.
+RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
+
+needs_sam = pytest.mark.skipif(not SAM.exists(), reason="no .venv-sam")
+
+PROBE = r'''
+import ast, importlib, importlib.util, json, pkgutil, sys
+layer, functions = sys.argv[1], sys.argv[2:]
+report = {"handlers": {}, "modules": [], "unresolved": [], "outside": []}
+for fn in functions:
+    sys.path.insert(0, fn)
+    spec = importlib.util.spec_from_file_location(f"app_{len(report['handlers'])}", fn + "/app.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    report["handlers"][fn] = callable(getattr(mod, "lambda_handler", None))
+    sys.path.remove(fn)
+import cloudfree
+for info in pkgutil.walk_packages(cloudfree.__path__, "cloudfree."):
+    mod = importlib.import_module(info.name)
+    report["modules"].append(info.name)
+    src = open(mod.__file__).read()
+    pkg = info.name if info.ispkg else info.name.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(src)):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            parent = pkg.rsplit(".", node.level - 1)[0] if node.level > 1 else pkg
+            if node.module:
+                names = [f"{parent}.{node.module}"]
+            else:  # from . import x: a submodule, or a name of the package
+                names = [f"{parent}.{a.name}" for a in node.names
+                         if not hasattr(importlib.import_module(parent), a.name)]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module]
+        for name in names:
+            try:
+                found = importlib.util.find_spec(name)
+            except ModuleNotFoundError:
+                found = None
+            if found is None:
+                report["unresolved"].append(f"{info.name}: {name}")
+allowed = tuple(sys.argv[1:2]) + (sys.prefix, sys.base_prefix)
+for name, mod in list(sys.modules.items()):
+    f = getattr(mod, "__file__", None)
+    if f and not f.startswith(allowed) and "/runtime-packages/" not in f and "/functions/" not in f:
+        report["outside"].append(f"{name}: {f}")
+print(json.dumps(report))
+'''
+
+
+@pytest.fixture(scope="module")
+def layer() -> Path:
+    if not SAM.exists():
+        pytest.skip("no .venv-sam")
+    from cloudfree.pipeline.deploy import build
+
+    build(REPO)  # cached: rebuilds only when template/functions/layers/src changed
+    site = REPO / ".aws-sam" / "build" / "CloudfreeLayer" / "python"
+    assert (site / "cloudfree" / "__init__.py").exists()
+    return site
+
+
+@needs_sam
+def test_dev_tooling_stays_out_of_the_layer(layer):
+    shipped = {p.name for p in (layer / "cloudfree").iterdir()}
+    for name in DEV_ONLY:
+        assert name not in shipped, f"{name} is developer tooling: keep it out of the layer"
+    # what the Lambdas do need is there (stac validation reads the packaged schemas)
+    assert {"tasks.py", "storage.py", "layout.py", "events.py", "schemas"} <= shipped
+    assert (layer / "cloudfree" / "schemas" / "schemas.stacspec.org").is_dir()
+
+
+@needs_sam
+def test_every_handler_imports_from_the_layer_alone(layer, tmp_path):
+    runtime = tmp_path / "runtime-packages"
+    runtime.mkdir()
+    venv_site = Path(sysconfig.get_paths()["purelib"])
+    for pkg in RUNTIME_PACKAGES:
+        src = venv_site / pkg if (venv_site / pkg).is_dir() else venv_site / f"{pkg}.py"
+        (runtime / src.name).symlink_to(src)
+    stdlib = [sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"],
+              str(Path(sysconfig.get_paths()["stdlib"]) / "lib-dynload")]
+    functions = sorted(str(p.parent) for p in (REPO / "functions").glob("*/app.py"))
+    assert len(functions) == 9
+    path = [str(layer), str(runtime), *stdlib]
+    code = f"import sys; sys.path[:] = {path!r}\n" + PROBE
+    env = {"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1", "HOME": str(tmp_path),
+           "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_SERVICE_NAME": "cloudfree",
+           "POWERTOOLS_METRICS_NAMESPACE": "Cloudfree"}
+    res = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(layer), *functions],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-4000:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert all(report["handlers"].values()) and len(report["handlers"]) == 9
+    assert "cloudfree.tasks" in report["modules"] and "cloudfree.publish" in report["modules"]
+    assert not [m for m in report["modules"] if m.split(".")[1] in ("synth", "local", "pipeline")]
+    assert report["unresolved"] == [], f"imports missing from the layer: {report['unresolved']}"
+    assert report["outside"] == [], "modules loaded from outside the layer and the runtime"
