@@ -1,9 +1,9 @@
 """One error hierarchy for cloudfree.
 
-On AWS the exception class name becomes the Step Functions error name, so Retry/Catch in
-``statemachine/`` match the *transient* classes below by name (see ``TRANSIENT_ERRORS``).
-MiniStack reports every handler error as ``Runtime.HandlerError``, so the state machine also
-carries a fallback for that name.
+On AWS the exception class name becomes the Step Functions error name. Which names are retried
+(and how) and which are caught is decided in one table, ``cloudfree.retry.TABLE``, from which the
+state machine's Retry blocks are rendered. MiniStack reports every handler error as
+``Runtime.HandlerError``, so the table also carries a small retry for that name.
 """
 
 from __future__ import annotations
