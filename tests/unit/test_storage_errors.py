@@ -128,3 +128,41 @@ def test_client_retries_adaptively_and_transient_error_is_retried_by_the_state_m
     assert cfg.retries == {"mode": "adaptive", "total_max_attempts": 9}
     assert retry.policy("TransientError") is retry.TRANSIENT
     assert retry.TRANSIENT.attempts >= 3
+
+
+def test_botocore_retries_slowdown_itself_before_storage_sees_it(monkeypatch):
+    """A loopback S3 stand-in answers 503 SlowDown twice, then the object: the read succeeds,
+    after three requests (botocore's adaptive retries, storage.RETRY_CONFIG)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+    slowdown = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                b"<Message>Please reduce your request rate.</Message></Error>")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            seen.append(self.path)
+            status, body = (503, slowdown) if len(seen) <= 2 else (200, b'{"ok": 1}')
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        client = storage.s3_client.__wrapped__(f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setattr(storage, "s3_client", lambda endpoint_url=None: client)
+        assert storage.read_json("s3://bucket/k.json") == {"ok": 1}
+        assert seen == ["/bucket/k.json"] * 3
+    finally:
+        server.shutdown()
+        server.server_close()
