@@ -43,11 +43,12 @@ Hence three layers of evidence, recorded per scene in ``Harmonization.evidence``
    per-pixel median of the *other* scenes after their current offsets, is ~0 if the scene's
    offset is right and ~+-1000 if it is wrong: a 1000 DN step stands far above the day-to-day
    change of a surface in SWIR, even in the Sahara. Starting from the pixel verdicts (fixed)
-   and the priors, the scene with the largest clear step is flipped, one at a time, until
-   every scene agrees with its reference. Offsets are 0 or 1000 only, so when the tile holds
-   scenes of both kinds the higher group is the one with the offset; when all scenes sit at
-   one level and no scene's own pixels decided, the confidence-weighted vote of their priors
-   sets that level.
+   and the priors, free scenes are first compared with the pixel-decided scenes alone (an
+   absolute reference, where they overlap); then the scene with the largest clear step
+   against all others is flipped, one at a time, until every scene agrees with its
+   reference. Offsets are 0 or 1000 only, so when the tile holds scenes of both kinds the
+   higher group is the one with the offset; when all scenes sit at one level and no scene's
+   own pixels decided, the confidence-weighted vote of their priors sets that level.
 """
 
 from __future__ import annotations
@@ -333,18 +334,27 @@ def compare_values(sample: PixelSample | None) -> np.ndarray | None:
     return np.where(ok, band.astype(np.float32), np.float32(np.nan)).ravel()
 
 
-def _steps(values: np.ndarray, offsets: np.ndarray) -> tuple[list[float | None], list[int]]:
-    """Per scene: median over co-located pixels of (scene - others' median) - own offset."""
+def _steps(values: np.ndarray, offsets: np.ndarray, among: Sequence[int] | None = None
+           ) -> tuple[list[float | None], list[int]]:
+    """Per scene: median over co-located pixels of (scene - others' median) - own offset.
+
+    ``among``: the rows the reference is built from (default: every other scene).
+    """
     n_scenes = values.shape[0]
     corrected = values - offsets[:, None].astype(np.float32)
     present = ~np.isnan(values)
-    min_others = min(2, n_scenes - 1)
+    pool = list(range(n_scenes)) if among is None else list(among)
     steps: list[float | None] = []
     support: list[int] = []
     for i in range(n_scenes):
-        others = np.delete(corrected, i, axis=0)
-        count = np.delete(present, i, axis=0).sum(axis=0)
-        ok = present[i] & (count >= min_others)
+        rows = [j for j in pool if j != i]
+        if not rows:
+            steps.append(None)
+            support.append(0)
+            continue
+        others = corrected[rows]
+        count = present[rows].sum(axis=0)
+        ok = present[i] & (count >= min(2, len(rows)))
         n = int(ok.sum())
         support.append(n)
         if n < MIN_OVERLAP:
@@ -388,11 +398,16 @@ def cross_scene(values: Sequence[np.ndarray | None], priors: Sequence[Prior],
     stack = _subsample(np.stack([np.asarray(values[i], np.float32) for i in rows]))
     cur = np.array([offsets[i] for i in rows], np.int64)
     free = [k for k, i in enumerate(rows) if fixed[i] is None]
-    for _ in range(2 * len(rows) + 2):
+    anchors = [k for k, i in enumerate(rows) if fixed[i] is not None]
+    if anchors:  # first against the scenes whose own pixels decided: an absolute reference
+        steps, _ = _steps(stack, cur, among=anchors)
+        for k in free:
+            if _flips(steps[k], int(cur[k])):
+                cur[k] += int(math.copysign(BOA_OFFSET, steps[k]))
+                result.flips.append(rows[k])
+    for _ in range(2 * len(rows) + 2):  # then every scene against all the others
         steps, support = _steps(stack, cur)
-        candidates = [k for k in free if steps[k] is not None and FLIP_AT <= abs(steps[k]) <=
-                      2 * BOA_OFFSET - FLIP_AT and 0 <= cur[k] + math.copysign(
-                          BOA_OFFSET, steps[k]) <= BOA_OFFSET]
+        candidates = [k for k in free if _flips(steps[k], int(cur[k]))]
         if not candidates:
             break
         k = max(candidates, key=lambda k: (abs(steps[k]), -priors[rows[k]].confidence, -k))
@@ -411,6 +426,13 @@ def cross_scene(values: Sequence[np.ndarray | None], priors: Sequence[Prior],
         result.steps[i] = None if steps[k] is None else round(steps[k], 1)
         result.support[i] = support[k]
     return result
+
+
+def _flips(step: float | None, offset: int) -> bool:
+    """Whether a scene's step says its offset is wrong by one whole BOA offset."""
+    if step is None or not FLIP_AT <= abs(step) <= 2 * BOA_OFFSET - FLIP_AT:
+        return False
+    return 0 <= offset + math.copysign(BOA_OFFSET, step) <= BOA_OFFSET
 
 
 def _level_vote(cur: np.ndarray, joined: list[int], rows: list[int],
