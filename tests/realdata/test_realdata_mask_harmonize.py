@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -186,8 +187,6 @@ def test_rkh_real_desert_cross_scene(rkh: Path) -> None:
 def test_real_items_priors(realdata: Path) -> None:
     """Real Earth Search items: _0 (02.14) and _1 (05.00, flag true) of one acquisition both
     hold harmonised pixels; C1 items of the same datatake carry +1000."""
-    import json
-
     name = "xcube-stac_earthsearch_v1_s2l2a_bbox9-10E47-48N_2020-03-01_05.json"
     cassette = realdata / "derived" / name
     items = json.loads(cassette.read_text())["features"]
@@ -213,3 +212,26 @@ def test_real_items_priors(realdata: Path) -> None:
     assert len(priors) >= 6
     for tile, by_collection in priors.items():
         assert by_collection == {"sentinel-2-l2a": 0, "sentinel-2-c1-l2a": 1000}, tile
+
+
+def test_overview_sample_of_the_real_rkh_cogs(rkh: Path) -> None:
+    """sampling reads red, swir16 and SCL of real Earth Search COGs onto one 549 px grid."""
+    from cloudfree.errors import SourceReadError
+    from cloudfree.harmonize import harmonize_scenes
+    from cloudfree.sampling import read_overview_sample
+
+    assets = {"red": str(rkh / "B04.tif"), "swir16": str(rkh / "B11.tif"),
+              "scl": str(rkh / "SCL.tif")}
+    sample = read_overview_sample(assets)
+    assert sample.pixels.shape == sample.compare.shape == sample.scl.shape == (549, 549)
+    assert sample.pixels.dtype == np.uint16 and sample.scl.dtype == np.uint8
+    np.testing.assert_array_equal(sample.compare, _read(rkh / "B11.tif"))  # already 549 px
+    np.testing.assert_array_equal(sample.scl, _read(rkh / "SCL.tif"))
+    item = json.loads((rkh / "S2A_29RKH_20200219_0_L2A.json").read_text())
+    scene = {"id": item["id"], "assets": assets, "collection": "sentinel-2-l2a",
+             "properties": item["properties"]}
+    (h,) = harmonize_scenes([scene])
+    assert h.offset == 0 and scene["harmonization"]["offset"] == 0
+    assert h.evidence["prior"]["offset"] == 0  # 02.14
+    with pytest.raises(SourceReadError):
+        read_overview_sample({**assets, "red": str(rkh / "B99.tif")})
