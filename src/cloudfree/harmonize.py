@@ -318,7 +318,7 @@ class CrossScene:
     offsets: list[int]
     steps: list[float | None]  # median(scene - reference) - offset: ~0 when consistent
     support: list[int]  # co-located clear pixels behind each step
-    flips: list[int]  # scene indices flipped, in order
+    flips: list[int]  # scenes whose offset ends away from their prior
     level_vote: dict[str, float] | None = None  # when the priors set a single group's level
 
 
@@ -397,6 +397,7 @@ def cross_scene(values: Sequence[np.ndarray | None], priors: Sequence[Prior],
         raise InputError(f"scene samples are not on one grid: shapes {sorted(size)}")
     stack = _subsample(np.stack([np.asarray(values[i], np.float32) for i in rows]))
     cur = np.array([offsets[i] for i in rows], np.int64)
+    start = cur.copy()
     free = [k for k, i in enumerate(rows) if fixed[i] is None]
     anchors = [k for k, i in enumerate(rows) if fixed[i] is not None]
     if anchors:  # first against the scenes whose own pixels decided: an absolute reference
@@ -404,7 +405,6 @@ def cross_scene(values: Sequence[np.ndarray | None], priors: Sequence[Prior],
         for k in free:
             if _flips(steps[k], int(cur[k])):
                 cur[k] += int(math.copysign(BOA_OFFSET, steps[k]))
-                result.flips.append(rows[k])
     for _ in range(2 * len(rows) + 2):  # then every scene against all the others
         steps, support = _steps(stack, cur)
         candidates = [k for k in free if _flips(steps[k], int(cur[k]))]
@@ -412,13 +412,13 @@ def cross_scene(values: Sequence[np.ndarray | None], priors: Sequence[Prior],
             break
         k = max(candidates, key=lambda k: (abs(steps[k]), -priors[rows[k]].confidence, -k))
         cur[k] += int(math.copysign(BOA_OFFSET, steps[k]))
-        result.flips.append(rows[k])
     anchored = any(fixed[i] is not None for k, i in enumerate(rows) if support[k] >= MIN_OVERLAP)
     joined = [k for k in free if support[k] >= MIN_OVERLAP]
     if not anchored and joined and len({int(cur[k]) for k in joined}) == 1:
         result.level_vote = _level_vote(cur, joined, rows, priors)
         level = int(max(result.level_vote, key=lambda lv: (result.level_vote[lv], lv == "0")))
         cur[joined] = level
+    result.flips = [rows[k] for k in free if cur[k] != start[k]]
     for k, i in enumerate(rows):
         result.offsets[i] = int(cur[k])
     steps, support = _steps(stack, cur)
