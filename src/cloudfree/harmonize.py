@@ -100,7 +100,7 @@ MIN_DARK_PIXELS = 100
 #: SCL classes compared across scenes: vegetation and bare soil (stable, not water or snow).
 COMPARE_CLASSES = (4, 5)
 SATURATED_DN = 32767
-MIN_OVERLAP = 100  # co-located clear pixels a cross-scene comparison needs
+MIN_OVERLAP = 30  # co-located clear pixels a cross-scene comparison needs
 MAX_COMPARE_PIXELS = 20_000  # pixels kept for the comparison (a regular subsample)
 CONSISTENT_WITHIN = 300  # DN: |step| within this -> the scene agrees with its reference
 FLIP_AT = 700  # DN: |step| at least this (and <= 1300) -> the scene's offset is wrong

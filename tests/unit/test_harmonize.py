@@ -273,11 +273,17 @@ def test_too_few_co_located_pixels_keep_the_prior() -> None:
     inputs = [SceneInput(_props("05.09", True), "sentinel-2-l2a", _sample(surface, 0, seed=i))
               for i in range(4)]
     inputs.append(SceneInput(_props("05.09", True), "sentinel-2-l2a",
-                             _sample(surface, 1000, seed=9, cloud=0.99)))  # ~36 clear pixels
+                             _sample(surface, 1000, seed=9, cloud=0.996)))  # ~14 clear pixels
     d = decide_tile(inputs)[-1]
     assert d.offset == 0 and d.evidence["decided_by"] == "metadata"
     assert d.evidence["cross_scene"]["step_dn"] is None
     assert "too few co-located clear pixels" in d.reason
+    # ~36 clear pixels (MIN_OVERLAP is 30) are enough to see a 1000 DN step
+    inputs[-1] = SceneInput(_props("05.09", True), "sentinel-2-l2a",
+                            _sample(surface, 1000, seed=9, cloud=0.99))
+    d = decide_tile(inputs)[-1]
+    assert d.offset == 1000 and d.evidence["decided_by"] == "cross_scene"
+    assert 30 <= d.evidence["cross_scene"]["n_pixels"] < 60
 
 
 def test_vegetation_season_is_not_a_step() -> None:
