@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 CLOUDFREE := $(VENV)/bin/cloudfree
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status env demo test test-unit test-integration bench lint asl build deploy clean
+.PHONY: help setup up down status env demo demo-desert test test-unit test-integration bench lint asl build deploy clean
 
 help:
 	@echo "make demo   - install, start the local stack, synthesize an archive, deploy, run a year"
+	@echo "make demo-desert - the same on a bright desert tile: offset decisions vs truth"
 	@echo "make test   - install, start the local stack, run every test"
 	@echo "make up / make down / make status - the local stack (MiniStack + STAC API)"
 	@echo "make bench  - benchmarks (median kernel vs np.nanmedian, full tile vs codec floor)"
@@ -32,6 +33,9 @@ env:
 
 demo: up
 	@$(CLOUDFREE) demo
+
+demo-desert: up
+	@$(CLOUDFREE) demo --landscape desert
 
 test: up
 	$(PY) -m pytest $(PYTEST_ARGS)

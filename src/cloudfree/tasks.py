@@ -18,7 +18,7 @@ from typing import Any
 
 from . import storage
 from .bands import OUTPUT_BANDS, get_band
-from .errors import CloudfreeError, InputError, NoScenesError
+from .errors import InputError, NoScenesError
 from .grid import land_tile_ids, parse_bbox, parse_tile, tiles_for_aoi
 from .layout import Layout
 from .settings import Settings
@@ -177,24 +177,6 @@ def band_batch(band: str, n_scenes: int, batch: int, settings: Settings) -> list
     return batches[batch]
 
 
-def _harmonize(manifest: dict) -> None:
-    """Decide each scene's BOA offset from its metadata and a small pixel sample."""
-    from .harmonize import decide
-    from .mask import valid_mask
-    from .sampling import read_overview_sample
-
-    for scene in manifest["scenes"]:
-        pixels = valid = scl = None
-        try:
-            pixels, scl = read_overview_sample(scene["assets"])
-            valid = valid_mask(scl)
-        except CloudfreeError as err:  # metadata alone decides; the evidence says why
-            log.warning("pixel sample of %s failed: %s", scene["id"], err)
-        decision = decide(scene.get("properties", {}), pixels=pixels, valid=valid,
-                          collection=scene.get("collection"), scl=scl)
-        scene["harmonization"] = decision.to_dict()
-
-
 def select(tile: str, year: int, options: dict | None, settings: Settings) -> dict:
     """Search, select and harmonize the scenes of one tile; write the scene manifest."""
     from .select import SelectOptions, search_items, select_scenes
@@ -224,7 +206,9 @@ def select(tile: str, year: int, options: dict | None, settings: Settings) -> di
             return {**base, "status": "empty", "work": [], "scenes": 0, "reason": str(err)}
         manifest = selection.to_manifest()
         manifest["mask_classes"] = list(opts.masks(settings))
-        _harmonize(manifest)
+        from .harmonize import harmonize_scenes
+
+        harmonize_scenes(manifest["scenes"])  # fills each scene's "harmonization"
         storage.write_json(manifest_uri, manifest)
     n = len(manifest["scenes"])
     return {**base, "status": "ready", "manifest": manifest_uri, "scenes": n,

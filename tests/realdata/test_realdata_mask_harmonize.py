@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 
-from cloudfree.harmonize import decide
+from cloudfree.harmonize import PixelSample, SceneInput, decide, decide_tile, metadata_prior
 from cloudfree.mask import DEFAULT_MASK_CLASSES, scl_to_band_grid, valid_mask
 
 RKH = (
@@ -114,21 +115,32 @@ def test_60m_all_nine_rule_on_real_scl(unu: Path) -> None:
         assert np.median(b02[with_cls]) - np.median(b02[near_clear]) > excess
 
 
-@pytest.mark.parametrize("flag", [False, None])
-def test_unu_baseline_0400_detected_as_offset_from_pixels(unu: Path, flag: bool | None) -> None:
+@pytest.mark.parametrize("flag", [False, None, True])
+def test_unu_baseline_0400_raw_pixels_detected_as_offset(unu: Path, flag: bool | None) -> None:
+    """ESA's raw 04.00 product carries +1000 (MTD_MSIL2A.xml: BOA_ADD_OFFSET -1000).
+
+    Whatever an Earth Search flag would say, the pixels decide: flag false or absent predicts
+    +1000 and the pixels agree; flag true predicts a harmonised COG and the pixels overrule it.
+    """
     scl = _unu_band(unu, "SCL")
     nir = _unu_band(unu, "B8A")
     props = {"s2:processing_baseline": "04.00"}
     if flag is not None:
         props[FLAG] = flag
     h = decide(props, nir, valid_mask(scl), scl=scl)
-    assert h.offset == 1000
+    assert h.offset == 1000 and h.evidence["decided_by"] == "pixels"
     px = h.evidence["pixels"]
     assert px["verdict"] == "offset"
     assert px["dark_median"] >= 1000 and px["n_dark"] > 10_000
     assert px["p0.1"] > 1000
-    if flag is False:
-        assert h.evidence["flag_disagrees"] is True
+    assert h.evidence["prior"]["offset"] == (0 if flag else 1000)
+    assert h.evidence.get("contradicts_prior", False) is bool(flag)
+
+
+def test_unu_metadata_states_the_offset(unu: Path) -> None:
+    mtd = (unu.parents[2] / "MTD_MSIL2A.xml").read_text()
+    assert mtd.count('<BOA_ADD_OFFSET band_id="') == 13
+    assert '<BOA_ADD_OFFSET band_id="8">-1000</BOA_ADD_OFFSET>' in mtd
 
 
 @pytest.mark.parametrize("band", ["B02", "B03", "B04", "B8A"])
@@ -136,9 +148,9 @@ def test_unu_pixels_alone_say_offset(unu: Path, band: str) -> None:
     scl = _unu_band(unu, "SCL")
     pixels = _unu_band(unu, band)
     h = decide({"s2:processing_baseline": "02.14", FLAG: False}, pixels, valid_mask(scl), scl=scl)
-    assert h.evidence["metadata_offset"] == 0
+    assert h.evidence["prior"]["offset"] == 0
     assert h.evidence["pixels"]["verdict"] == "offset"
-    assert h.evidence["pixels_contradict_metadata"] is True
+    assert h.evidence["contradicts_prior"] is True
     assert h.offset == 1000
 
 
@@ -148,17 +160,104 @@ def test_rkh_baseline_0214_detected_as_no_offset(rkh: Path) -> None:
     h = decide({"s2:processing_baseline": "02.14", FLAG: False}, blue, valid_mask(scl10), scl=scl10)
     assert h.offset == 0
     assert h.evidence["pixels"]["verdict"] == "no_offset"
-    assert "pixels_contradict_metadata" not in h.evidence
-    # the pixel check alone: a lying 05.00 is overruled by the pixels
+    assert "contradicts_prior" not in h.evidence
+    # the same pixels as a _1 re-publication (05.00, flag true): harmonised, and they agree
     props = {"s2:processing_baseline": "05.00", FLAG: True}
-    lying = decide(props, blue, valid_mask(scl10), scl=scl10)
-    assert lying.offset == 0 and lying.evidence["pixels_contradict_metadata"] is True
+    republished = decide(props, blue, valid_mask(scl10), scl=scl10)
+    assert republished.offset == 0 and "contradicts_prior" not in republished.evidence
+    # a wrong flag false (earth-search #66, #71) on harmonised pixels: the pixels overrule it
+    props = {"s2:processing_baseline": "05.09", FLAG: False}
+    wrong = decide(props, blue, valid_mask(scl10), scl=scl10)
+    assert wrong.offset == 0 and wrong.evidence["contradicts_prior"] is True
 
 
-def test_rkh_bright_nir_is_inconclusive(rkh: Path) -> None:
-    """A bright desert without water cannot prove either way in NIR: metadata decides."""
+def test_rkh_bright_desert_is_inconclusive_alone(rkh: Path) -> None:
+    """A bright desert without water cannot prove either way in NIR or SWIR: the prior stays."""
     scl = _read(rkh / "SCL.tif")
-    nir = _read(rkh / "B8A.tif")
-    h = decide({"s2:processing_baseline": "02.14"}, nir, valid_mask(scl), scl=scl)
-    assert h.evidence["pixels"]["verdict"] == "inconclusive"
-    assert h.offset == 0 and h.reason == "processing baseline 02.14 < 04.00"
+    for band in ("B8A", "B11"):
+        pixels = _read(rkh / f"{band}.tif")
+        h = decide({"s2:processing_baseline": "02.14"}, pixels, valid_mask(scl), scl=scl)
+        assert h.evidence["pixels"]["verdict"] == "inconclusive", band
+        assert h.offset == 0 and h.evidence["decided_by"] == "metadata"
+        assert h.reason == ("processing baseline 02.14 < 04.00: never offset; "
+                            "own pixels inconclusive")
+
+
+def test_rkh_real_desert_cross_scene(rkh: Path) -> None:
+    """Real 29RKH desert texture (B11 + SCL) as the surface of 8 scenes of one tile.
+
+    Each scene: the real DNs, times a small gain change, plus noise, plus +1000 for three of
+    them; two flags are wrong. No scene's own pixels decide; the other scenes decide all.
+    """
+    scl = _read(rkh / "SCL.tif")
+    swir = _read(rkh / "B11.tif").astype(np.float64)
+    rng = np.random.default_rng(0)
+    truths = [0, 1000, 0, 0, 1000, 0, 1000, 0]
+    flags = [t == 0 for t in truths]
+    flags[0], flags[4] = False, True  # wrong both ways
+    scenes = []
+    for i, t in enumerate(truths):
+        dn = swir * (1 + 0.04 * np.sin(i)) + rng.normal(0, 60, swir.shape) + t
+        dn = np.where(swir > 0, np.clip(dn, 1, 32766), 0).astype(np.uint16)
+        sample = PixelSample(pixels=dn, scl=scl, compare=dn, compare_band="swir16")
+        scenes.append(SceneInput({"s2:processing_baseline": "05.09", FLAG: flags[i]},
+                                 "sentinel-2-l2a", sample))
+    decisions = decide_tile(scenes)
+    assert [d.offset for d in decisions] == truths
+    assert all(d.evidence["pixels"]["verdict"] == "inconclusive" for d in decisions)
+    assert all(d.evidence["decided_by"] == "cross_scene" for d in decisions)
+    assert decisions[0].evidence["contradicts_prior"] and decisions[4].evidence["contradicts_prior"]
+    assert max(abs(d.evidence["cross_scene"]["step_dn"]) for d in decisions) < 300
+
+
+def test_real_items_priors(realdata: Path) -> None:
+    """Real Earth Search items: _0 (02.14) and _1 (05.00, flag true) of one acquisition both
+    hold harmonised pixels; C1 items of the same datatake carry +1000."""
+    name = "xcube-stac_earthsearch_v1_s2l2a_bbox9-10E47-48N_2020-03-01_05.json"
+    cassette = realdata / "derived" / name
+    items = json.loads(cassette.read_text())["features"]
+    pairs: dict[str, list[int]] = {}
+    for item in items:
+        prior = metadata_prior(item["properties"], item["collection"])
+        pairs.setdefault(item["id"][:-6], []).append(prior.offset)
+        assert prior.offset == 0, item["id"]
+        rb = item["assets"]["red"]["raster:bands"][0]
+        if item["properties"]["s2:processing_baseline"] == "05.00":  # says -0.1, yet harmonised
+            assert rb["offset"] == -0.1 and item["properties"][FLAG] is True
+    assert pairs and all(len(v) == 2 for v in pairs.values())
+    # one datatake in both collections (2025-07-31): sentinel-2-l2a, flag true, harmonised by
+    # Element 84 -> 0; sentinel-2-c1-l2a keeps +1000 and declares it (earth-search #41) -> 1000
+    both = realdata / "derived" / "pystac-client_earthsearch_v1_s2_l2a_and_c1_2025-07-31.json"
+    priors: dict[str, dict[str, int]] = {}
+    for item in json.loads(both.read_text())["features"]:
+        if not item["collection"].startswith("sentinel-2"):
+            continue
+        tile = item["properties"]["grid:code"]
+        priors.setdefault(tile, {})[item["collection"]] = metadata_prior(
+            item["properties"], item["collection"]).offset
+    assert len(priors) >= 6
+    for tile, by_collection in priors.items():
+        assert by_collection == {"sentinel-2-l2a": 0, "sentinel-2-c1-l2a": 1000}, tile
+
+
+def test_overview_sample_of_the_real_rkh_cogs(rkh: Path) -> None:
+    """sampling reads red, swir16 and SCL of real Earth Search COGs onto one 549 px grid."""
+    from cloudfree.errors import SourceReadError
+    from cloudfree.harmonize import harmonize_scenes
+    from cloudfree.sampling import read_overview_sample
+
+    assets = {"red": str(rkh / "B04.tif"), "swir16": str(rkh / "B11.tif"),
+              "scl": str(rkh / "SCL.tif")}
+    sample = read_overview_sample(assets)
+    assert sample.pixels.shape == sample.compare.shape == sample.scl.shape == (549, 549)
+    assert sample.pixels.dtype == np.uint16 and sample.scl.dtype == np.uint8
+    np.testing.assert_array_equal(sample.compare, _read(rkh / "B11.tif"))  # already 549 px
+    np.testing.assert_array_equal(sample.scl, _read(rkh / "SCL.tif"))
+    item = json.loads((rkh / "S2A_29RKH_20200219_0_L2A.json").read_text())
+    scene = {"id": item["id"], "assets": assets, "collection": "sentinel-2-l2a",
+             "properties": item["properties"]}
+    (h,) = harmonize_scenes([scene])
+    assert h.offset == 0 and scene["harmonization"]["offset"] == 0
+    assert h.evidence["prior"]["offset"] == 0  # 02.14
+    with pytest.raises(SourceReadError):
+        read_overview_sample({**assets, "red": str(rkh / "B99.tif")})

@@ -199,8 +199,10 @@ def test_outside_aoi_is_nodata_and_sparse(archive):
     assert Path(item["assets"]["blue"]["href"]).stat().st_size < 5_000_000
 
 
-def _offset(item: dict) -> int:
-    return 1000 if has_offset(item["properties"]["s2:processing_baseline"]) else 0
+def _offset(item: dict, manifest: dict) -> int:
+    """The +1000 the item's pixels carry, from the truth manifest (not from the metadata)."""
+    rec = next(r for r in manifest["items"] if r["id"] == item["id"])
+    return 1000 if rec["offset_in_pixels"] else 0
 
 
 def test_scl_and_reflectance_agree(archive):
@@ -213,7 +215,7 @@ def test_scl_and_reflectance_agree(archive):
         red = _read(a["red"]["href"], m, 10).astype(float)
         swir = _read(a["swir16"]["href"], m, 20).astype(float)
         tci = _read(a["visual"]["href"], m, 10)
-        off = _offset(item)
+        off = _offset(item, m)
         refl = np.where(red > 0, red - off, 0)
         if (scl == 9).any():
             assert np.median(refl[scl == 9]) > 3000
@@ -284,10 +286,11 @@ def test_percentages_function():
     assert p["eo:cloud_cover"] == 10
 
 
-def test_offset_exactly_on_new_baselines(archive):
+def test_offset_exactly_as_recorded(archive):
+    """Pixels carry +1000 exactly where the truth manifest says (Earth Search's convention)."""
     m = archive["manifest"]
     truth = _read(m["truth"]["hrefs"]["green"], m, 10).astype(float)
-    baselines = set()
+    seen = set()
     for item in archive["items"].values():
         scl = _up(_read(item["assets"]["scl"]["href"], m, 20))
         green = _read(item["assets"]["green"]["href"], m, 10).astype(float)
@@ -295,23 +298,23 @@ def test_offset_exactly_on_new_baselines(archive):
         if clear.sum() < 100:
             continue
         bias = np.median(green[clear] - truth[clear])
-        bl = item["properties"]["s2:processing_baseline"]
-        baselines.add(bl)
-        expected = 1000 if bl >= "04.00" else 0
-        assert abs(bias - expected) < 150, (item["id"], bl, bias)
-    assert any(b >= "04.00" for b in baselines)
+        expected = _offset(item, m)
+        assert abs(bias - expected) < 150, (item["id"], bias, expected)
+        seen.add((item["properties"]["s2:processing_baseline"] >= "04.00", expected))
+    # >= 04.00 items of both kinds (harmonised by the publisher, and still +1000), and older
+    assert {(True, 0), (True, 1000)} <= seen, seen
     assert {i["properties"]["s2:processing_baseline"] < "04.00" for i in items_of(archive)} == \
         {True, False}
-    # the same acquisition published twice: old baseline without, new baseline with the offset
+    # the same acquisition published twice: _0 (old baseline, no offset) and _1 (05.00, flag
+    # true, harmonised by the publisher): the same DNs, as the real 2020 pairs
     for dup in archive["manifest"]["duplicates"]:
         old, new = (archive["items"][i] for i in dup["items"])
-        assert _offset(old) == 0 and _offset(new) == 1000
+        assert _offset(old, m) == 0 and _offset(new, m) == 0
+        assert new["properties"]["earthsearch:boa_offset_applied"] is True
         for band in ("blue", "swir22", "coastal"):
             a = _read(old["assets"][band]["href"], archive["manifest"], BAND_RES[band])
             b = _read(new["assets"][band]["href"], archive["manifest"], BAND_RES[band])
-            data = (a > 0) & (a < 32767)
-            assert ((b[data].astype(int) - a[data]) == 1000).all()
-            assert ((a == 0) == (b == 0)).all()
+            np.testing.assert_array_equal(a, b)
 
 
 def items_of(archive) -> list[dict]:
@@ -327,27 +330,30 @@ def test_with_offset_keeps_nodata_and_saturation():
     assert r.with_offset("blue", False).tolist() == dn.tolist()
 
 
-def test_flags_lie_as_recorded_and_duplicates(archive):
+def test_flags_follow_earth_search_and_wrong_ones_are_recorded(archive):
     m, items = archive["manifest"], archive["items"]
-    lies = set(m["lying_flags"])
+    wrong = set(m["wrong_flags"])
     directions = set()
     for rec in m["items"]:
         p = items[rec["id"]]["properties"]
-        truth_offset = has_offset(p["s2:processing_baseline"])
-        assert rec["offset_in_pixels"] == truth_offset
-        assert (p["earthsearch:boa_offset_applied"] != truth_offset) == (rec["id"] in lies)
-        if rec["id"] in lies:
-            directions.add(p["earthsearch:boa_offset_applied"])
+        flag, raw = p["earthsearch:boa_offset_applied"], rec["offset_in_pixels"]
+        modern = has_offset(p["s2:processing_baseline"])
+        if not modern:
+            assert raw is False and flag is False  # before 04.00: no offset, flag false
+        # flag true = the publisher removed the offset; wrong flags are exactly the recorded
+        assert (modern and flag == raw) == (rec["id"] in wrong) == rec["flag_wrong"]
+        if rec["id"] in wrong:
+            directions.add(flag)
         rb = items[rec["id"]]["assets"]["blue"]["raster:bands"][0]
-        expected = -0.1 if (truth_offset or p["earthsearch:boa_offset_applied"]) else 0
-        assert rb["offset"] == expected and rb["scale"] == 0.0001
-    assert directions == {True, False}
+        assert rb["offset"] == (-0.1 if modern else 0) and rb["scale"] == 0.0001
+    assert directions == {True, False}  # wrong both ways
     assert m["duplicates"]
     for dup in m["duplicates"]:
         first, second = (items[i]["properties"] for i in dup["items"])
         assert first["datetime"] == second["datetime"]
         assert first["s2:sequence"] == "0" and second["s2:sequence"] == "1"
-        assert second["s2:processing_baseline"] > first["s2:processing_baseline"]
+        assert second["s2:processing_baseline"] == "05.00" > first["s2:processing_baseline"]
+        assert second["earthsearch:boa_offset_applied"] is True
         assert second["s2:generation_time"] > first["s2:generation_time"]
         assert dup["newest"] == dup["items"][-1]
 
@@ -383,7 +389,7 @@ def test_perfect_composite_is_within_noise_of_truth(archive):
             a = items[item_id]["assets"]
             scl = _read(a["scl"]["href"], m, 20)
             scl = _up(scl) if res == 10 else scl
-            dn = _read(a[band]["href"], m, res).astype(float) - _offset(items[item_id])
+            dn = _read(a[band]["href"], m, res).astype(float) - _offset(items[item_id], m)
             stack.append(dn)
             valid.append(np.isin(scl, (2, 4, 5, 6, 7)))
         data = np.where(np.array(valid), np.array(stack), np.nan)
@@ -401,8 +407,8 @@ def test_perfect_composite_is_within_noise_of_truth(archive):
 
 def test_manifest_format(archive):
     m = archive["manifest"]
-    for key in ("tile", "year", "seed", "items", "lying_flags", "duplicates", "truth",
-                "parameters", "data_window"):
+    for key in ("tile", "year", "seed", "items", "wrong_flags", "duplicates", "truth",
+                "parameters", "data_window", "landscape", "offset_convention"):
         assert key in m
     assert m["tile"] == TILE and m["year"] == YEAR and m["seed"] == 7
     assert set(m["truth"]["hrefs"]) >= {*BAND_RES, "visual", "clear_count"}

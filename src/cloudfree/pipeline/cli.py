@@ -51,8 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("demo", help="the whole thing locally: synth, deploy, run, fetch, score")
     _common(p)
-    p.add_argument("--out", type=Path, default=Path("out/demo"))
-    p.add_argument("--scenes", type=int, default=24, help="synthetic scenes per tile")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default out/demo, or out/demo-desert)")
+    p.add_argument("--scenes", type=int, default=None,
+                   help="synthetic scenes per tile (default 24; desert 20)")
+    p.add_argument("--landscape", choices=("temperate", "desert"), default="temperate",
+                   help="desert: one bright desert tile; prints every scene's offset decision "
+                        "against the synthetic truth")
     p.set_defaults(func=_demo)
 
 
@@ -129,4 +134,5 @@ def _deploy(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(out=args.out, stack_name=args.stack, scenes=args.scenes)
+    return run_demo(out=args.out, stack_name=args.stack, scenes=args.scenes,
+                    landscape=args.landscape)

@@ -6,6 +6,10 @@
 3. run the year through the real state machine, following it with a progress bar;
 4. copy the outputs to ``out/demo/{tile}/``, score every band against the synthetic truth,
    write a quicklook PNG per tile, ``summary.json`` and an ``index.html`` to look at.
+
+``--landscape desert`` (``make demo-desert``) runs one bright desert tile (29RKH) instead, where
+no scene's own pixels reveal the BOA offset, and prints every selected scene's offset decision
+against the synthetic truth (``N/N right``) and the per-band error.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,28 +32,88 @@ DEMO_AOI = (13.62, 48.12, 13.76, 48.18)
 SYNTH_BUCKET = "sentinel-cogs"
 
 
+@dataclass(frozen=True)
+class DemoSpec:
+    """What a demo synthesizes and runs."""
+
+    tiles: tuple[str, ...]
+    year: int
+    aoi: tuple[float, float, float, float]
+    landscape: str = "temperate"
+    scenes: int = 24
+
+
+DEMOS = {
+    "temperate": DemoSpec(DEMO_TILES, DEMO_YEAR, DEMO_AOI),
+    # 29RKH: the real desert tile of shared/realdata (Western Sahara), ~12 x 12 km of it
+    "desert": DemoSpec(("29RKH",), 2023, (-11.48, 24.74, -11.36, 24.85), "desert", 20),
+}
+
+
 def say(msg: str) -> None:
     print(f"[demo] {msg}", file=sys.stderr, flush=True)
 
 
-def ensure_archive(scenes: int, tiles=DEMO_TILES, year=DEMO_YEAR, aoi=DEMO_AOI) -> dict:
+def ensure_archive(scenes: int, tiles=DEMO_TILES, year=DEMO_YEAR, aoi=DEMO_AOI,
+                   landscape: str = "temperate") -> dict:
     """Synthesize the archive unless the same one is already in the local S3 and STAC API."""
     from ..synth.archive import generate_archive
 
     manifests = {t: f"s3://{SYNTH_BUCKET}/truth/{t}/{year}/manifest.json" for t in tiles}
     try:
         existing = {t: storage.read_json(u) for t, u in manifests.items()}
-        same = all(m.get("parameters", {}).get("scenes") == scenes for m in existing.values())
+        same = all(m.get("parameters", {}).get("scenes") == scenes and
+                   m.get("parameters", {}).get("landscape", "temperate") == landscape and
+                   "wrong_flags" in m  # archives of the Earth Search offset convention
+                   for m in existing.values())
     except Exception:  # noqa: BLE001 - absent or unreadable: regenerate
         same = False
     if same and _items_searchable(tiles, year):
         say(f"synthetic archive already present ({', '.join(tiles)} {year}, {scenes} scenes)")
         return existing
-    say(f"synthesizing {len(tiles)} tiles x {scenes} scenes for {year} inside AOI {aoi}")
+    say(f"synthesizing {len(tiles)} tiles x {scenes} scenes ({landscape}) for {year} "
+        f"inside AOI {aoi}")
     summary = generate_archive(list(tiles), year, scenes, aoi=aoi, bucket=SYNTH_BUCKET,
-                               api_url=os.environ["STAC_API_URL"])
+                               api_url=os.environ["STAC_API_URL"], landscape=landscape)
     say(f"archive: {len(summary.items)} items in {summary.seconds:.0f}s")
     return {r.tile: r.manifest for r in summary.tile_results}
+
+
+def offset_decisions(scenes: list[dict], truth: dict) -> list[dict]:
+    """Each selected scene's offset decision beside the synthetic truth (``offset_in_pixels``)."""
+    items = {r["id"]: r for r in truth["items"]}
+    rows = []
+    for scene in scenes:
+        harm = scene.get("harmonization") or {}
+        ev = harm.get("evidence") or {}
+        rec = items.get(scene["id"])
+        expected = None if rec is None else (1000 if rec["offset_in_pixels"] else 0)
+        rows.append({
+            "id": scene["id"], "baseline": ev.get("processing_baseline"),
+            "flag": ev.get("earthsearch:boa_offset_applied"),
+            "flag_wrong": None if rec is None else rec.get("flag_wrong"),
+            "truth": expected, "decided": harm.get("offset"),
+            "decided_by": ev.get("decided_by"),
+            "own_pixels": (ev.get("pixels") or {}).get("verdict"),
+            "step_dn": (ev.get("cross_scene") or {}).get("step_dn"),
+            "right": expected is not None and harm.get("offset") == expected,
+        })
+    return rows
+
+
+def print_offset_decisions(rows: list[dict]) -> None:
+    """The decision table, ending with ``N/N right``."""
+    print(f"{'scene':<26} {'baseline':>8} {'flag':>5} {'truth':>5} {'decided':>7}  "
+          f"{'by':<11} {'own pixels':<12} {'step DN':>7}")
+    for r in rows:
+        flag = "-" if r["flag"] is None else str(r["flag"]).lower()
+        flag += "!" if r["flag_wrong"] else ""
+        step = "-" if r["step_dn"] is None else f"{r['step_dn']:+.0f}"
+        print(f"{r['id']:<26} {r['baseline'] or '-':>8} {flag:>5} {r['truth']!s:>5} "
+              f"{r['decided']!s:>7}  {r['decided_by'] or '-':<11} {r['own_pixels'] or '-':<12} "
+              f"{step:>7}  {'right' if r['right'] else 'WRONG'}")
+    print(f"offset decisions: {sum(r['right'] for r in rows)}/{len(rows)} right "
+          "(flag! = earthsearch:boa_offset_applied contradicts the pixels)")
 
 
 def _items_searchable(tiles, year) -> bool:
@@ -223,39 +288,45 @@ blue dashed: the synthetic data AOI, imagery: the composites' visual COGs</p>
     return path
 
 
-def run_demo(out: Path = Path("out/demo"), stack_name: str = "cloudfree",
-             scenes: int = 24) -> int:
+def run_demo(out: Path | None = None, stack_name: str = "cloudfree",
+             scenes: int | None = None, landscape: str = "temperate") -> int:
     """The demo, end to end; returns a process exit code."""
     from ..local import stack
     from . import deploy, run
 
+    spec = DEMOS[landscape]
+    scenes = scenes or spec.scenes
+    out = Path(out or ("out/demo" if landscape == "temperate" else f"out/demo-{landscape}"))
     t0 = time.monotonic()
     os.environ.update(stack().require().environment())
     storage.s3_client.cache_clear()
-    out = Path(out).resolve()
-    truth = ensure_archive(scenes)
+    out = out.resolve()
+    truth = ensure_archive(scenes, spec.tiles, spec.year, spec.aoi, spec.landscape)
     say("deploying the SAM application to MiniStack (sam build + sam deploy)")
     deploy.deploy_local(stack_name=stack_name)
     deployed = run.find_stack(stack_name)
-    payload = run.execution_input(DEMO_YEAR, list(DEMO_TILES), None, {})
+    payload = run.execution_input(spec.year, list(spec.tiles), None, {})
     arn = run.start(deployed, payload)
     say(f"started {arn}")
-    desc = run.follow(deployed, arn, DEMO_YEAR, list(DEMO_TILES))
+    desc = run.follow(deployed, arn, spec.year, list(spec.tiles))
     say(f"execution {desc['status']}; waiting for publish (S3 event) to write the items")
-    pending = run.wait_published(deployed, DEMO_YEAR, list(DEMO_TILES))
+    pending = run.wait_published(deployed, spec.year, list(spec.tiles))
     if pending:
         say(f"items not published for {pending}: see the publish function's log")
         return 1
     tiles = []
-    for tile in DEMO_TILES:
+    for tile in spec.tiles:
         folder = out / tile
-        run.fetch(deployed, DEMO_YEAR, tile, folder)
-        tiles.append(tile_summary(tile, DEMO_YEAR, folder, truth[tile], out))
+        run.fetch(deployed, spec.year, tile, folder)
+        tiles.append(tile_summary(tile, spec.year, folder, truth[tile], out))
+        manifest = storage.read_json(deployed.settings.layout.manifest(spec.year, tile))
+        tiles[-1]["offset_decisions"] = offset_decisions(manifest["scenes"], truth[tile])
     report = storage.read_json(deployed.settings.layout.report(desc["name"]))
     for t in tiles:
         t["cost"] = next((r.get("cost") for r in report["tiles"] if r["tile"] == t["tile"]), None)
-    summary = {"year": DEMO_YEAR, "aoi": DEMO_AOI, "status": desc["status"],
-               "execution": arn, "seconds": round(time.monotonic() - t0, 1),
+    summary = {"year": spec.year, "aoi": spec.aoi, "landscape": spec.landscape,
+               "status": desc["status"], "execution": arn,
+               "seconds": round(time.monotonic() - t0, 1),
                "report": deployed.settings.layout.report(desc["name"]),
                "cost_per_done_tile": report.get("cost_per_done_tile"),
                "history": run.execution_history_stats(arn), "tiles": tiles}
@@ -270,4 +341,12 @@ def run_demo(out: Path = Path("out/demo"), stack_name: str = "cloudfree",
             f"{'all valid' if t['cogs_valid'] else 'NOT ALL VALID'}")
     say(f"outputs: {out}\n  summary: {out / 'summary.json'}\n  page: {page}")
     ok = desc["status"] == "SUCCEEDED" and all(t["cogs_valid"] for t in tiles)
+    if landscape != "temperate":
+        for t in tiles:
+            print(f"{t['tile']} {spec.year} ({spec.landscape}): error vs truth per band")
+            for band, e in t["error_vs_truth"].items():
+                print(f"  {band:<8} MAE {e.get('mae_dn')} DN, bias {e.get('bias_dn')} DN, "
+                      f"within 100 DN {e.get('within_100dn')}")
+            print_offset_decisions(t["offset_decisions"])
+            ok = ok and all(r["right"] for r in t["offset_decisions"])
     return 0 if ok else 1

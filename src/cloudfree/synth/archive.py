@@ -36,7 +36,7 @@ from .cogs import CogSpec, SparseRaster, write_thumbnail
 from .items import ASSET_FILES, COLLECTION_ID, build_collection, build_item, item_prefix
 from .render import BAND_RES, Renderer, Win, make_tci
 from .scenes import Acquisition, plan_acquisitions, plan_publications, stable_seed
-from .truth import BAND_KEYS, Landscape
+from .truth import BAND_KEYS, LANDSCAPES, Landscape
 
 STRIP_ROWS_60 = 64  # 384 rows at 10 m: strips for full-tile generation (bounded memory)
 CACHE_LIMIT_PX10 = 25_000_000
@@ -235,14 +235,16 @@ class TileGenerator:
     """Generates one tile's year: scenes, items and truth."""
 
     def __init__(self, tile: Tile, year: int, scenes: int, area: Win, sink: Sink, seed: int,
-                 tmp: Path, api_url: str | None, progress: Callable[[str], None]):
+                 tmp: Path, api_url: str | None, progress: Callable[[str], None],
+                 landscape: str = "temperate"):
         self.tile, self.year, self.area, self.sink, self.seed = tile, year, area, sink, seed
+        self.landscape = landscape
         self.tmp, self.api_url, self.progress = tmp, api_url, progress
         self.acquisitions = plan_acquisitions(tile, year, scenes, seed)
         plan_publications(self.acquisitions, seed)
         self.lines = swath_lines(tile, area, self.acquisitions, seed)
         px10 = area.width * area.height * 36
-        self.renderer = Renderer(Landscape(seed, tile.zone), tile.origin, self.lines,
+        self.renderer = Renderer(Landscape(seed, tile.zone, landscape), tile.origin, self.lines,
                                  cache=px10 <= CACHE_LIMIT_PX10)
         self.strips = strips(area)
         self.clear_count = np.zeros((area.height * 3, area.width * 3), np.uint8)
@@ -323,7 +325,7 @@ class TileGenerator:
             "platform": acq.platform, "relative_orbit": acq.track.relative_orbit,
             "sequence": pub.sequence, "processing_baseline": pub.baseline,
             "offset_in_pixels": pub.offset, "boa_offset_applied_flag": pub.flag,
-            "flag_lies": pub.flag_lies, "raster_offset": pub.raster_offset,
+            "flag_wrong": pub.flag_wrong, "raster_offset": pub.raster_offset,
             "acquisition": acq.index,
             "duplicate_of": None if pub.sequence == 0 else acq.publications[0].id,
             "superseded_by": (acq.publications[-1].id
@@ -370,7 +372,7 @@ class TileGenerator:
     def build_manifest(self, records: list[dict], hrefs: dict, med: float,
                        days: list[date]) -> dict:
         """The truth manifest: what was generated and what is deliberately wrong."""
-        lying = [r["id"] for r in records if r["flag_lies"]]
+        wrong = [r["id"] for r in records if r["flag_wrong"]]
         dups = [{"acquisition": a.index, "items": [p.id for p in a.publications],
                  "newest": a.publications[-1].id}
                 for a in self.acquisitions if len(a.publications) > 1]
@@ -379,7 +381,7 @@ class TileGenerator:
         return {
             "type": "cloudfree-synth-manifest", "version": MANIFEST_VERSION,
             "tile": self.tile.id, "year": self.year, "seed": self.seed,
-            "collection": COLLECTION_ID, "epsg": self.tile.epsg,
+            "landscape": self.landscape, "collection": COLLECTION_ID, "epsg": self.tile.epsg,
             "data_window": {"col_off_60m": a.col, "row_off_60m": a.row, "width_60m": a.width,
                             "height_60m": a.height,
                             "bounds_utm": [x0 + a.col * 60, y0 - (a.row + a.height) * 60,
@@ -398,11 +400,16 @@ class TileGenerator:
                                                           strict=True)},
             },
             "items": records,
-            "lying_flags": lying,
+            "wrong_flags": wrong,
+            "offset_convention": "Earth Search v1 sentinel-2-l2a: >= 04.00 items harmonised "
+                                 "by the publisher (flag true) or not (flag false, +1000); "
+                                 "wrong_flags contradict their pixels; offset_in_pixels is "
+                                 "the truth",
             "duplicates": dups,
             "swath_edges": {str(k): {"point": v["point"], "normal": v["normal"]}
                             for k, v in self.lines.items()},
             "parameters": {"scenes": len(self.acquisitions), "seed": self.seed,
+                           "landscape": self.landscape,
                            "tci_gain": 3.5, "offset_dn": 1000, "scl_resolution": 20,
                            "overview_resampling": "nearest",
                            "orbits": sorted({acq.track.relative_orbit
@@ -433,11 +440,13 @@ def generate_archive(tiles: list[str | Tile] | str, year: int, scenes: int,
                      aoi: str | tuple | None = None, bucket: str = "sentinel-cogs",
                      out: str | Path | None = None, seed: int = 0, api_url: str | None = None,
                      endpoint_url: str | None = None,
-                     progress: Callable[[str], None] | None = None) -> ArchiveSummary:
+                     progress: Callable[[str], None] | None = None,
+                     landscape: str = "temperate") -> ArchiveSummary:
     """Write a synthetic Earth Search archive and its truth; load items into ``api_url``.
 
     ``out``: a folder (files, file-path hrefs); otherwise the S3 bucket on ``endpoint_url``
-    (default ``AWS_ENDPOINT_URL``), hrefs ``{endpoint}/{bucket}/{key}``.
+    (default ``AWS_ENDPOINT_URL``), hrefs ``{endpoint}/{bucket}/{key}``. ``landscape``:
+    ``"temperate"`` (vegetation, soil, water) or ``"desert"`` (bright sand and rock).
     """
     t0 = time.perf_counter()
     if isinstance(tiles, str):
@@ -446,6 +455,8 @@ def generate_archive(tiles: list[str | Tile] | str, year: int, scenes: int,
     if not parsed:
         raise InputError("no tiles given")
     year = _check_year(year)
+    if landscape not in LANDSCAPES:
+        raise InputError(f"unknown landscape {landscape!r}; valid: {list(LANDSCAPES)}")
     bbox = parse_bbox(aoi) if aoi is not None else None
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     sink = _make_sink(out, bucket, endpoint_url)
@@ -458,7 +469,7 @@ def generate_archive(tiles: list[str | Tile] | str, year: int, scenes: int,
         for tile in parsed:
             area = data_window(tile, bbox)
             gen = TileGenerator(tile, year, scenes, area, sink, seed, Path(tmp), api_url,
-                                progress)
+                                progress, landscape)
             results.append(gen.run())
         sink.put_json(f"stac/{COLLECTION_ID}/collection.json", collection)
         sink.flush()

@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+from .truth import LANDSCAPES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``synth`` sub-command."""
@@ -19,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bucket", default="sentinel-cogs")
     p.add_argument("--out", default=None, help="write to this folder instead of S3")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--landscape", choices=LANDSCAPES, default="temperate",
+                   help="temperate (vegetation, soil, water) or desert (bright sand and rock, "
+                        "no water: no single scene's pixels reveal the BOA offset)")
     p.add_argument("--api-url", default=None,
                    help="STAC API to load items into (default $STAC_API_URL unless --out)")
     p.add_argument("--no-load", action="store_true", help="do not load items into a STAC API")
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         api_url = None
     summary = generate_archive(args.tiles, args.year, args.scenes, aoi=args.aoi,
                                bucket=args.bucket, out=args.out, seed=args.seed,
-                               api_url=api_url)
+                               api_url=api_url, landscape=args.landscape)
     info = {"tiles": summary.tiles, "year": summary.year, "items": len(summary.items),
             "loaded": summary.loaded, "manifests": summary.manifests, "root": summary.root,
             "seconds": round(summary.seconds, 1)}

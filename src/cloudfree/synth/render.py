@@ -116,9 +116,12 @@ class Renderer:
         t = _NORMAL.inv_cdf(1 - w.cloud_cover) if w.cloud_cover > 0 else 99.0
         dx, dy = acq.shadow_offset_m()
         shadow = cloud_f(g.xs - dx, g.ys - dy) > t
-        scl = np.where(surf.water, np.uint8(6), np.where(surf.veg > 0.5, np.uint8(4),
-                                                          np.uint8(5))).astype(np.uint8)
-        scl[(surf.tex < -2.6) & ~surf.water] = 2
+        if self.landscape.desert:  # sand and rock: not vegetated, nothing dark
+            scl = np.full(g.shape, 5, np.uint8)
+        else:
+            scl = np.where(surf.water, np.uint8(6), np.where(surf.veg > 0.5, np.uint8(4),
+                                                              np.uint8(5))).astype(np.uint8)
+            scl[(surf.tex < -2.6) & ~surf.water] = 2
         if w.snow > 0:
             ts = _NORMAL.inv_cdf(1 - w.snow)
             scl[(self.snow_field(g.xs, g.ys) > ts) & ~surf.water] = 11

@@ -9,11 +9,16 @@ Everything here is metadata (no pixels), derived deterministically from the tile
   line); it is placed through the data area so every AOI exercises it.
 - **weather**: cloud cover drawn per acquisition (a third nearly clear, a third broken, a third
   overcast), optional thin cirrus, cloud height (for the shadow offset), snow in winter months.
-- **publications**: each acquisition is published once as ``_0`` with the processing baseline
-  ESA used on that date; a share of acquisitions carries a pre-04.00 baseline (older
-  processing, no +1000 offset in the pixels) and some of those are published again as ``_1``
-  (reprocessed, baseline 05.00, offset in the pixels). A few items'
-  ``earthsearch:boa_offset_applied`` flag lies, in both directions.
+- **publications**, following Earth Search v1 ``sentinel-2-l2a`` (see ``cloudfree.harmonize``
+  for the issue threads): each acquisition is published once as ``_0`` with the processing
+  baseline ESA used on that date. Baseline >= 04.00 items were mostly harmonised by the
+  publisher (``earthsearch:boa_offset_applied`` true, pixels *without* +1000); a share
+  (``unharmonised_share``) was not (flag false, pixels *with* +1000). A share of acquisitions
+  carries a pre-04.00 baseline (no offset, flag false) and some of those are published again
+  as ``_1`` (baseline 05.00, flag true, harmonised pixels: identical DNs, as the real
+  ``_0``/``_1`` pairs of 2020 in ``shared/realdata``). On a few >= 04.00 items the flag is
+  wrong, in both directions (recorded in the truth manifest). ``raster:bands`` says offset
+  -0.1 on every >= 04.00 item, whatever its pixels, like the real ones.
 """
 
 from __future__ import annotations
@@ -136,20 +141,19 @@ class Publication:
     flag: bool  # earthsearch:boa_offset_applied as published
     generation_time: datetime
     centre: str  # processing centre in the granule/datastrip ids
+    offset: bool = False  # whether the pixels carry the +1000 BOA offset (the truth)
 
     @property
-    def offset(self) -> bool:
-        """Whether the pixels carry the +1000 BOA offset (the truth, not the flag)."""
-        return has_offset(self.baseline)
-
-    @property
-    def flag_lies(self) -> bool:
-        return self.flag != self.offset
+    def flag_wrong(self) -> bool:
+        """The flag contradicts the pixels (true means "offset removed", on >= 04.00 items)."""
+        if has_offset(self.baseline):
+            return self.flag == self.offset
+        return self.flag  # before 04.00 there never was an offset to remove: false
 
     @property
     def raster_offset(self) -> float:
-        """``raster:bands`` offset: -0.1 when the pixels carry it or the flag claims so."""
-        return -0.1 if (self.offset or self.flag) else 0.0
+        """``raster:bands`` offset: -0.1 on every >= 04.00 item, as Earth Search declares."""
+        return -0.1 if has_offset(self.baseline) else 0.0
 
     @property
     def id(self) -> str:
@@ -297,8 +301,9 @@ def _centre(acq: Acquisition, baseline: str, reprocessed: bool) -> str:
 
 
 def plan_publications(acquisitions: list[Acquisition], seed: int, legacy_share: float = 0.2,
-                      duplicate_share: float = 0.5, lie_share: float = 0.08) -> None:
-    """Attach the published items to each acquisition (baselines, duplicates, lying flags)."""
+                      duplicate_share: float = 0.5, unharmonised_share: float = 0.3,
+                      wrong_flag_share: float = 0.08) -> None:
+    """Attach the published items to each acquisition (baselines, offsets, flags, ``_1``s)."""
     if not acquisitions:
         return
     tile, year = acquisitions[0].tile, acquisitions[0].day.year
@@ -312,27 +317,35 @@ def plan_publications(acquisitions: list[Acquisition], seed: int, legacy_share: 
     old = [i for i in order if i in legacy or i in natural_old]
     n_dup = max(1, round(duplicate_share * len(old))) if old else 0
     duplicated = set(old[:n_dup])
+    new = [i for i in modern if i not in legacy]
+    n_raw = max(1, round(unharmonised_share * len(new))) if len(new) >= 3 else 0
+    unharmonised = set(new[len(new) - n_raw:])  # still carry +1000 (flag false)
     for i, acq in enumerate(acquisitions):
         base = nominal_baseline(acq.day)
         if i in legacy:
             base = "02.14" if acq.day.month <= 6 else "03.01"
-        acq.publications = [Publication(acq, 0, base, has_offset(base),
-                                        _generation(acq, rng, False), _centre(acq, base, False))]
+        raw = has_offset(base) and i in unharmonised
+        flag = has_offset(base) and not raw
+        acq.publications = [Publication(acq, 0, base, flag, _generation(acq, rng, False),
+                                        _centre(acq, base, False), offset=raw)]
         if i in duplicated:
             acq.publications.append(Publication(
-                acq, 1, REPROCESSED_BASELINE, True, _generation(acq, rng, True), "S2RP"))
-    _plant_lies(acquisitions, rng, lie_share)
+                acq, 1, REPROCESSED_BASELINE, True, _generation(acq, rng, True), "S2RP",
+                offset=False))
+    _plant_wrong_flags(acquisitions, rng, wrong_flag_share)
 
 
-def _plant_lies(acquisitions: list[Acquisition], rng: np.random.Generator, share: float) -> None:
-    """Flip the offset flag on some items: at least one in each direction when possible."""
-    pubs = [p for a in acquisitions for p in a.publications]
+def _plant_wrong_flags(acquisitions: list[Acquisition], rng: np.random.Generator,
+                       share: float) -> None:
+    """Invert the flag of some >= 04.00 ``_0`` items: at least one each way when possible."""
+    pubs = [p for a in acquisitions for p in a.publications
+            if p.sequence == 0 and has_offset(p.baseline)]
     if len(pubs) < 4:
         return
-    with_offset = [p for p in pubs if p.offset]
-    without = [p for p in pubs if not p.offset]
+    harmonised = [p for p in pubs if not p.offset]
+    raw = [p for p in pubs if p.offset]
     chosen = []
-    for group in (with_offset, without):
+    for group in (harmonised, raw):
         if group:
             chosen.append(group[int(rng.integers(0, len(group)))])
     extra = max(0, round(share * len(pubs)) - len(chosen))
@@ -340,4 +353,4 @@ def _plant_lies(acquisitions: list[Acquisition], rng: np.random.Generator, share
     for k in rng.permutation(len(rest))[:extra]:
         chosen.append(rest[int(k)])
     for p in chosen:
-        p.flag = not p.offset
+        p.flag = not p.flag

@@ -38,6 +38,11 @@ SEASONAL_DELTA = (0.0, -0.002, 0.002, -0.004, 0.001, 0.008, 0.010, 0.012, 0.012,
                   -0.006, -0.005)
 #: Sensor noise standard deviation in DN (reflectance * 10000) per band.
 NOISE_SIGMA_DN = (30, 40, 40, 40, 40, 45, 50, 60, 60, 50, 60, 50)
+#: Desert endmembers (``--landscape desert``): bright sand and darker, still bright rock; no
+#: water, no vegetation, no dark surface, so no scene's own pixels reveal the BOA offset.
+SAND = (0.200, 0.220, 0.280, 0.360, 0.400, 0.420, 0.440, 0.460, 0.470, 0.450, 0.580, 0.520)
+ROCK = (0.110, 0.120, 0.150, 0.190, 0.210, 0.220, 0.230, 0.240, 0.250, 0.240, 0.310, 0.280)
+LANDSCAPES = ("temperate", "desert")
 TEXTURE_GAIN = 0.07
 #: Fraction of the surface covered by water, and vegetation fraction parameters.
 WATER_FRACTION = 0.06
@@ -121,9 +126,18 @@ class Grid:
 
 
 class Landscape:
-    """The static land cover of a UTM zone (water, vegetation fraction, texture) for a seed."""
+    """The static land cover of a UTM zone (water, vegetation fraction, texture) for a seed.
 
-    def __init__(self, seed: int, zone: int):
+    ``kind="desert"``: no water; the "vegetation" fraction mixes sand and rock instead of
+    vegetation and soil, with no seasonal change.
+    """
+
+    def __init__(self, seed: int, zone: int, kind: str = "temperate"):
+        if kind not in LANDSCAPES:
+            from ..errors import InputError
+
+            raise InputError(f"unknown landscape {kind!r}; valid: {list(LANDSCAPES)}")
+        self.kind = kind
         base = (seed * 1_000_003 + zone * 7919) % (2**32)
         self.water_field = WaveField.make(base + 1, [9000, 4500, 2200, 1100], n_per_octave=6,
                                           slope=1.2)
@@ -136,9 +150,16 @@ class Landscape:
 
         self.water_threshold = NormalDist().inv_cdf(1 - WATER_FRACTION)
 
+    @property
+    def desert(self) -> bool:
+        return self.kind == "desert"
+
     def cover(self, grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(water bool, veg fraction 0..1, texture ~N(0,1)) on a grid."""
-        water = self.water_field(grid.xs, grid.ys) > self.water_threshold
+        if self.desert:
+            water = np.zeros(grid.shape, bool)
+        else:
+            water = self.water_field(grid.xs, grid.ys) > self.water_threshold
         veg = np.clip(0.55 + 0.45 * self.veg_field(grid.xs, grid.ys), 0.0, 1.0)
         tex = self.tex_field(grid.xs, grid.ys)
         return water, veg.astype(np.float32), tex
@@ -146,6 +167,8 @@ class Landscape:
     def surface(self, grid: Grid) -> Surface:
         """The static surface on a grid (per-band arrays computed on first use)."""
         water, veg, tex = self.cover(grid)
+        if self.desert:
+            return Surface(water=water, veg=veg, tex=tex, spectra=(SAND, ROCK), seasonal=False)
         return Surface(water=water, veg=veg, tex=tex)
 
 
@@ -156,6 +179,8 @@ class Surface:
     water: np.ndarray
     veg: np.ndarray
     tex: np.ndarray
+    spectra: tuple[tuple[float, ...], tuple[float, ...]] = (VEG, SOIL)  # mixed by ``veg``
+    seasonal: bool = True
     _base: dict[str, np.ndarray] = field(default_factory=dict)
     _delta: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -163,7 +188,8 @@ class Surface:
         """Clear-sky reflectance without the seasonal term."""
         if band not in self._base:
             i = BAND_KEYS.index(band)
-            land = (self.veg * VEG[i] + (1 - self.veg) * SOIL[i]) * (1 + TEXTURE_GAIN * self.tex)
+            a, b = self.spectra
+            land = (self.veg * a[i] + (1 - self.veg) * b[i]) * (1 + TEXTURE_GAIN * self.tex)
             self._base[band] = np.where(self.water, np.float32(WATER[i]), land).astype(
                 np.float32)
         return self._base[band]
@@ -172,8 +198,9 @@ class Surface:
         """Seasonal change per unit of ``season(t)`` (vegetation only)."""
         if band not in self._delta:
             i = BAND_KEYS.index(band)
+            gain = SEASONAL_DELTA[i] if self.seasonal else 0.0
             self._delta[band] = np.where(self.water, np.float32(0),
-                                         self.veg * SEASONAL_DELTA[i]).astype(np.float32)
+                                         self.veg * gain).astype(np.float32)
         return self._delta[band]
 
     def clear(self, band: str, season_value: float) -> np.ndarray:
