@@ -32,7 +32,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ class CogInfo:
     bands: int
     nodata: float | int | None = 0
     related: dict[str, CogInfo] = field(default_factory=dict)  # e.g. {"count": CogInfo}
+    etag: str | None = None  # of the uploaded object (s3): publish copies exactly these bytes
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (``related`` nested)."""
@@ -410,6 +411,9 @@ def write_web_cog(src_path: str | Path, dst_uri: str, *, zoom_level: int | str |
                 bands=cog.count, nodata=cog.nodata)
         storage.upload_file(out, dst_uri, "image/tiff; application=geotiff; "
                                           "profile=cloud-optimized")
+    if storage.is_s3(dst_uri):
+        head = storage.head(dst_uri)
+        info.etag = head.etag if head else None
     return info
 
 
@@ -451,26 +455,34 @@ def assemble_band(layout, year: int, tile: Tile | str, band: str,
                   windows: Iterable[Window | dict], *, write_count: bool = False,
                   zoom_level: int | str | None = "native", resampling: str = "bilinear",
                   profile: str = "deflate", threads: int | str = 2,
-                  workdir: str | Path | None = None, tile_size: int | None = None) -> CogInfo:
+                  workdir: str | Path | None = None, tile_size: int | None = None,
+                  on_written: Callable[[], None] | None = None) -> CogInfo:
     """Stitch a band's windows, write its web COG (and the ``count`` COG when asked and the
     band is a 10 m reflectance band) and the band statistics JSON. Returns the band's CogInfo,
     the count COG under ``info.related["count"]``.
+
+    The COGs go to ``layout.staged_cog`` (the work bucket): *publish* makes them public. The
+    statistics are the band's "done" marker: removed first, written last, so a COG rewritten
+    by an interrupted attempt is never taken for finished. ``on_written`` runs between the COG
+    uploads and the statistics (fault injection's "during" point).
     """
     tile_obj = parse_tile(tile)
     b = get_band(band)
     windows = [Window.from_dict(w) for w in windows]
     uris = band_window_uris(layout, year, tile_obj, b.key, windows)
     t0 = time.perf_counter()
+    storage.remove(layout.band_stats(year, tile_obj.id, b.key))
     work = Path(workdir or tempfile.mkdtemp(prefix="cloudfree-asm-"))
     try:
         src = stitch(uris, tile_obj, b, workdir=work, tile_size=tile_size)
         idx = list(range(1, b.count + 1))
-        info = write_web_cog(src, layout.band_cog(year, tile_obj.id, b.key), zoom_level=zoom_level,
+        info = write_web_cog(src, layout.staged_cog(year, tile_obj.id, b.key),
+                             zoom_level=zoom_level,
                              resampling=resampling, profile=profile, indexes=idx,
                              threads=threads)
         if write_count and b.count == 1 and b.resolution == 10:
             info.related["count"] = write_web_cog(
-                src, layout.band_cog(year, tile_obj.id, "count"), zoom_level=info.zoom,
+                src, layout.staged_cog(year, tile_obj.id, "count"), zoom_level=info.zoom,
                 resampling="nearest", overview_resampling="nearest", profile=profile,
                 indexes=[2], threads=threads, dtype="uint8")
     finally:
@@ -482,6 +494,8 @@ def assemble_band(layout, year: int, tile: Tile | str, band: str,
     if missing:
         raise IncompleteError(f"window statistics missing: {', '.join(missing)}")
     stats = [storage.read_json(u) for u in stats_uris]
+    if on_written is not None:
+        on_written()
     band_stats = merge_window_stats(stats)
     band_stats.update(band=b.key, cog=info.to_dict(),
                       assemble_seconds=round(time.perf_counter() - t0, 3))

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 DATA_PREFIX = "sentinel-2-annual-median"
 COLLECTION_ID = "sentinel-2-annual-median"
+#: Folder of the per-tile markers inside ``work/{year}/`` (not a tile id: those are 5 chars).
+MARKERS = "_markers"
+MARKER_KINDS = ("DONE", "EMPTY", "FAILED")
 
 #: Key prefixes and marker names. The template's S3 event filters and lifecycle rule use the
 #: same strings (tests/unit/test_template.py derives them from here and asserts they agree).
@@ -63,34 +66,57 @@ class Layout:
         """Per-band statistics written by *assemble* beside the COG (count, contributions)."""
         return f"{self.run_prefix(year, tile)}/bands/{band}.json"
 
+    def staged_cog(self, year: int, tile: str, band: str) -> str:
+        """A band's COG as *assemble* wrote it (staging, never public; *publish* copies it)."""
+        return f"{self.run_prefix(year, tile)}/cogs/{tile}_{int(year)}_{band}.tif"
+
+    # --- tile markers: one small object per tile and kind, under one prefix per year, so the
+    # report lists a year's status in ~N/1000 calls instead of reading 2-4 objects per tile
+    def markers_prefix(self, year: int) -> str:
+        return f"s3://{self.work_bucket}/{WORK_PREFIX}{int(year)}/{MARKERS}/"
+
+    def tile_marker(self, year: int, tile: str, kind: str) -> str:
+        """``work/{year}/_markers/{tile}/{DONE|EMPTY|FAILED}.json``."""
+        if kind not in MARKER_KINDS:
+            raise ValueError(f"marker kind must be one of {MARKER_KINDS}, got {kind!r}")
+        return f"{self.markers_prefix(year)}{tile}/{kind}.json"  # DONE_MARKER etc.
+
     def tile_done(self, year: int, tile: str) -> str:
-        """Completion marker written by *complete*; its S3 event triggers *publish*."""
-        return f"{self.run_prefix(year, tile)}/{DONE_MARKER}"
+        """Written by *complete* on every execution that (re)computed the tile; its S3 event
+        (prefix ``work/``, suffix ``DONE.json``) triggers *publish*."""
+        return self.tile_marker(year, tile, "DONE")
 
     def tile_empty(self, year: int, tile: str) -> str:
         """Written by *select* when a tile has no usable scene (the reason inside)."""
-        return f"{self.run_prefix(year, tile)}/{EMPTY_MARKER}"
+        return self.tile_marker(year, tile, "EMPTY")
 
     def tile_failed(self, year: int, tile: str) -> str:
         """Written by *record failure* (the error and its cause)."""
-        return f"{self.run_prefix(year, tile)}/{FAILED_MARKER}"
+        return self.tile_marker(year, tile, "FAILED")
 
     @staticmethod
     def parse_tile_done(key: str) -> tuple[int, str] | None:
-        """``work/{year}/{tile}/DONE.json`` -> (year, tile id as written); None for other keys."""
+        """``work/{year}/_markers/{tile}/DONE.json`` -> (year, tile id as written); None for
+        other keys."""
         parts = key.strip("/").split("/")
-        if (len(parts) != 4 or f"{parts[0]}/" != WORK_PREFIX or parts[3] != DONE_MARKER
-                or not parts[1].isdigit()):
+        if (len(parts) != 5 or f"{parts[0]}/" != WORK_PREFIX or parts[2] != MARKERS
+                or parts[4] != DONE_MARKER or not parts[1].isdigit()):
             return None
-        return int(parts[1]), parts[2]
+        return int(parts[1]), parts[3]
 
     # --- data bucket (public) ----------------------------------------------------------------
     def output_prefix(self, year: int, tile: str) -> str:
         return f"s3://{self.data_bucket}/{self.data_prefix}/{_tile_year(tile, year)}"
 
-    def band_cog(self, year: int, tile: str, band: str) -> str:
-        """``…/{year}/{tile}/{tile}_{year}_{band}.tif`` (band may be ``visual`` or ``count``)."""
-        return f"{self.output_prefix(year, tile)}/{tile}_{int(year)}_{band}.tif"
+    def version_prefix(self, year: int, tile: str, version: str) -> str:
+        """One published version of a tile's COGs (a content hash: assets never change in
+        place, so an item never points at files from two runs or half-replaced files)."""
+        return f"{self.output_prefix(year, tile)}/{version}/"
+
+    def band_cog(self, year: int, tile: str, band: str, version: str) -> str:
+        """``…/{year}/{tile}/{version}/{tile}_{year}_{band}.tif`` (band may be ``visual`` or
+        ``count``); written only by *publish*, copied from :meth:`staged_cog`."""
+        return f"{self.version_prefix(year, tile, version)}{tile}_{int(year)}_{band}.tif"
 
     def item(self, year: int, tile: str) -> str:
         return f"{self.output_prefix(year, tile)}/{tile}_{int(year)}.json"
@@ -98,12 +124,14 @@ class Layout:
     def collection(self) -> str:
         return f"s3://{self.data_bucket}/{self.data_prefix}/collection.json"
 
-    def index_prefix(self) -> str:
-        return f"s3://{self.data_bucket}/{self.data_prefix}/{INDEX_PREFIX}"
+    def index_prefix(self, year: int | None = None) -> str:
+        base = f"s3://{self.data_bucket}/{self.data_prefix}/{INDEX_PREFIX}"
+        return base if year is None else f"{base}{int(year)}/"
 
     def index_part(self, year: int, tile: str) -> str:
-        """One immutable index record per item (the searchable index; no shared file to race)."""
-        return f"{self.index_prefix()}{int(year)}/{tile}.json"
+        """One index record per item, written by its own publish only (conditional put); its
+        LastModified tells the report whether the item is older than the tile's marker."""
+        return f"{self.index_prefix(year)}{tile}.json"
 
     # --- control bucket ----------------------------------------------------------------------
     def request(self, name: str) -> str:

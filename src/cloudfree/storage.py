@@ -10,6 +10,8 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -208,6 +210,24 @@ def exists(uri: str) -> bool:
     return Path(uri).exists()
 
 
+def _wrap_transient(err: Exception) -> Exception:
+    """A TransientError for what :func:`is_transient` calls transient, else the error."""
+    return TransientError(f"S3: {err}") if is_transient(err) else err
+
+
+def remove(uri: str) -> None:
+    """Delete one object or file; no error when it does not exist."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            s3_client().delete_object(Bucket=bucket, Key=key)
+        except Exception as err:  # noqa: BLE001
+            if not is_not_found(err):
+                raise _wrap_transient(err) from err
+        return
+    Path(uri).unlink(missing_ok=True)
+
+
 def list_uris(prefix: str) -> Iterator[str]:
     """Every object URI under a prefix (s3) or every file under a folder (local)."""
     if is_s3(prefix):
@@ -221,6 +241,108 @@ def list_uris(prefix: str) -> Iterator[str]:
         root = Path(prefix)
         if root.is_dir():
             yield from (str(p) for p in sorted(root.rglob("*")) if p.is_file())
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a listing (or HEAD) says about one object, without reading it."""
+
+    uri: str
+    size: int
+    last_modified: datetime
+    etag: str
+
+
+def list_objects(prefix: str, delimiter: str | None = None) -> Iterator[ObjectInfo]:
+    """Every object under an ``s3://`` prefix with its size, LastModified and ETag (1 call per
+    1,000 keys: ListObjectsV2 pages)."""
+    bucket, key = split_s3(prefix)
+    extra = {"Delimiter": delimiter} if delimiter else {}
+    try:
+        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key,
+                                                                       **extra)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(f"s3://{bucket}/{obj['Key']}", int(obj["Size"]),
+                                 obj["LastModified"], obj["ETag"])
+    except Exception as err:  # noqa: BLE001 - re-raised, classified
+        raise _wrap_transient(err) from err
+
+
+def list_prefixes(prefix: str) -> list[str]:
+    """The "folders" right under an ``s3://`` prefix (Delimiter ``/``), as prefixes."""
+    bucket, key = split_s3(prefix)
+    out = []
+    try:
+        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key,
+                                                                       Delimiter="/")
+        for page in pages:
+            out += [f"s3://{bucket}/{p['Prefix']}" for p in page.get("CommonPrefixes", [])]
+    except Exception as err:  # noqa: BLE001 - re-raised, classified
+        raise _wrap_transient(err) from err
+    return out
+
+
+def list_sharded(prefixes: list[str], threads: int = 16) -> list[ObjectInfo]:
+    """Every object under several prefixes, listed in parallel (the usual way to list a large
+    S3 key space fast: one paginated listing per disjoint prefix)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        parts = list(pool.map(lambda p: list(list_objects(p)), prefixes))
+    return [o for part in parts for o in part]
+
+
+def head(uri: str) -> ObjectInfo | None:
+    """The object's size, LastModified and ETag; None when it does not exist."""
+    bucket, key = split_s3(uri)
+    try:
+        r = s3_client().head_object(Bucket=bucket, Key=key)
+    except Exception as err:  # noqa: BLE001
+        if is_not_found(err):
+            return None
+        raise _wrap_transient(err) from err
+    return ObjectInfo(uri, int(r["ContentLength"]), r["LastModified"], r["ETag"])
+
+
+#: CopyObject copies at most 5 GB in one call; larger objects need a multipart copy.
+_COPY_LIMIT = 5 * 1024**3
+
+
+def copy(src: str, dst: str, if_match: str | None = None) -> None:
+    """Server-side copy of one S3 object (metadata and content type kept); with ``if_match``
+    only if the source's ETag still is that (``CopySourceIfMatch``), else TransientError."""
+    sb, sk = split_s3(src)
+    db, dk = split_s3(dst)
+    client = s3_client()
+    try:
+        info = head(src)
+        if info is None:
+            raise InputError(f"cannot copy {src}: it does not exist")
+        if if_match and info.etag != if_match:
+            raise TransientError(f"{src} changed (ETag {info.etag}, expected {if_match})")
+        cond = {"CopySourceIfMatch": if_match} if if_match else {}
+        if info.size < _COPY_LIMIT:
+            client.copy_object(Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **cond)
+        else:
+            client.copy({"Bucket": sb, "Key": sk}, db, dk, ExtraArgs=cond or None)
+    except (InputError, TransientError):
+        raise
+    except Exception as err:  # noqa: BLE001
+        if _code(err) in {"PreconditionFailed", "412"}:
+            raise TransientError(f"{src} changed while being copied: {err}") from err
+        raise _wrap_transient(err) from err
+
+
+def delete(uris: list[str]) -> None:
+    """Delete objects of one bucket (1 call per 1,000 keys)."""
+    if not uris:
+        return
+    bucket = split_s3(uris[0])[0]
+    keys = [split_s3(u)[1] for u in uris]
+    for i in range(0, len(keys), 1000):
+        s3_client().delete_objects(Bucket=bucket, Delete={
+            "Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
 
 
 def gdal_env_options() -> dict[str, str | int]:

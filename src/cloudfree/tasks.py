@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import storage
+from . import faults, storage
 from .bands import OUTPUT_BANDS, get_band
 from .errors import InputError, NoScenesError
 from .grid import land_tile_ids, parse_bbox, parse_tile, tiles_for_aoi
@@ -225,13 +225,21 @@ def median(tile: str, year: int, band: str, batch: int, options: dict | None,
 
     t = parse_tile(tile)
     opts = RunOptions.from_dict(options)
+    fault = faults.attempt("median", f"{t.id}/{year}/{band}/{batch}")
     manifest = storage.read_json(settings.layout.manifest(int(year), t.id))
     windows = band_batch(band, len(manifest["scenes"]), int(batch), settings)
     t0 = time.perf_counter()
-    done = composite_band_windows(manifest, band, windows, settings.layout, int(year), t,
-                                  overwrite=opts.force,
-                                  mask_classes=manifest.get("mask_classes") or
-                                  opts.masks(settings))
+    fault.check("before")
+    half = max(1, len(windows) // 2)
+    done = []
+    for part in (windows[:half], windows[half:]):  # "during": after the first half is written
+        done += composite_band_windows(manifest, band, part, settings.layout, int(year), t,
+                                       overwrite=opts.force,
+                                       mask_classes=manifest.get("mask_classes") or
+                                       opts.masks(settings))
+        if part and len(done) < len(windows):
+            fault.check("during")
+    fault.check("after")
     return {"band": band, "batch": int(batch), "windows": len(done),
             "skipped": sum(1 for d in done if d["skipped"]),
             "seconds": round(time.perf_counter() - t0, 3)}
@@ -247,36 +255,42 @@ def assemble(tile: str, year: int, band: str, options: dict | None, settings: Se
     opts = RunOptions.from_dict(options)
     layout = settings.layout
     stats_uri = layout.band_stats(year, t.id, band)
-    cog = layout.band_cog(year, t.id, band)
+    cog = layout.staged_cog(year, t.id, band)
     wants_count = band == COUNT_BAND
     if not opts.force and storage.exists(stats_uri) and storage.exists(cog) and (
-            not wants_count or storage.exists(layout.band_cog(year, t.id, "count"))):
+            not wants_count or storage.exists(layout.staged_cog(year, t.id, "count"))):
         stats = storage.read_json(stats_uri)
         return {"band": band, "cog": cog, "bytes": stats["cog"]["size"], "skipped": True}
+    fault = faults.attempt("assemble", f"{t.id}/{year}/{band}")
     manifest = storage.read_json(layout.manifest(year, t.id))
     windows = plan_windows(get_band(band), len(manifest["scenes"]), settings.median_memory_mb)
     t0 = time.perf_counter()
-    info = assemble_band(layout, year, t.id, band, windows, write_count=wants_count)
+    fault.check("before")
+    info = assemble_band(layout, year, t.id, band, windows, write_count=wants_count,
+                         on_written=lambda: fault.check("during"))
+    fault.check("after")
     return {"band": band, "cog": info.href, "bytes": info.size, "skipped": False,
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def complete(tile: str, year: int, execution: str | None, settings: Settings) -> dict:
-    """Mark the tile complete (its S3 event triggers *publish*); never rewritten on reruns."""
+    """Mark the tile complete with this execution's id: its S3 event triggers *publish*.
+
+    Written by every execution that reaches this step, i.e. that (re)computed the tile (select
+    skips tiles already published unless ``force``), so a forced rerun republishes.
+    """
     t = parse_tile(tile)
     year = int(year)
     layout = settings.layout
-    done_uri = layout.tile_done(year, t.id)
     missing = [b for b in OUTPUT_BANDS if not storage.exists(layout.band_stats(year, t.id, b))]
     if missing:
         from .errors import IncompleteError
 
         raise IncompleteError(f"{t.id} {year}: bands not assembled: {missing}")
-    if not storage.exists(done_uri):
-        storage.write_json(done_uri, {"tile": t.id, "year": year, "execution": execution,
-                                      "completed_at": _now(), "cost": tile_cost(t.id, year,
-                                                                                settings)})
-    return {"tile": t.id, "year": year, "status": "done"}
+    storage.write_json(layout.tile_done(year, t.id),
+                       {"tile": t.id, "year": year, "execution": execution,
+                        "completed_at": _now(), "cost": tile_cost(t.id, year, settings)})
+    return {"tile": t.id, "year": year, "status": "done", "execution": execution}
 
 
 def tile_cost(tile: str, year: int, settings: Settings) -> dict:
@@ -297,9 +311,9 @@ def record_failure(tile: str, year: int, error: dict | None, settings: Settings)
     t = parse_tile(tile)
     error = error or {}
     cause = str(error.get("Cause", ""))[:4000]
-    uri = settings.layout.tile_failed(int(year), t.id)
-    storage.write_json(uri, {"tile": t.id, "year": int(year), "error": error.get("Error"),
-                             "cause": cause, "at": _now()})
+    storage.write_json(settings.layout.tile_failed(int(year), t.id),
+                       {"tile": t.id, "year": int(year), "error": error.get("Error"),
+                        "cause": cause, "at": _now()})
     return {"tile": t.id, "year": int(year), "status": "failed", "error": error.get("Error")}
 
 
@@ -332,51 +346,50 @@ def publish(bucket: str, key: str, settings: Settings) -> dict:
 # report
 # --------------------------------------------------------------------------------------------
 def tile_status(tile: str, year: int, settings: Settings) -> dict:
-    """done / empty / failed (with the reason) for one tile, from the objects it left.
+    """done / empty / failed of one tile (2 calls: its markers' listing, its index record).
 
-    A tile is *done* once its completion marker exists; ``published`` says whether the item is
-    there yet (publish runs on the marker's S3 event, possibly after the report).
+    For one or a few tiles (the CLI); the report classifies a whole year from two listings
+    with the same rules (:func:`cloudfree.status.classify`).
     """
+    from .status import classify
+
     layout = settings.layout
-    item = layout.item(year, tile)
-    done_uri = layout.tile_done(year, tile)
-    has_done, published = storage.exists(done_uri), storage.exists(item)
-    if has_done or published:
-        done = storage.read_json(done_uri) if has_done else {}
-        return {"tile": tile, "status": "done", "item": item, "published": published,
-                "completed_at": done.get("completed_at"), "cost": done.get("cost")}
-    if storage.exists(layout.tile_empty(year, tile)):
-        return {"tile": tile, "status": "empty",
-                "reason": storage.read_json(layout.tile_empty(year, tile)).get("reason")}
-    if storage.exists(layout.tile_failed(year, tile)):
-        failed = storage.read_json(layout.tile_failed(year, tile))
-        return {"tile": tile, "status": "failed", "error": failed.get("error"),
-                "cause": failed.get("cause")}
-    return {"tile": tile, "status": "failed", "error": "Incomplete",
-            "cause": "no completion, empty or failure record (the tile never finished)"}
+    t = parse_tile(tile).id
+    markers = {o.uri.rsplit("/", 1)[-1].removesuffix(".json"): o for o in
+               storage.list_objects(f"{layout.markers_prefix(year)}{t}/")}
+    return classify(t, markers, storage.head(layout.index_part(year, t)), settings.layout,
+                    int(year))
 
 
 def report(execution: str, year: int, tiles_bucket: str, tiles_key: str,
-           settings: Settings) -> dict:
-    """Summarise an execution per tile; failed tiles become a pending reprocessing request."""
-    year = int(year)
+           settings: Settings, settle_seconds: float = 60.0) -> dict:
+    """Summarise an execution per tile from two listings (markers, index records), republish
+    tiles whose marker is newer than their item, rebuild the collection once; failed tiles
+    become a pending reprocessing request. See :mod:`cloudfree.status`."""
+    from .publish import rebuild_collection
+    from .status import year_report
+
     tiles = [t["tile"] for t in storage.read_json(f"s3://{tiles_bucket}/{tiles_key}")]
-    rows = [tile_status(t, year, settings) for t in tiles]
-    counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("done", "empty", "failed")}
-    costs = [r["cost"] for r in rows if r.get("cost")]
-    per_tile = {k: round(sum(c[k] for c in costs) / len(costs), 2)
-                for k in ("lambda_gb_seconds", "state_transitions")} if costs else {}
-    doc = {"execution": execution, "year": year, "generated_at": _now(), **counts,
-           "cost_per_done_tile": per_tile, "tiles": rows}
-    failed = [r["tile"] for r in rows if r["status"] == "failed"]
-    if failed:
-        req = {"year": year, "tiles": failed, "reason": f"failed in {execution}"}
-        uri = settings.layout.pending_request(execution)
-        storage.write_json(uri, req)
-        doc["reprocess_request"] = uri
     uri = settings.layout.report(execution)
+    # written before the listings: a publish whose index record the listings miss finds the
+    # report and rebuilds the collection itself; the collection's ETag read before them makes
+    # our rebuild lose (and re-list) against any rebuild in between
+    storage.write_json(uri, {"execution": execution, "year": int(year), "status": "running"})
+    before = storage.head(settings.layout.collection())
+    doc = year_report(execution, int(year), tiles, settings, settle_seconds=settle_seconds)
+    indexed = doc.pop("_indexed")
+    counts = {k: doc[k] for k in ("done", "empty", "failed")}
+    if doc["failed"]:
+        req = {"year": int(year), "tiles": [r["tile"] for r in doc["tiles"]
+                                            if r["status"] == "failed"],
+               "reason": f"failed in {execution}"}
+        request_uri = settings.layout.pending_request(execution)
+        storage.write_json(request_uri, req)
+        doc["reprocess_request"] = request_uri
     storage.write_json(uri, doc)
-    return {"report": uri, **counts}
+    collection = rebuild_collection(settings, listed=(indexed, before.etag if before else None))
+    return {"report": uri, **counts, "republished": len(doc["republished"]),
+            "collection_items": collection["items"], "seconds": doc["seconds"]}
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,8 +39,8 @@ class LocalLayout:
     def band_stats(self, year, tile, band):
         return str(self.root / f"work/{year}/{tile}/bands/{band}.json")
 
-    def band_cog(self, year, tile, band):
-        return str(self.root / f"data/{year}/{tile}/{tile}_{year}_{band}.tif")
+    def staged_cog(self, year, tile, band):
+        return str(self.root / f"work/{year}/{tile}/cogs/{tile}_{year}_{band}.tif")
 
 
 def write_raster(path: Path, data: np.ndarray, resolution: int, block: int) -> str:

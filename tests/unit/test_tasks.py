@@ -63,8 +63,15 @@ def test_parse_request_accepts_a_good_request_and_names_what_is_wrong():
 
 
 def test_parse_done_key():
-    assert tasks.parse_done_key("work/2023/33UUP/DONE.json") == (2023, "33UUP")
-    for bad in ("work/2023/33UUP/manifest.json", "other/2023/33UUP/DONE.json", "DONE.json"):
+    """The marker moved under ``work/{year}/_markers/`` (listed by the report in one go); the
+    old per-tile place is no longer a marker (intended change)."""
+    assert tasks.parse_done_key("work/2023/_markers/33UUP/DONE.json") == (2023, "33UUP")
+    layout = Settings("w", "d", "c").layout
+    assert tasks.parse_done_key(layout.tile_done(2023, "33UUP").split("/", 3)[3]) == \
+        (2023, "33UUP")
+    for bad in ("work/2023/33UUP/manifest.json", "other/2023/_markers/33UUP/DONE.json",
+                "DONE.json", "work/2023/33UUP/DONE.json", "work/2023/_markers/33UUP/EMPTY.json",
+                "work/x/_markers/33UUP/DONE.json"):
         with pytest.raises(InputError):
             tasks.parse_done_key(bad)
 

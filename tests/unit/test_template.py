@@ -301,6 +301,29 @@ def test_task_timeouts_exceed_each_function_timeout(template, resources):
             "Fn::FindInMap": ["TaskTimeout", key, "Seconds"]}, fn
 
 
+def test_fault_rate_is_a_parameter_off_by_default_passed_as_env(template, resources):
+    p = template["Parameters"]["FaultRate"]
+    assert float(p["Default"]) == 0 and (float(p["MinValue"]), float(p["MaxValue"])) == (0, 1)
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["FAULT_RATE"] == {"Ref": "FaultRate"}
+
+
+def test_assemble_cannot_write_the_public_bucket(resources):
+    """COGs are staged in the work bucket; only publish writes the data bucket's products."""
+    text = json.dumps(resources["AssembleFunction"]["Properties"]["Policies"])
+    assert "-data-" not in text and "-work-" in text
+
+
+def test_a_failing_report_ends_the_execution_through_a_named_fail_state():
+    states = substituted_asl()["States"]
+    (catch,) = states["Report"]["Catch"]
+    assert catch["ErrorEquals"] == ["States.ALL"] and catch["Next"] == "Outcome"
+    assert catch["ResultPath"] == "$.report_error"
+    nexts = {c["Variable"]: c["Next"] for c in states["Outcome"]["Choices"]}
+    assert nexts == {"$.tiles_error": "TooManyFailures", "$.report_error": "ReportFailed"}
+    assert states["ReportFailed"]["Type"] == "Fail"
+
+
 def test_task_payloads_match_the_event_models():
     """Every Lambda task sends exactly what its handler's model accepts (and all it requires)."""
     seen = set()

@@ -1,4 +1,4 @@
-"""``cloudfree run|status|reprocess|fetch|deploy|demo``: drive the deployed pipeline."""
+"""``cloudfree run|status|reprocess|fetch|deploy|demo|catalog``: drive the deployed pipeline."""
 
 from __future__ import annotations
 
@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deploy", help="sam build + sam deploy to the local stack (MiniStack)")
     _common(p)
     p.set_defaults(func=_deploy)
+
+    p = sub.add_parser("catalog", help="the published catalog (collection.json)")
+    catalog = p.add_subparsers(dest="catalog_command", required=True)
+    p = catalog.add_parser("rebuild", help="rebuild collection.json from the index listing")
+    _common(p)
+    p.set_defaults(func=_catalog_rebuild)
 
     p = sub.add_parser("demo", help="the whole thing locally: synth, deploy, run, fetch, score")
     _common(p)
@@ -128,6 +134,15 @@ def _deploy(args: argparse.Namespace) -> int:
 
     info = deploy.deploy_local(stack_name=args.stack)
     print(json.dumps(dataclasses.asdict(info), indent=1, default=str))
+    return 0
+
+
+def _catalog_rebuild(args: argparse.Namespace) -> int:
+    from ..publish import rebuild_collection
+    from . import run
+
+    result = rebuild_collection(run.publishing_settings(args.stack))
+    print(f"{result['collection']}: {result['items']} items ({result['status']})")
     return 0
 
 

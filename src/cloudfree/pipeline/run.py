@@ -56,6 +56,20 @@ def find_stack(stack_name: str = "cloudfree") -> Deployed:
                     info.state_machine_arn, int(info.parameters.get("MedianMemoryMB") or 3008))
 
 
+def publishing_settings(stack_name: str) -> Settings:
+    """The settings the publish Lambda runs with (public base URL included), so a collection
+    rebuilt from the CLI is byte for byte the one the pipeline writes."""
+    from dataclasses import replace
+
+    from .deploy import stack_info
+
+    info = stack_info(stack_name)
+    base = None
+    if info.parameters.get("Local", "false") != "true" and info.data_public_url:
+        base = info.data_public_url.rstrip("/").rsplit("/", 1)[0]
+    return replace(find_stack(stack_name).settings, public_base_url=base)
+
+
 def execution_input(year: int, tiles: list[str] | None, aoi: Any = None,
                     options: dict | None = None) -> dict:
     """The validated execution input (tiles resolved here too, to fail before starting)."""
@@ -194,16 +208,30 @@ def tile_statuses(deployed: Deployed, year: int, tiles: list[str]) -> list[dict]
 
 
 def fetch(deployed: Deployed, year: int, tile: str, dest: Path) -> list[Path]:
-    """Copy a tile's published outputs (COGs + item JSON) to a local folder."""
-    prefix = deployed.settings.layout.output_prefix(year, tile) + "/"
-    files = []
-    for uri in storage.list_uris(prefix):
-        path = Path(dest) / uri[len(prefix):]
-        storage.download_file(uri, path)
-        files.append(path)
-    if not files:
-        raise InputError(f"nothing published for {tile} {year} under {prefix}")
+    """Copy a tile's published item and the assets it points at to a local folder."""
+    layout = deployed.settings.layout
+    item_uri = layout.item(year, tile)
+    if not storage.exists(item_uri):
+        raise InputError(f"nothing published for {tile} {year}: no {item_uri}")
+    item = storage.read_json(item_uri)
+    files = [Path(dest) / item_uri.rsplit("/", 1)[-1]]
+    storage.download_file(item_uri, files[0])
+    for asset in item["assets"].values():
+        uri = asset_uri(asset["href"], deployed.data_bucket)
+        files.append(Path(dest) / uri.rsplit("/", 1)[-1])
+        storage.download_file(uri, files[-1])
     return files
+
+
+def asset_uri(href: str, data_bucket: str) -> str:
+    """An item's asset href (``s3://`` or the bucket's public https URL) as an ``s3://`` URI."""
+    if href.startswith("s3://"):
+        return href
+    marker = f"{data_bucket}."
+    host_and_key = href.split("://", 1)[-1]
+    if host_and_key.startswith(marker):
+        return f"s3://{data_bucket}/{host_and_key.split('/', 1)[1]}"
+    raise InputError(f"asset href {href!r} is not in the data bucket {data_bucket}")
 
 
 def submit_request(deployed: Deployed, year: int, tiles: list[str], name: str | None = None,
