@@ -465,7 +465,10 @@ def test_every_bucket_denies_plain_http(resources):
 
 def test_functions_name_their_s3_actions_without_wildcards(resources):
     """No S3 policy templates (they add ACL and lifecycle rights) and no wildcard actions."""
-    allowed = {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:AbortMultipartUpload"}
+    # DeleteObject (issue 11 publish): assemble removes a band's stale statistics before a
+    # recompute, publish prunes asset versions older than the previous one
+    allowed = {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:AbortMultipartUpload",
+               "s3:DeleteObject"}
     for logical in [f"{f}Function" for f in FUNCTIONS] + ["CompositeStateMachine"]:
         policies = resources[logical]["Properties"]["Policies"]
         for pol in policies:
@@ -476,11 +479,13 @@ def test_functions_name_their_s3_actions_without_wildcards(resources):
             assert not any("*" in a for a in actions), (logical, s)
             s3 = [a for a in actions if a.startswith("s3:")]
             assert set(s3) <= allowed | {"s3:ListMultipartUploadParts"}, (logical, s3)
-    # who may write the public products: assemble (COGs) and publish (items) only
+    # who may write the public bucket: publish (versioned COGs, items, index records) and
+    # report (collection.json, rebuilt once per execution); assemble stages COGs in the work
+    # bucket (intended change, issue 11)
     writers = {f for f in FUNCTIONS if any(
         "s3:PutObject" in s["Action"] and "-data-" in json.dumps(s["Resource"])
         for s in _statements(resources[f"{f}Function"]))}
-    assert writers == {"Assemble", "Publish"}
+    assert writers == {"Publish", "Report"}
 
 
 def test_s3_triggered_functions_keep_failed_events(resources):
