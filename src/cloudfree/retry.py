@@ -75,7 +75,10 @@ LAMBDA_SERVICE = Backoff(interval=2, rate=2, attempts=6, max_delay=60)
 #: up to ~16 minutes for the account's concurrency to free up before a tile is given up.
 THROTTLED = Backoff(interval=5, rate=2, attempts=12, max_delay=120)
 TIMED_OUT = Backoff(interval=5, rate=2, attempts=2, max_delay=60)
-LOCAL_HANDLER = Backoff(interval=2, rate=2, attempts=1)
+#: MiniStack names every handler exception ``Runtime.HandlerError`` (our TransientError
+#: included), so locally this name carries the transient budget: a FaultRate run behaves as on
+#: AWS. On AWS a Python handler's error is named after its class, so this rule rarely fires there.
+LOCAL_HANDLER = Backoff(interval=2, rate=2, attempts=4, max_delay=30)
 
 #: The table. Order matters: Step Functions uses the first retrier whose ErrorEquals names the
 #: error, so the non-retried names of ours come first and the ``States.TaskFailed`` wildcard last.
@@ -93,7 +96,7 @@ TABLE: tuple[Rule, ...] = (
     Rule(("Sandbox.Timedout", "States.Timeout", "Lambda.Unknown", "Runtime.ExitError"),
          TIMED_OUT, "timeouts and out-of-memory: slow reads can pass on a retry, a few times"),
     Rule(("Runtime.HandlerError",), LOCAL_HANDLER,
-         "MiniStack's one name for every handler exception: retry once"),
+         "MiniStack's one name for every handler exception: the transient budget"),
     Rule(("States.TaskFailed",), CATCH, "anything else: caught and recorded"),
 )
 

@@ -275,8 +275,8 @@ def test_error_table_covers_ours_and_aws_names():
     for name in ("InputError", "NoScenesError", "ConfigError", "ValidationError"):
         assert retry.policy(name) is None
     assert retry.TABLE[-1].errors == ("States.TaskFailed",) and retry.TABLE[-1].backoff is None
-    # MiniStack's single name keeps a small retry
-    assert retry.policy("Runtime.HandlerError").attempts == 1
+    # MiniStack's single name (TransientError included there) gets the transient budget
+    assert retry.policy("Runtime.HandlerError") == retry.TRANSIENT.__class__(2, 2, 4, 30)
     # concurrency bursts: many jittered attempts, capped delay, minutes of patience
     burst = retry.policy("Lambda.TooManyRequestsException")
     assert burst.attempts >= 10 and burst.jitter and burst.max_delay
