@@ -124,7 +124,8 @@ def test_plan_world_writes_the_land_tile_list(monkeypatch):
     monkeypatch.setattr(tasks.storage, "write_json", lambda uri, doc: written.update({uri: doc}))
     settings = Settings("w", "d", "c")
     t0 = time.perf_counter()
-    out = tasks.plan({"year": 2023, "aoi": "world", "execution": "world-2023"}, settings)
+    out = tasks.plan({"input": {"year": 2023, "aoi": "world"}, "execution": "world-2023"},
+                     settings)
     seconds = time.perf_counter() - t0
     print(f"\nplan world: {out['count']} tiles in {seconds:.2f} s "
           f"(resolve {out['resolve_seconds']} s)")

@@ -20,6 +20,7 @@ from ..bands import OUTPUT_BANDS, get_band
 from ..errors import CloudfreeError, InputError
 from ..settings import Settings
 from ..tasks import (
+    check_request,
     check_year,
     resolve_tiles,
     tile_status,
@@ -58,12 +59,11 @@ def find_stack(stack_name: str = "cloudfree") -> Deployed:
 
 def execution_input(year: int, tiles: list[str] | None, aoi: Any = None,
                     options: dict | None = None) -> dict:
-    """The validated execution input (tiles resolved here too, to fail before starting)."""
-    year = check_year(year)
-    resolve_tiles(tiles, aoi)
+    """The validated execution input (checked here too, to fail before starting)."""
     aoi = aoi if isinstance(aoi, str) or not aoi else list(aoi)  # a bbox or "world"
-    return {"year": year, "tiles": tiles or [], "aoi": aoi,
-            "options": options or {}}
+    payload = {"year": year, "tiles": list(tiles or []), "aoi": aoi, "options": options or {}}
+    check_request(payload)
+    return {**payload, "year": check_year(year)}
 
 
 def start(deployed: Deployed, payload: dict, name: str | None = None) -> str:
@@ -195,7 +195,9 @@ def tile_statuses(deployed: Deployed, year: int, tiles: list[str]) -> list[dict]
 
 def fetch(deployed: Deployed, year: int, tile: str, dest: Path) -> list[Path]:
     """Copy a tile's published outputs (COGs + item JSON) to a local folder."""
-    prefix = deployed.settings.layout.output_prefix(year, tile) + "/"
+    from ..grid import parse_tile
+
+    prefix = deployed.settings.layout.output_prefix(check_year(year), parse_tile(tile).id) + "/"
     files = []
     for uri in storage.list_uris(prefix):
         path = Path(dest) / uri[len(prefix):]
