@@ -10,15 +10,46 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from . import __version__
-from .errors import CloudfreeError
+from .errors import CloudfreeError, InputError
 
 COMMAND_MODULES = (
     "cloudfree.local.cli",  # local up/down/status/env
     "cloudfree.synth.cli",  # synth
     "cloudfree.pipeline.cli",  # run/status/reprocess/fetch/deploy
 )
+
+
+def checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` from a domain parser: an :class:`InputError` becomes the usage error
+    (``argument --aoi: bbox ...``, exit 2) instead of argparse's bare "invalid value"."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except InputError as err:
+            raise argparse.ArgumentTypeError(str(err)) from err
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer within ``low``-``high``."""
+
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as err:
+            raise InputError(f"must be an integer, got {text!r}") from err
+        if not low <= value <= high:
+            raise InputError(f"must be within {low}-{high}, got {value}")
+        return value
+
+    return checked(count)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ the domain rules (tile ids, year range, option values) and raises ``InputError``
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.parser.models import S3Model
@@ -22,12 +22,11 @@ class _Event(BaseModel):
 
 
 class PlanEvent(_Event):
-    """Execution input plus the execution name (``$$.Execution.Name``)."""
+    """The whole execution input (``$``, as started: any JSON, validated by ``tasks.plan`` so a
+    missing, mistyped or unknown field gets an ``InputError`` naming it) plus the execution name
+    (``$$.Execution.Name``)."""
 
-    year: int
-    tiles: list[str] | None = None
-    aoi: Annotated[list[float], Field(min_length=4, max_length=4)] | Literal["world"] | None = None
-    options: dict[str, Any] | None = None
+    input: Any = None
     execution: str | None = None
 
 

@@ -415,6 +415,11 @@ def parse_bbox(value: str | tuple | list) -> tuple[float, float, float, float]:
     except (TypeError, ValueError) as err:
         raise InputError(f"bbox must be minlon,minlat,maxlon,maxlat (or the AOI \"world\"); "
                          f"got {value!r}") from err
-    if not (-180 <= minlon < maxlon <= 180 and -90 <= minlat < maxlat <= 90):
-        raise InputError(f"bbox out of range or empty: {value!r}")
+    if not (-180 <= minlon <= 180 and -180 <= maxlon <= 180):
+        raise InputError(f"bbox longitudes must be within -180..180, got {value!r}")
+    if not (-90 <= minlat <= 90 and -90 <= maxlat <= 90):
+        raise InputError(f"bbox latitudes must be within -90..90, got {value!r}")
+    if not (minlon < maxlon and minlat < maxlat):
+        raise InputError(f"bbox must be minlon,minlat,maxlon,maxlat with min < max, got "
+                         f"{value!r}")
     return (minlon, minlat, maxlon, maxlat)

@@ -761,6 +761,51 @@ def _recheck(
     return True
 
 
+#: Seconds to connect to, and to wait for each answer of, the STAC API (requests' ``timeout``
+#: tuple). Earth Search answers a 50-item page in about a second; without a timeout a stalled
+#: connection would hold the select Lambda until its own timeout (pystac-client's default is
+#: none: ``StacApiIO(timeout=None)``).
+STAC_TIMEOUT_S = (5.0, 30.0)
+#: Answers retried in-process with backoff: throttling and server errors (a burst of them
+#: succeeds on retry instead of failing the tile).
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+def stac_retry(attempts: int = 4) -> Any:
+    """The urllib3 retry policy of STAC API requests.
+
+    ``attempts`` retries of connection errors and of ``RETRY_STATUSES`` answers, with
+    exponential backoff (urllib3 2.x: 0, 1, 2, 4 s; ``Retry-After`` honoured, capped at 30 s);
+    a read timeout is retried once. POST is retried too: a STAC search is a read.
+    pystac-client mounts it on its session (``StacApiIO(max_retries=...)``, whose default
+    ``5`` retries connection errors only: a bare int has an empty ``status_forcelist``).
+    Worst case per request, everything timing out: ``(attempts + 1) * 5`` s to connect, or
+    ``2 * 30`` s to read, plus the backoff: well inside the select Lambda's 300 s.
+    """
+    from urllib3 import Retry
+
+    return Retry(total=attempts, connect=attempts, read=1, status=attempts, other=0,
+                 allowed_methods=frozenset({"GET", "POST"}), status_forcelist=RETRY_STATUSES,
+                 backoff_factor=0.5, backoff_max=8, respect_retry_after_header=True,
+                 retry_after_max=30, raise_on_status=True)
+
+
+def open_client(api_url: str, timeout: float | tuple[float, float] = STAC_TIMEOUT_S,
+                attempts: int = 4) -> Any:
+    """A pystac-client ``Client`` with a request timeout and the retry policy above.
+
+    The timeout goes to ``Client.open`` too: given a ``stac_io``, pystac-client 0.9.1's
+    ``Client.from_file`` calls ``stac_io.update(..., timeout=timeout)``, which would reset the
+    IO's timeout to ``None`` (pystac_client/client.py; seen here: a stalled search then waited
+    the full stall, not the timeout).
+    """
+    from pystac_client import Client
+    from pystac_client.stac_api_io import StacApiIO
+
+    io = StacApiIO(timeout=timeout, max_retries=stac_retry(attempts))
+    return Client.open(api_url, stac_io=io, timeout=timeout)
+
+
 def search_items(
     api_url: str,
     tile: str | Tile,
@@ -773,6 +818,7 @@ def search_items(
     max_cloud: float | None = None,
     client: Any = None,
     by: str = "grid:code",
+    timeout: float | tuple[float, float] = STAC_TIMEOUT_S,
 ) -> list[dict[str, Any]]:
     """Search ``api_url`` for the items of ``tile`` in ``year`` and return them as dicts.
 
@@ -780,27 +826,35 @@ def search_items(
     (``by="mgrs"``) in a CQL2-JSON ``filter`` when the API conforms to *filter*, else in ``query``.
     Results are sorted by ``eo:cloud_cover`` when the API conforms to *sort*. Every filter is
     re-checked on the client, so a server that ignores one still gives the right answer.
-    ``client`` may be an already opened ``pystac_client.Client`` (or a test double).
-    Network or API failures raise :class:`StacApiError` (transient).
+    ``client`` may be an already opened ``pystac_client.Client`` (or a test double); otherwise
+    one is opened with ``timeout`` (seconds, or (connect, read)) and :func:`stac_retry`.
+    Network or API failures, timeouts and malformed answers raise :class:`StacApiError`
+    (transient: the state machine retries it, then records the tile as failed).
     """
     tile = parse_tile(tile)
     year = int(year)
     if not 1 <= limit <= 10_000:
         raise InputError(f"limit must be within 1-10000, got {limit}")
-    from pystac_client import Client
+    from pystac import STACError
     from pystac_client.exceptions import APIError
     from requests import RequestException
 
     try:
         if client is None:
-            client = Client.open(api_url)
+            client = open_client(api_url, timeout)
         params = build_search_params(
             client, tile, year, collection=collection, limit=limit, max_items=max_items,
             months=months, max_cloud=max_cloud, by=by,
         )  # fmt: skip
         found = list(client.search(**params).items_as_dicts())
+        if not all(isinstance(item, dict) for item in found):
+            raise TypeError("features are not all JSON objects")
     except (APIError, RequestException, OSError, json.JSONDecodeError) as err:
-        raise StacApiError(f"STAC search failed at {api_url} for {tile.id} {year}: {err}") from err
+        raise StacApiError(f"StacApiError: STAC search failed at {api_url} for {tile.id} {year} "
+                           f"(timeout {timeout} s, retried): {err}") from err
+    except (STACError, KeyError, TypeError, AttributeError) as err:  # JSON, but not STAC
+        raise StacApiError(f"StacApiError: STAC search at {api_url} for {tile.id} {year} got a "
+                           f"malformed answer: {type(err).__name__}: {err}") from err
     start, end = datetime_range(year, months)
     months_set = tuple(months) if months else None
     return [

@@ -35,6 +35,7 @@ class Settings:
     state_machine_arn: str | None = None
     data_prefix: str = DATA_PREFIX
     public_base_url: str | None = None
+    stac_timeout_s: float = 30.0  # seconds to wait for each STAC API answer (select)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -63,6 +64,7 @@ class Settings:
                 state_machine_arn=env.get("STATE_MACHINE_ARN") or None,
                 data_prefix=env.get("DATA_PREFIX") or DATA_PREFIX,
                 public_base_url=env.get("PUBLIC_BASE_URL") or None,
+                stac_timeout_s=float(env.get("STAC_TIMEOUT_SECONDS") or 30),
             )
         except ValueError as err:
             raise ConfigError(f"bad numeric setting: {err}") from err

@@ -118,12 +118,20 @@ def _s3(op: str, uri: str) -> Iterator[None]:
         raise
 
 
-def read_bytes(uri: str) -> bytes:
+def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
+    """The object's bytes (at most the first ``max_bytes``: a ranged GET)."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
+        extra = {"Range": f"bytes=0-{max_bytes - 1}"} if max_bytes else {}
         with _s3("read", uri):
-            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-    return Path(uri).read_bytes()
+            try:
+                return s3_client().get_object(Bucket=bucket, Key=key, **extra)["Body"].read()
+            except Exception as err:  # noqa: BLE001 - a ranged GET of an empty object is 416
+                if extra and _code(err) == "InvalidRange":
+                    return b""
+                raise
+    with open(uri, "rb") as f:
+        return f.read(max_bytes if max_bytes else -1)
 
 
 def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -49,6 +50,9 @@ class RunOptions:
 
     @classmethod
     def from_dict(cls, data: dict | None) -> RunOptions:
+        if data is not None and not isinstance(data, dict):
+            raise InputError(f"options must be a JSON object such as {{\"scenes\": 16}}, got "
+                             f"{_kind(data)} {_short(data)}")
         data = dict(data or {})
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
@@ -56,13 +60,13 @@ class RunOptions:
                              f"{sorted(cls.__dataclass_fields__)}")
         try:
             opts = cls(
-                scenes=None if data.get("scenes") is None else int(data["scenes"]),
+                scenes=None if data.get("scenes") is None else _integer(data["scenes"], "scenes"),
                 months=None if data.get("months") is None else tuple(int(m) for m in
                                                                      data["months"]),
                 max_cloud=None if data.get("max_cloud") is None else float(data["max_cloud"]),
                 mask_classes=None if data.get("mask_classes") is None else tuple(
                     int(c) for c in data["mask_classes"]),
-                force=bool(data.get("force", False)),
+                force=_flag(data.get("force", False), "force"),
             )
         except (TypeError, ValueError) as err:
             raise InputError(f"bad options {data!r}: {err}") from err
@@ -89,13 +93,46 @@ class RunOptions:
         return self.mask_classes or settings.mask_classes
 
 
-def check_year(year: Any) -> int:
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _integer(value: Any, name: str) -> int:
+    """An integer from an int or a string of digits; floats with a fraction, booleans and
+    anything else are an :class:`InputError` (``int(2023.7)`` would silently give 2023)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InputError(f"{name} must be an integer, got {_kind(value)} {_short(value)}")
     try:
-        y = int(year)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"year must be an integer, got {year!r}") from err
-    if not FIRST_YEAR <= y <= datetime.now(UTC).year:
-        raise InputError(f"year {y} outside {FIRST_YEAR}-{datetime.now(UTC).year}")
+        number = float(value) if isinstance(value, float) else int(str(value).strip())
+    except ValueError as err:
+        raise InputError(f"{name} must be an integer, got {_short(value)}") from err
+    if isinstance(number, float) and not number.is_integer():
+        raise InputError(f"{name} must be an integer, got {_short(value)}")
+    return int(number)
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be true or false, got {_short(value)}")
+    return value
+
+
+def check_year(year: Any) -> int:
+    """The year of a run: an integer from 2015 (Sentinel-2A's first data) to this year."""
+    if year is None:
+        raise InputError("year is required, e.g. \"year\": 2023")
+    y = _integer(year, "year")
+    last = datetime.now(UTC).year
+    if not FIRST_YEAR <= y <= last:
+        raise InputError(f"year {y} is outside {FIRST_YEAR}-{last}: Sentinel-2 L2A data start "
+                         f"in {FIRST_YEAR} and a later year has no scenes yet; pick a year in "
+                         "that range")
     return y
 
 
@@ -110,38 +147,93 @@ def resolve_tiles(tiles: list[str] | None, aoi: Any = None) -> list[str]:
     the grid tiles whose footprint meets it, ocean tiles included) or ``"world"``:
     every Sentinel-2 land tile (``grid.land_tile_ids``, package data, 20,638).
     """
+    if tiles is not None and not isinstance(tiles, list | tuple):
+        raise InputError(f"tiles must be a list of MGRS tile ids such as [\"33UUP\"], got "
+                         f"{_kind(tiles)} {_short(tiles)}")
+    if tiles is not None and len(tiles) > 4 * MAX_TILES:  # before parsing a huge list
+        raise InputError(f"{len(tiles)} tiles exceed the limit of {MAX_TILES} per execution; "
+                         "split the run into several executions")
     found: set[str] = set()
-    for t in tiles or []:
+    for i, t in enumerate(tiles or []):
+        if not isinstance(t, str):
+            raise InputError(f"tiles[{i}] must be an MGRS tile id string such as \"33UUP\", "
+                             f"got {_kind(t)} {_short(t)}")
         found.add(parse_tile(t).id)
     if isinstance(aoi, str) and aoi.strip().lower() == WORLD:
         found.update(land_tile_ids())
     elif aoi is not None:
         found.update(t.id for t in tiles_for_aoi(parse_bbox(aoi)))
     if not found:
-        raise InputError('no tiles: give `tiles` and/or an `aoi` (a bbox or "world")')
+        raise InputError('no tiles: give `tiles` (a list of MGRS ids) and/or an `aoi` '
+                         '([minlon, minlat, maxlon, maxlat] or "world")')
     if len(found) > MAX_TILES:
-        raise InputError(f"{len(found)} tiles exceed the limit of {MAX_TILES} per execution")
+        raise InputError(f"{len(found)} tiles exceed the limit of {MAX_TILES} per execution; "
+                         "split the run into several executions")
     return sorted(found)
+
+
+#: Fields of an execution input and of a reprocessing request (``reason`` is informative).
+REQUEST_FIELDS = ("year", "tiles", "aoi", "options", "reason")
+REQUEST_EXAMPLE = '{"year": 2023, "tiles": ["33UUP"], "options": {"scenes": 16}}'
+
+
+def check_request(req: Any, what: str = "execution input") -> dict:
+    """Validate an execution input or a reprocessing request (a JSON object of
+    ``REQUEST_FIELDS``); return the normalized execution input (tiles resolved, AOI folded in)."""
+    if not isinstance(req, dict):
+        raise InputError(f"{what} must be a JSON object such as {REQUEST_EXAMPLE}, got "
+                         f"{_kind(req)} {_short(req)}")
+    unknown = sorted(set(req) - set(REQUEST_FIELDS))
+    if unknown:
+        raise InputError(f"unknown {what} field(s) {unknown}; valid fields: "
+                         f"{list(REQUEST_FIELDS)}")
+    year = check_year(req.get("year"))
+    options = RunOptions.from_dict(req.get("options")).to_dict()
+    return {"year": year, "tiles": resolve_tiles(req.get("tiles"), req.get("aoi")), "aoi": None,
+            "options": options}
 
 
 # --------------------------------------------------------------------------------------------
 # plan
 # --------------------------------------------------------------------------------------------
 def plan(event: dict, settings: Settings) -> dict:
-    """Validate the execution input, expand it to tiles, write the tile list for ItemReader."""
-    year = check_year(event.get("year"))
+    """Validate the execution input (``event["input"]``, the whole of it as started), expand it
+    to tiles, write the tile list for ItemReader.
+
+    Bad input is answered, not raised: ``status: "rejected"`` with the InputError's message as
+    ``cause``, which the state machine's ``InvalidInput`` Fail state ends the execution with
+    (error ``InputError``): a user's mistake is neither retried nor counted as a Lambda error.
+    """
     t0 = time.perf_counter()
-    tiles = resolve_tiles(event.get("tiles"), event.get("aoi"))
+    try:
+        request = check_request(event.get("input"))
+        execution = check_execution_name(event.get("execution") or f"manual-{request['year']}")
+    except InputError as err:
+        log.warning("execution input rejected: %s", err)
+        return {"status": "rejected", "error": "InputError", "cause": str(err), "year": None,
+                "options": None, "tiles_bucket": None, "tiles_key": None, "count": 0}
     resolve_seconds = time.perf_counter() - t0
-    options = RunOptions.from_dict(event.get("options"))
-    execution = str(event.get("execution") or f"manual-{year}")
+    year, tiles = request["year"], request["tiles"]
     uri = settings.layout.plan_list(execution)
     storage.write_json(uri, [{"tile": t} for t in tiles])
     bucket, key = storage.split_s3(uri)
     log.info("plan %s: %d tiles resolved in %.2f s", execution, len(tiles), resolve_seconds)
-    return {"year": year, "options": options.to_dict(), "tiles_bucket": bucket,
-            "tiles_key": key, "count": len(tiles), "execution": execution,
+    return {"status": "planned", "error": None, "cause": None, "year": year,
+            "options": request["options"], "tiles_bucket": bucket, "tiles_key": key,
+            "count": len(tiles), "execution": execution,
             "resolve_seconds": round(resolve_seconds, 3)}
+
+
+_EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+
+
+def check_execution_name(name: str) -> str:
+    """An execution name becomes part of S3 keys (plan list, report): letters, digits, ``-``
+    and ``_`` only (what AWS allows and CloudWatch logging needs), so ``../`` cannot escape."""
+    if not _EXECUTION_NAME.match(str(name)):
+        raise InputError(f"execution name {_short(name)} must be 1-80 letters, digits, '-' or "
+                         "'_'")
+    return str(name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,7 +286,8 @@ def select(tile: str, year: int, options: dict | None, settings: Settings) -> di
     else:
         items = search_items(settings.stac_api_url, t, year,
                              collection=settings.source_collection, months=opts.months,
-                             max_cloud=opts.max_cloud)
+                             max_cloud=opts.max_cloud,
+                             timeout=(min(5.0, settings.stac_timeout_s), settings.stac_timeout_s))
         sel_opts = SelectOptions(n=opts.scene_count(settings), months=opts.months,
                                  max_cloud=opts.max_cloud, collection=settings.source_collection)
         try:
@@ -395,29 +488,29 @@ def report(execution: str, year: int, tiles_bucket: str, tiles_key: str,
 # --------------------------------------------------------------------------------------------
 # reprocess
 # --------------------------------------------------------------------------------------------
+#: Largest reprocessing request read (25,000 tile ids take about 225 kB as JSON).
+MAX_REQUEST_BYTES = 512 * 1024
+
+
 def parse_request(body: bytes) -> dict:
     """A reprocessing request: ``{"year": 2023, "tiles": [...], "aoi"?: [...], "options"?: {}}``."""
+    if len(body) > MAX_REQUEST_BYTES:
+        raise InputError(f"request of {len(body)} bytes exceeds {MAX_REQUEST_BYTES} bytes; "
+                         f"list at most {MAX_TILES} tiles per request")
+    if not body.strip():
+        raise InputError(f"request is empty; write a JSON object such as {REQUEST_EXAMPLE}")
     try:
         req = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"request is not JSON: {err}") from err
-    if not isinstance(req, dict):
-        raise InputError("request must be a JSON object")
-    unknown = set(req) - {"year", "tiles", "aoi", "options", "reason"}
-    if unknown:
-        raise InputError(f"unknown request field(s): {sorted(unknown)}")
-    tiles = req.get("tiles")
-    if tiles is not None and (not isinstance(tiles, list) or not all(isinstance(t, str)
-                                                                      for t in tiles)):
-        raise InputError("tiles must be a list of MGRS tile ids")
-    return {"year": check_year(req.get("year")), "tiles": resolve_tiles(tiles, req.get("aoi")),
-            "aoi": None, "options": RunOptions.from_dict(req.get("options")).to_dict()}
+        raise InputError(f"request is not JSON ({err}); write a JSON object such as "
+                         f"{REQUEST_EXAMPLE}") from err
+    return check_request(req, "request")
 
 
 def reprocess(bucket: str, key: str, settings: Settings, sfn_client=None) -> dict:
     """Start an execution for the tiles a request names, or record why it was rejected."""
-    body = storage.read_bytes(f"s3://{bucket}/{key}")
     name = key.rsplit("/", 1)[-1]
+    body = storage.read_bytes(f"s3://{bucket}/{key}", max_bytes=MAX_REQUEST_BYTES + 1)
     try:
         execution_input = parse_request(body)
     except InputError as err:
@@ -445,4 +538,4 @@ def reprocess(bucket: str, key: str, settings: Settings, sfn_client=None) -> dic
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in name)

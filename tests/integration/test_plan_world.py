@@ -17,7 +17,8 @@ def test_plan_world_on_local_s3(local_env):
     settings = Settings(f"cf-work-{suffix}", f"cf-data-{suffix}", f"cf-control-{suffix}")
     storage.s3_client().create_bucket(Bucket=settings.control_bucket)
     t0 = time.perf_counter()
-    out = tasks.plan({"year": 2023, "aoi": "world", "execution": f"world-{suffix}"}, settings)
+    out = tasks.plan({"input": {"year": 2023, "aoi": "world"}, "execution": f"world-{suffix}"},
+                     settings)
     seconds = time.perf_counter() - t0
     body = storage.read_bytes(f"s3://{out['tiles_bucket']}/{out['tiles_key']}")
     rows = storage.read_json(f"s3://{out['tiles_bucket']}/{out['tiles_key']}")

@@ -40,7 +40,8 @@ def settings(local_env):
 
 
 def _run_tile(settings: Settings, execution: str) -> dict:
-    plan = tasks.plan({"year": YEAR, "tiles": [TILE], "execution": execution}, settings)
+    plan = tasks.plan({"input": {"year": YEAR, "tiles": [TILE]}, "execution": execution},
+                      settings)
     sel = tasks.select(TILE, YEAR, plan["options"], settings)
     if sel["status"] == "ready":
         for work in sel["work"]:

@@ -55,7 +55,7 @@ def test_task_events_use_tile_33uup_year_2023():
     (SelectEvent, {"tile": "33UUP", "year": 2023, "option": {}}, "option"),
     (MedianEvent, {"tile": "33UUP", "year": 2023, "band": "red", "batch": -1}, "batch"),
     (MedianEvent, {"tile": "33UUP", "year": 2023, "band": "red"}, "batch"),
-    (PlanEvent, {"year": 2023, "aoi": [1, 2, 3]}, "aoi"),
+    (PlanEvent, {"year": 2023, "tiles": ["33UUP"]}, "year"),  # the input goes under `input`
     (RecordFailureEvent, {"tile": "33UUP", "year": 2023, "error": "boom"}, "error"),
 ])
 def test_malformed_events_raise_a_validation_error_naming_the_field(model, event, field):

@@ -581,3 +581,52 @@ def test_without_geometry_the_nodata_share_decides():
     assert sorted(s.id for s in sel.scenes) == sorted([a["id"], c["id"]])
     assert sel.dropped == [{"id": b["id"], "reason": f"superseded-by:{c['id']}"}]
     assert sel.scenes[0].observation == sel.scenes[1].observation is not None
+
+
+# --- request timeout and retries, through the fault-injecting proxy in front of the stub API --
+@pytest.fixture
+def faulty_api(stub_api):
+    from cloudfree.local.faultproxy import FaultProxy
+
+    proxy = FaultProxy(stub_api).start()
+    yield proxy
+    proxy.stop()
+
+
+def test_a_burst_of_429_and_500_is_retried_and_succeeds(faulty_api):
+    from cloudfree.local.faultproxy import Fault
+
+    StubApi.items = [make_item(cloud=5)]
+    faulty_api.inject(Fault(status=429, headers={"Retry-After": "0"}, path="/search"), times=2)
+    faulty_api.inject(Fault(status=500, path="/search"), times=1)
+    found = search_items(faulty_api.url, TILE, 2021)
+    assert [i["id"] for i in found] == [StubApi.items[0]["id"]]
+    assert [k for k, *_ in faulty_api.injected] == ["status-429", "status-429", "status-500"]
+    assert len(StubApi.requests) == 1  # the stub answered once, after the burst
+
+
+def test_a_stalled_search_times_out_within_its_bound(faulty_api):
+    import time
+
+    from cloudfree.local.faultproxy import Fault
+
+    faulty_api.inject(Fault(delay=4, path="/search"))
+    t0 = time.monotonic()
+    with pytest.raises(StacApiError, match="Read timed out"):
+        search_items(faulty_api.url, TILE, 2021, timeout=0.5)
+    # one read retry: 2 reads of 0.5 s (+ the 0 s first backoff), not the 4 s stall
+    assert time.monotonic() - t0 < 3
+    assert len(faulty_api.injected) == 2
+
+
+def test_a_malformed_answer_is_a_stac_api_error(faulty_api):
+    from cloudfree.local.faultproxy import Fault
+
+    faulty_api.inject(Fault(body=b'{"type": "FeatureCollection", "features": [', path="/search"))
+    with pytest.raises(StacApiError, match="StacApiError: STAC search failed"):
+        search_items(faulty_api.url, TILE, 2021)
+    faulty_api.clear()
+    faulty_api.inject(Fault(body=b'{"type": "FeatureCollection", "features": [1]}',
+                            path="/search"))
+    with pytest.raises(StacApiError, match="malformed answer"):
+        search_items(faulty_api.url, TILE, 2021)

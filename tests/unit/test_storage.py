@@ -39,3 +39,12 @@ def test_gdal_options_follow_the_local_endpoint(monkeypatch):
     opts = storage.gdal_env_options()
     assert (opts["AWS_S3_ENDPOINT"], opts["AWS_HTTPS"], opts["AWS_VIRTUAL_HOSTING"]) == (
         "127.0.0.1:4566", "NO", "FALSE")
+
+
+def test_read_bytes_reads_at_most_max_bytes(tmp_path):
+    path = tmp_path / "big.json"
+    path.write_bytes(b"x" * 100)
+    assert storage.read_bytes(str(path), max_bytes=10) == b"x" * 10
+    assert storage.read_bytes(str(path)) == b"x" * 100
+    (tmp_path / "empty.json").write_bytes(b"")
+    assert storage.read_bytes(str(tmp_path / "empty.json"), max_bytes=10) == b""

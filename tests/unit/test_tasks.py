@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -117,3 +118,64 @@ def test_item_stats_uses_the_observed_footprint():
                             "contributions": {"a": 45, "b": 25}})
     assert s["good_pixels"] == 45 and s["footprint_pixels"] == 50
     assert s["contributions"] == {"a": 1.0, "b": round(25 / 45, 6)}
+
+
+@pytest.mark.parametrize("value,msg", [
+    (None, "execution input must be a JSON object"), ([2023], "got a list"),
+    ("2023", "got a string"), ({"year": 2023, "tiles": ["33UUP"], "tile": "x"},
+                               "unknown execution input field(s) ['tile']"),
+    ({"tiles": ["33UUP"]}, "year is required"),
+    ({"year": 2023.5, "tiles": ["33UUP"]}, "year must be an integer"),
+    ({"year": True, "tiles": ["33UUP"]}, "year must be an integer, got a boolean"),
+    ({"year": 2023, "tiles": "33UUP"}, "tiles must be a list of MGRS tile ids"),
+    ({"year": 2023, "tiles": [33]}, "tiles[0] must be an MGRS tile id string"),
+    ({"year": 2023, "tiles": ["33UUP"], "options": "fast"}, "options must be a JSON object"),
+    ({"year": 2023, "tiles": ["33UUP"], "options": [1]}, "options must be a JSON object"),
+    ({"year": 2023, "tiles": ["33UUP"], "options": {"force": "no"}}, "force must be true"),
+    ({"year": 2023, "tiles": ["33UUP"], "options": {"scenes": 2.5}}, "scenes must be an int"),
+    ({"year": 2023, "aoi": [0, 89, 1, 95]}, "latitudes must be within -90..90"),
+    ({"year": 2023, "aoi": [13, 48, 12, 47]}, "min < max"),
+])
+def test_check_request_names_what_is_wrong(value, msg):
+    with pytest.raises(InputError, match=re.escape(msg)):
+        tasks.check_request(value)
+
+
+def test_check_request_normalizes_a_good_input():
+    got = tasks.check_request({"year": "2023", "tiles": ["t33uup", "33UUP"], "reason": "x"})
+    assert (got["year"], got["tiles"], got["aoi"]) == (2023, ["33UUP"], None)
+    assert got["options"]["force"] is False
+
+
+def test_tile_limit_is_25000_distinct_tiles():
+    from tests.integration.test_bad_input import tile_ids
+
+    assert len(tasks.resolve_tiles(tile_ids(25_000))) == 25_000
+    assert len(tasks.resolve_tiles(tile_ids(25_000) * 2)) == 25_000  # duplicates count once
+    with pytest.raises(InputError, match="25001 tiles exceed the limit of 25000"):
+        tasks.resolve_tiles(tile_ids(25_001))
+
+
+def test_parse_request_refuses_empty_and_huge_bodies():
+    with pytest.raises(InputError, match="request is empty"):
+        tasks.parse_request(b" \n")
+    huge = json.dumps({"year": 2023, "tiles": ["33UUP"], "reason": "x" * 600_000}).encode()
+    with pytest.raises(InputError, match="exceeds 524288 bytes"):
+        tasks.parse_request(huge)
+
+
+@pytest.mark.parametrize("name", ["../../x", "a b", "x/y", "", "a" * 81])
+def test_execution_names_that_would_shape_s3_keys_are_refused(name):
+    with pytest.raises(InputError, match="execution name"):
+        tasks.check_execution_name(name)
+    assert tasks.check_execution_name("y2023-20261201T000000_1") == "y2023-20261201T000000_1"
+
+
+def test_plan_answers_bad_input_without_raising_or_writing():
+    # the buckets do not exist: a write would fail, so a rejection writes nothing
+    s = Settings("no-such-work", "no-such-data", "no-such-control")
+    got = tasks.plan({"input": {"year": 2014, "tiles": ["33UUP"]}, "execution": "x"}, s)
+    assert (got["status"], got["error"], got["count"]) == ("rejected", "InputError", 0)
+    assert "year 2014 is outside" in got["cause"]
+    got = tasks.plan({"input": {"year": 2023, "tiles": ["33UUP"]}, "execution": "../../x"}, s)
+    assert got["status"] == "rejected" and "execution name" in got["cause"]

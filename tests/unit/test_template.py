@@ -362,7 +362,11 @@ def test_next_targets_exist_in_scope():
 def test_distributed_map_over_tiles():
     asl = substituted_asl()
     tiles = asl["States"]["Tiles"]
-    assert tiles["Type"] == "Map" and asl["States"]["Plan"]["Next"] == "Tiles"
+    assert tiles["Type"] == "Map" and asl["States"]["Plan"]["Next"] == "Planned"
+    planned = asl["States"]["Planned"]
+    assert planned["Default"] == "Tiles" and planned["Choices"][0]["Next"] == "InvalidInput"
+    assert asl["States"]["InvalidInput"] == {**asl["States"]["InvalidInput"], "Type": "Fail",
+                                             "ErrorPath": "$.error", "CausePath": "$.cause"}
     assert tiles["ItemReader"]["Resource"].endswith(":states:::s3:getObject")
     assert tiles["ItemReader"]["ReaderConfig"] == {"InputType": "JSON"}
     assert tiles["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED",

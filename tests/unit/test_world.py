@@ -124,7 +124,8 @@ def test_plan_world_writes_the_land_tile_list(monkeypatch):
     monkeypatch.setattr(tasks.storage, "write_json", lambda uri, doc: written.update({uri: doc}))
     settings = Settings("w", "d", "c")
     t0 = time.perf_counter()
-    out = tasks.plan({"year": 2023, "aoi": "world", "execution": "world-2023"}, settings)
+    out = tasks.plan({"input": {"year": 2023, "aoi": "world"}, "execution": "world-2023"},
+                     settings)
     seconds = time.perf_counter() - t0
     print(f"\nplan world: {out['count']} tiles in {seconds:.2f} s "
           f"(resolve {out['resolve_seconds']} s)")
@@ -149,8 +150,8 @@ def test_world_in_the_execution_input_and_the_plan_event():
 
     payload = execution_input(2023, [], "world")
     assert payload["aoi"] == "world" and payload["tiles"] == []
-    assert PlanEvent(**payload).aoi == "world"
+    assert PlanEvent(input=payload, execution="x").input["aoi"] == "world"
     assert execution_input(2023, [], (9.6, 48.1, 9.7, 48.2))["aoi"] == [9.6, 48.1, 9.7, 48.2]
-    for bad in ("europe", [1.0, 2.0, 3.0]):
-        with pytest.raises(ValueError):  # pydantic's ValidationError is a ValueError
-            PlanEvent(year=2023, aoi=bad)
+    for bad in ("europe", [1.0, 2.0, 3.0]):  # Plan gets the whole input and checks the AOI
+        with pytest.raises(InputError, match="bbox"):
+            tasks.check_request({"year": 2023, "aoi": bad})

@@ -7,7 +7,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..grid import parse_bbox
+from ..cli import bounded_int, checked
+from ..errors import InputError
+from ..grid import parse_bbox, parse_tile
+from ..tasks import check_year
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -17,12 +20,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="start one execution for a year and follow it")
     _common(p)
-    p.add_argument("--year", type=int, required=True)
+    p.add_argument("--year", type=checked(check_year), required=True)
     p.add_argument("--tiles", nargs="*", default=[], help="MGRS tiles, e.g. 33UUP 33UVP")
-    p.add_argument("--aoi", type=parse_bbox, help="minlon,minlat,maxlon,maxlat (adds tiles)")
+    p.add_argument("--aoi", type=checked(parse_bbox),
+                   help="minlon,minlat,maxlon,maxlat (adds tiles)")
     p.add_argument("--world", action="store_true",
                    help='every Sentinel-2 land tile (execution input "aoi": "world")')
-    p.add_argument("--scenes", type=int, help="scenes per tile (default: the stack's)")
+    p.add_argument("--scenes", type=bounded_int(1, 64),
+                   help="scenes per tile, 1-64 (default: the stack's)")
     p.add_argument("--force", action="store_true", help="recompute finished work")
     p.add_argument("--no-follow", action="store_true", help="start and return")
     p.set_defaults(func=_run)
@@ -34,14 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("reprocess", help="drop a reprocessing request into the control bucket")
     _common(p)
-    p.add_argument("--year", type=int, required=True)
+    p.add_argument("--year", type=checked(check_year), required=True)
     p.add_argument("--tiles", nargs="+", required=True)
     p.set_defaults(func=_reprocess)
 
     p = sub.add_parser("fetch", help="copy a tile's published outputs to a local folder")
     _common(p)
-    p.add_argument("--year", type=int, required=True)
-    p.add_argument("--tile", required=True)
+    p.add_argument("--year", type=checked(check_year), required=True)
+    p.add_argument("--tile", type=checked(lambda v: parse_tile(v).id), required=True)
     p.add_argument("--dest", type=Path, default=Path("out"))
     p.set_defaults(func=_fetch)
 
@@ -70,12 +75,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from . import run
 
-    deployed = run.find_stack(args.stack)
-    options = {"force": args.force} | ({"scenes": args.scenes} if args.scenes else {})
+    options = {"force": args.force} | ({"scenes": args.scenes} if args.scenes is not None
+                                        else {})
     if args.world and args.aoi:
-        raise SystemExit("give --aoi or --world, not both")
+        raise InputError("give --aoi or --world, not both")
     aoi = "world" if args.world else args.aoi
-    payload = run.execution_input(args.year, args.tiles, aoi, options)
+    payload = run.execution_input(args.year, args.tiles, aoi, options)  # before the stack
+    deployed = run.find_stack(args.stack)
     arn = run.start(deployed, payload)
     print(f"started {arn}")
     if args.no_follow:
@@ -96,25 +102,34 @@ def _run(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     import boto3
+    from botocore.exceptions import ClientError, ParamValidationError
 
     from . import run
 
     deployed = run.find_stack(args.stack)
-    desc = boto3.client("stepfunctions").describe_execution(executionArn=args.execution)
-    payload = json.loads(desc.get("input") or "{}")
+    try:
+        desc = boto3.client("stepfunctions").describe_execution(executionArn=args.execution)
+    except (ClientError, ParamValidationError) as err:
+        raise InputError(f"no execution {args.execution!r} ({err}); pass the ARN that "
+                         "`cloudfree run` printed") from err
     print(f"{desc['name']}: {desc['status']}")
-    if payload.get("year"):
-        from ..tasks import resolve_tiles
-
-        tiles = resolve_tiles(payload.get("tiles"), payload.get("aoi"))
-        for row in run.tile_statuses(deployed, payload["year"], tiles):
-            print(f"  {row['tile']}: {row['status']}")
+    if desc.get("error") or desc.get("cause"):
+        print(f"  error: {desc.get('error')}: {desc.get('cause')}")
+    try:
+        request = run.check_request(json.loads(desc.get("input") or "null"))
+    except (InputError, ValueError) as err:  # the execution failed (or will fail) its Plan
+        print(f"  input not valid: {err}")
+        return 0
+    for row in run.tile_statuses(deployed, request["year"], request["tiles"]):
+        print(f"  {row['tile']}: {row['status']}")
     return 0
 
 
 def _reprocess(args: argparse.Namespace) -> int:
+    from ..tasks import resolve_tiles
     from . import run
 
+    resolve_tiles(args.tiles)  # before the stack is looked up
     uri = run.submit_request(run.find_stack(args.stack), args.year, args.tiles)
     print(f"request written: {uri}")
     return 0

@@ -20,6 +20,7 @@ from ..bands import OUTPUT_BANDS, get_band
 from ..errors import CloudfreeError, InputError
 from ..settings import Settings
 from ..tasks import (
+    check_request,
     check_year,
     resolve_tiles,
     tile_status,
@@ -72,12 +73,11 @@ def publishing_settings(stack_name: str) -> Settings:
 
 def execution_input(year: int, tiles: list[str] | None, aoi: Any = None,
                     options: dict | None = None) -> dict:
-    """The validated execution input (tiles resolved here too, to fail before starting)."""
-    year = check_year(year)
-    resolve_tiles(tiles, aoi)
+    """The validated execution input (checked here too, to fail before starting)."""
     aoi = aoi if isinstance(aoi, str) or not aoi else list(aoi)  # a bbox or "world"
-    return {"year": year, "tiles": tiles or [], "aoi": aoi,
-            "options": options or {}}
+    payload = {"year": year, "tiles": list(tiles or []), "aoi": aoi, "options": options or {}}
+    check_request(payload)
+    return {**payload, "year": check_year(year)}
 
 
 def start(deployed: Deployed, payload: dict, name: str | None = None) -> str:
@@ -209,8 +209,10 @@ def tile_statuses(deployed: Deployed, year: int, tiles: list[str]) -> list[dict]
 
 def fetch(deployed: Deployed, year: int, tile: str, dest: Path) -> list[Path]:
     """Copy a tile's published item and the assets it points at to a local folder."""
+    from ..grid import parse_tile
+
     layout = deployed.settings.layout
-    item_uri = layout.item(year, tile)
+    item_uri = layout.item(check_year(year), parse_tile(tile).id)
     if not storage.exists(item_uri):
         raise InputError(f"nothing published for {tile} {year}: no {item_uri}")
     item = storage.read_json(item_uri)

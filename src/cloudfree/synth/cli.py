@@ -7,8 +7,11 @@ import json
 import os
 import sys
 
+from ..cli import bounded_int
 from .truth import LANDSCAPES
 
+#: A year holds about 150 Sentinel-2 acquisitions of a tile (5-day revisit, overlapping orbits).
+MAX_SCENES = 200
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``synth`` sub-command."""
@@ -16,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     p.add_argument("--tiles", required=True, help="comma-separated MGRS tiles, e.g. 33UUP")
     p.add_argument("--year", required=True, type=int)
-    p.add_argument("--scenes", type=int, default=24, help="acquisitions per tile (default 24)")
+    p.add_argument("--scenes", type=bounded_int(1, MAX_SCENES), default=24,
+                   help=f"acquisitions per tile, 1-{MAX_SCENES} (default 24)")
     p.add_argument("--aoi", default=None, help="minlon,minlat,maxlon,maxlat: data only there")
     p.add_argument("--bucket", default="sentinel-cogs")
     p.add_argument("--out", default=None, help="write to this folder instead of S3")
