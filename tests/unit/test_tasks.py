@@ -93,8 +93,11 @@ def test_tile_transitions_grow_with_bands_and_batches_not_windows():
 
 
 def test_band_work_for_a_full_tile_keeps_transitions_low():
-    s = Settings("w", "d", "c", median_memory_mb=3008)
-    work = tasks._band_work(16, s)
+    from cloudfree.manifest import Manifest
+
+    doc = {"tile": "33UUP", "year": 2023, "scenes": [{"id": f"s{i}", "assets": {}}
+                                                     for i in range(16)]}
+    work = Manifest.build(doc, mask_classes=(0, 3), median_memory_mb=3008).work()
     assert [w["band"] for w in work][-1] == "visual" and len(work) == 13
     per_tile = tile_transitions(work)
     # 21,000 tiles at $0.025 per 1000 transitions: well under $100 for the world
