@@ -94,8 +94,7 @@ def _header(href: str, asset: str, size: int) -> None:
             if src.count != band.count or src.dtypes[0] != band.dtype:
                 raise _Bad(f"corrupt: {src.count}x{src.dtypes[0]}, expected "
                            f"{band.count}x{band.dtype}")
-            last = max(_blocks_end(src, b) for b in range(1, src.count + 1)) \
-                if src.is_tiled else 0
+            last = max(_blocks_end(src, b) for b in range(1, src.count + 1))
     except rasterio.errors.RasterioIOError as err:
         text = str(err)
         if "404" in text or "No such file" in text or "does not exist" in text:
