@@ -5,7 +5,7 @@ not the tile. :func:`check_assets` looks at every (scene, asset) pair in paralle
 
 1. ``s3://`` objects get a ``HEAD`` through boto3 (MiniStack locally, S3 on AWS): a missing
    object is ``404``, an empty one ``corrupt: empty object``; the size is kept for step 3.
-   Local paths are ``stat``-ed the same way.
+   ``http(s)://`` hrefs get a plain HEAD, local paths a ``stat``, with the same verdicts.
 2. The header is opened with rasterio (one ranged read of the IFDs): an unparsable header is
    ``corrupt: <GDAL's message>``; a wrong data type or band count is ``corrupt: …`` too.
 3. Truncation: the end of the last full-resolution block (``BLOCK_OFFSET_x_y`` +
@@ -50,9 +50,9 @@ class _Bad(Exception):
 
 def _head(href: str) -> int:
     """Object size in bytes (``_Bad('404')`` when missing; TransientError when worth a retry)."""
+    if href.startswith(("http://", "https://")):
+        return _http_head(href)
     if not storage.is_s3(href):
-        if "://" in href:
-            return -1  # http(s): the header read decides; no size to compare with
         try:
             return os.stat(href).st_size
         except FileNotFoundError as err:
@@ -68,6 +68,27 @@ def _head(href: str) -> int:
             raise _Bad("403 forbidden") from err
         if code and code not in _TRANSIENT_CODES:
             raise _Bad(f"unreadable: {code}") from err
+        raise TransientError(f"HEAD {href}: {err}") from err
+
+
+def _http_head(href: str) -> int:
+    """HEAD over http(s) (e.g. the local archive's ``{endpoint}/{bucket}/{key}`` hrefs)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(href, method="HEAD")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - asset hrefs
+            return int(resp.headers.get("Content-Length") or -1)
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            raise _Bad("404") from err
+        if err.code == 403:
+            raise _Bad("403 forbidden") from err
+        if err.code in (429, 500, 502, 503, 504):
+            raise TransientError(f"HEAD {href}: {err.code}") from err
+        raise _Bad(f"unreadable: HTTP {err.code}") from err
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
         raise TransientError(f"HEAD {href}: {err}") from err
 
 

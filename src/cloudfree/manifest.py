@@ -30,6 +30,7 @@ A manifest with a missing or different ``version``, or a malformed shape, is an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import storage
@@ -261,3 +262,17 @@ def all_exclusions(manifest: Manifest, layout: Any) -> list[Exclusion]:
     runtime = [e for b in manifest.plan for e in band_exclusions(layout, manifest.year,
                                                                  manifest.tile, b)]
     return sorted(set(manifest.excluded) | set(runtime))
+
+
+def clear_exclusions(layout: Any, year: int, tile: str, bands: Any = OUTPUT_BANDS) -> int:
+    """Delete a tile's runtime exclusion records (a new manifest starts without them)."""
+    n = 0
+    for band in bands:
+        for uri in list(storage.list_uris(layout.exclusions_prefix(year, tile, band))):
+            if storage.is_s3(uri):
+                bucket, key = storage.split_s3(uri)
+                storage.s3_client().delete_object(Bucket=bucket, Key=key)
+            else:
+                Path(uri).unlink(missing_ok=True)
+            n += 1
+    return n

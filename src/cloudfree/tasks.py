@@ -21,7 +21,7 @@ from .bands import OUTPUT_BANDS
 from .errors import InputError, NoScenesError
 from .grid import land_tile_ids, parse_bbox, parse_tile, tiles_for_aoi
 from .layout import Layout
-from .manifest import Manifest
+from .manifest import Manifest, clear_exclusions
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,7 @@ def select(tile: str, year: int, options: dict | None, settings: Settings) -> di
                                   median_memory_mb=settings.median_memory_mb,
                                   excluded=checked.excluded,
                                   excluded_scenes=checked.excluded_scenes)
+        clear_exclusions(layout, year, t.id)  # records of an earlier manifest do not apply
         manifest.write(manifest_uri)
     return {**base, "status": "ready", "manifest": manifest_uri, "scenes": len(manifest.scenes),
             "excluded": len(manifest.excluded), "work": manifest.work()}
