@@ -126,3 +126,17 @@ def test_read_stack_tries_every_href_and_lists_the_failures(scenes_doc, monkeypa
         windows.read_stack(hrefs, WINDOWS[0], threads=2)
     assert list(info.value.failures) == [hrefs[0]]
     assert windows.read_stack(hrefs, WINDOWS[1], threads=2).shape == (4, 1024, 1024)
+
+
+def test_records_are_idempotent_and_a_new_manifest_clears_them(tmp_path):
+    from cloudfree.manifest import Exclusion, clear_exclusions, record_exclusion
+
+    layout = LocalLayout(tmp_path)
+    first = Exclusion("blue", "S2A_X", "blue: read failed: a", "median")
+    record_exclusion(layout, 2023, "33UUP", first)
+    record_exclusion(layout, 2023, "33UUP", Exclusion("blue", "S2A_X", "later reason", "median"))
+    record_exclusion(layout, 2023, "33UUP", Exclusion("nir", "S2A_Y", "nir: x", "median"))
+    assert band_exclusions(layout, 2023, "33UUP", "blue") == [first]  # the first reason stays
+    assert clear_exclusions(layout, 2023, "33UUP") == 2
+    assert band_exclusions(layout, 2023, "33UUP", "blue") == []
+    assert band_exclusions(layout, 2023, "33UUP", "nir") == []

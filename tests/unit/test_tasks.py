@@ -120,3 +120,29 @@ def test_item_stats_uses_the_observed_footprint():
                             "contributions": {"a": 45, "b": 25}})
     assert s["good_pixels"] == 45 and s["footprint_pixels"] == 50
     assert s["contributions"] == {"a": 1.0, "b": round(25 / 45, 6)}
+
+
+def test_median_and_cost_take_the_plan_from_the_manifest_not_the_settings(monkeypatch):
+    """Select fixed the plan at 3008 MB; a median deployed with another memory setting still
+    computes exactly the manifest's windows (no recomputation from MedianMemoryMB)."""
+    from cloudfree import composite, storage
+    from cloudfree.manifest import Manifest
+
+    doc = {"tile": "33UUP", "year": 2023, "scenes": [{"id": f"s{i}", "assets": {}}
+                                                     for i in range(16)]}
+    manifest = Manifest.build(doc, mask_classes=(0, 3), median_memory_mb=3008)
+    monkeypatch.setattr(Manifest, "read", classmethod(lambda cls, uri: manifest))
+    seen = {}
+
+    def fake(m, band, windows, layout, year, tile, **kw):
+        seen.update(band=band, windows=list(windows), masks=kw["mask_classes"])
+        return [{"skipped": False, "excluded": ["s3"]} for _ in seen["windows"]]
+
+    monkeypatch.setattr(composite, "composite_band_windows", fake)
+    s = Settings("w", "d", "c", median_memory_mb=10240)
+    out = tasks.median("33UUP", 2023, "blue", 1, None, s)
+    assert seen["windows"] == manifest.band_plan("blue").batch(1) and seen["masks"] == (0, 3)
+    assert out["windows"] == len(seen["windows"]) and out["excluded"] == ["s3"]
+    monkeypatch.setattr(storage, "read_json", lambda uri: {"median_seconds": 1.0})
+    cost = tasks.tile_cost("33UUP", 2023, s)
+    assert cost["state_transitions"] == tile_transitions(manifest.work())
