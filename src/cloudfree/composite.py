@@ -398,6 +398,7 @@ def composite_band_windows(manifest: Manifest | dict, band: str,
 
     tile = parse_tile(tile)
     runtime = band_exclusions(layout, year, tile.id, band)
+    base = manifest.to_dict() if isinstance(manifest, Manifest) else dict(manifest)
     out = []
     for w in windows:
         window = Window.from_dict(w)
@@ -414,8 +415,7 @@ def composite_band_windows(manifest: Manifest | dict, band: str,
                 raise UnreadableSourceError(f"{tile.id} {year} {band}: no readable scene left "
                                             f"({len(runtime)} excluded during the median)")
             try:
-                result = composite_window({"tile": tile.id, "year": year, "scenes": scenes},
-                                          band, window, **options)
+                result = composite_window({**base, "scenes": scenes}, band, window, **options)
             except SourceReadError as err:
                 bad = _failed_scenes(err, scenes)
                 if not bad or len(bad) == len(scenes):
