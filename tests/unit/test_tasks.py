@@ -132,11 +132,12 @@ def test_median_and_cost_take_the_plan_from_the_manifest_not_the_settings(monkey
                                                      for i in range(16)]}
     manifest = Manifest.build(doc, mask_classes=(0, 3), median_memory_mb=3008)
     monkeypatch.setattr(Manifest, "read", classmethod(lambda cls, uri: manifest))
-    seen = {}
+    seen = {"windows": []}
 
-    def fake(m, band, windows, layout, year, tile, **kw):
-        seen.update(band=band, windows=list(windows), masks=kw["mask_classes"])
-        return [{"skipped": False, "excluded": ["s3"]} for _ in seen["windows"]]
+    def fake(m, band, windows, layout, year, tile, **kw):  # called once per half batch
+        seen.update(band=band, masks=kw["mask_classes"])
+        seen["windows"] += list(windows)
+        return [{"skipped": False, "excluded": ["s3"]} for _ in windows]
 
     monkeypatch.setattr(composite, "composite_band_windows", fake)
     s = Settings("w", "d", "c", median_memory_mb=10240)
