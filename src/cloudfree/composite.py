@@ -42,7 +42,14 @@ import numpy as np
 
 from . import mask, storage
 from .bands import Band, get_band
-from .errors import InputError, NoScenesError, SourceReadError
+from .errors import (
+    IncompleteError,
+    InputError,
+    NoScenesError,
+    SourceReadError,
+    UnreadableSourceError,
+)
+from .manifest import Exclusion, Manifest, band_exclusions, record_exclusion
 from .windows import DEFAULT_THREADS, Window, read_scl_patch, read_stack
 
 #: Pixels of SCL class 0 (no data) grown by this many band pixels before masking.
@@ -346,31 +353,104 @@ def _stats_uri(uri: str) -> str:
     return uri[: -len(".tif")] + ".json" if uri.endswith(".tif") else uri + ".json"
 
 
-def composite_band_windows(manifest: dict, band: str, windows: Iterable[Window | dict], layout,
-                           year: int, tile, *, overwrite: bool = False,
-                           **options: Any) -> list[dict[str, Any]]:
+def _band_scenes(manifest: Manifest | dict, band: str, runtime: list[Exclusion]) -> list[dict]:
+    """The scenes a band is composited from: the manifest's minus every exclusion of the band."""
+    if isinstance(manifest, Manifest):
+        return manifest.scenes_for(band, runtime)
+    out = {e.scene for e in runtime if e.band == band}
+    return [s for s in manifest.get("scenes") or [] if s["id"] not in out]
+
+
+def _failed_scenes(err: SourceReadError, scenes: Sequence[dict]) -> dict[str, str]:
+    """Scene id -> reason for every scene one of whose assets is among ``err.failures``."""
+    out = {}
+    for scene in scenes:
+        for key, href in (scene.get("assets") or {}).items():
+            if href in err.failures:
+                out[scene["id"]] = f"{key}: read failed: {err.failures[href][:300]}"
+                break
+    return out
+
+
+def _window_done(uri: str, stats_uri: str, ids: list[str]) -> bool:
+    """The window exists and was computed from exactly the scenes ``ids``."""
+    if not (storage.exists(stats_uri) and storage.exists(uri)):
+        return False
+    return storage.read_json(stats_uri).get("scenes") == ids
+
+
+def composite_band_windows(manifest: Manifest | dict, band: str,
+                           windows: Iterable[Window | dict], layout, year: int, tile, *,
+                           overwrite: bool = False, **options: Any) -> list[dict[str, Any]]:
     """Composite and write a batch of windows of one band; skip windows already written.
 
-    A window counts as done when both its GeoTIFF and its stats JSON exist (rerun-safe after a
-    timeout or retry). ``options`` go to ``composite_window``. Returns one small summary dict
-    per window (key, uri, skipped, valid_pixels, seconds) — safe for a Step Functions payload.
+    The band's scenes are the manifest's minus its excluded scene-bands, including the
+    exclusion records under the tile's work prefix. A window counts as done when its GeoTIFF
+    and its stats JSON exist and the stats name exactly those scenes (rerun-safe after a
+    timeout or retry; stale after a later exclusion). When reads of some scenes still fail
+    after ``windows.read_window``'s retries while others succeed, those scenes are excluded for
+    this band (a record each) and the window is computed again without them; when every scene
+    fails, the error is raised (transient: nothing is recorded). ``options`` go to
+    ``composite_window``. Returns one small summary dict per window (key, uri, skipped,
+    valid_pixels, seconds, excluded) — safe for a Step Functions payload.
     """
     from .grid import parse_tile
 
     tile = parse_tile(tile)
+    runtime = band_exclusions(layout, year, tile.id, band)
+    base = manifest.to_dict() if isinstance(manifest, Manifest) else dict(manifest)
     out = []
     for w in windows:
         window = Window.from_dict(w)
         uri = layout.window_result(year, tile.id, band, window.row_off, window.col_off)
         stats_uri = layout.window_stats(year, tile.id, band, window.row_off, window.col_off)
-        if not overwrite and storage.exists(stats_uri) and storage.exists(uri):
-            out.append({"key": window.key, "uri": uri, "skipped": True})
-            continue
-        t0 = time.perf_counter()
-        result = composite_window(manifest, band, window, **options)
-        stats = write_window_result(result, uri, tile, band, stats_uri,
-                                    {"seconds": round(time.perf_counter() - t0, 3)})
-        out.append({"key": window.key, "uri": uri, "skipped": False,
-                    "valid_pixels": stats["valid_pixels"], "pixels": stats["pixels"],
-                    "seconds": round(time.perf_counter() - t0, 3)})
+        t0, newly = time.perf_counter(), []
+        while True:
+            scenes = _band_scenes(manifest, band, runtime)
+            ids = [str(s["id"]) for s in scenes]
+            if not overwrite and not newly and _window_done(uri, stats_uri, ids):
+                out.append({"key": window.key, "uri": uri, "skipped": True})
+                break
+            if not scenes:
+                raise UnreadableSourceError(f"{tile.id} {year} {band}: no readable scene left "
+                                            f"({len(runtime)} excluded during the median)")
+            try:
+                result = composite_window({**base, "scenes": scenes}, band, window, **options)
+            except SourceReadError as err:
+                bad = _failed_scenes(err, scenes)
+                if not bad or len(bad) == len(scenes):
+                    raise  # not one scene's fault (an outage?): retried, nothing excluded
+                for sid, reason in sorted(bad.items()):
+                    record_exclusion(layout, year, tile.id,
+                                     Exclusion(band, sid, reason, "median"))
+                    newly.append(sid)
+                runtime = band_exclusions(layout, year, tile.id, band)
+                continue
+            stats = write_window_result(result, uri, tile, band, stats_uri,
+                                        {"seconds": round(time.perf_counter() - t0, 3),
+                                         "scenes": ids})
+            out.append({"key": window.key, "uri": uri, "skipped": False,
+                        "valid_pixels": stats["valid_pixels"], "pixels": stats["pixels"],
+                        "seconds": round(time.perf_counter() - t0, 3), "excluded": newly})
+            break
     return out
+
+
+def reconcile_band(manifest: Manifest | dict, band: str, windows: Sequence[Window | dict],
+                   layout, year: int, tile, **options: Any) -> int:
+    """Make every window of a band use the band's final scene set; return windows recomputed.
+
+    Median invocations run in parallel: one may exclude a scene after another finished a window
+    with it. Before stitching, windows whose stats name another scene set (or that are
+    missing) are computed again, until a pass changes nothing — so the band's bytes depend only
+    on which scenes are readable, not on which window found a bad one first.
+    """
+    total = 0
+    n = len(manifest.scenes if isinstance(manifest, Manifest) else manifest["scenes"])
+    for _ in range(n + 1):  # every pass that recomputes with a new exclusion removes a scene
+        redone = [d for d in composite_band_windows(manifest, band, windows, layout, year,
+                                                    tile, **options) if not d["skipped"]]
+        if not redone:
+            return total
+        total += len(redone)
+    raise IncompleteError(f"{band}: window scene sets did not settle after {n + 1} passes")

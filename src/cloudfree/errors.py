@@ -30,11 +30,24 @@ class TransientError(CloudfreeError):
 
 
 class SourceReadError(TransientError):
-    """Reading a source COG failed in a way that may succeed on retry."""
+    """Reading a source COG failed in a way that may succeed on retry.
+
+    ``failures`` maps each href that failed to its message, when a stack read knows them (the
+    composite then excludes those scenes for the band instead of failing the tile).
+    """
+
+    def __init__(self, message: str, failures: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.failures: dict[str, str] = dict(failures or {})
 
 
 class StacApiError(TransientError):
     """The STAC API failed or timed out."""
+
+
+class UnreadableSourceError(CloudfreeError):
+    """Every selected scene of a band is unreadable: the tile cannot be composited (not
+    transient: missing and corrupt assets were excluded one scene-band at a time first)."""
 
 
 class IncompleteError(CloudfreeError):

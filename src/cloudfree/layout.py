@@ -62,6 +62,14 @@ class Layout:
     def windows_prefix(self, year: int, tile: str, band: str) -> str:
         return f"{self.run_prefix(year, tile)}/windows/{band}/"
 
+    def exclusions_prefix(self, year: int, tile: str, band: str) -> str:
+        """Runtime exclusion records of one band (scenes a median could not read)."""
+        return f"{self.run_prefix(year, tile)}/excluded/{band}/"
+
+    def exclusion(self, year: int, tile: str, band: str, scene: str) -> str:
+        """The exclusion record of one (band, scene), written by *median* after bounded retries."""
+        return f"{self.exclusions_prefix(year, tile, band)}{scene}.json"
+
     def band_stats(self, year: int, tile: str, band: str) -> str:
         """Per-band statistics written by *assemble* beside the COG (count, contributions)."""
         return f"{self.run_prefix(year, tile)}/bands/{band}.json"

@@ -32,6 +32,7 @@ from . import __version__, faults, storage
 from .bands import OUTPUT_BANDS
 from .errors import IncompleteError, TransientError, ValidationError
 from .grid import parse_tile, union_bbox
+from .manifest import Manifest, all_exclusions
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -140,12 +141,14 @@ def build_tile_item(tile: str, year: int, public: dict[str, str], cogs: dict[str
     """The tile's STAC item (dict, validated), assets at their public versioned hrefs."""
     from . import stac
 
-    manifest = storage.read_json(settings.layout.manifest(year, tile))
+    manifest = Manifest.read(settings.layout.manifest(year, tile))
+    doc = manifest.to_dict()  # provenance: every excluded scene-band, select-time and runtime
+    doc["excluded"] = [e.to_dict() for e in all_exclusions(manifest, settings.layout)]
     assets = {k: {"href": public[k], "shape": cogs[k]["shape"],
                   "transform": cogs[k]["transform"], "size": cogs[k]["size"],
                   "checksum": "1220" + cogs[k]["sha256"]} for k in ASSETS}
     created = datetime.fromisoformat(marker["completed_at"].replace("Z", "+00:00"))
-    item = stac.build_item(tile, year, assets, manifest, item_stats(band_stats[COUNT_BAND]),
+    item = stac.build_item(tile, year, assets, doc, item_stats(band_stats[COUNT_BAND]),
                            software_version=__version__, api_url=settings.stac_api_url,
                            created=created)
     d = _public_hrefs(item.to_dict(include_self_link=False, transform_hrefs=False), settings)

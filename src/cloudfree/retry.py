@@ -84,8 +84,9 @@ LOCAL_HANDLER = Backoff(interval=2, rate=2, attempts=4, max_delay=30)
 #: error, so the non-retried names of ours come first and the ``States.TaskFailed`` wildcard last.
 TABLE: tuple[Rule, ...] = (
     Rule(("InputError", "ConfigError", "NoScenesError", "IncompleteError", "ValidationError",
-          "CorruptObjectError"), CATCH,
-         "deterministic: bad input, missing setting, no scenes, missing or invalid inputs"),
+          "CorruptObjectError", "UnreadableSourceError"), CATCH,
+         "deterministic: bad input, missing setting, no scenes, missing or invalid inputs, "
+         "a band without any readable scene"),
     Rule(("TransientError", "SourceReadError", "StacApiError"), TRANSIENT,
          "ours: S3 throttling/5xx, STAC API failures, source reads that may succeed again"),
     Rule(("Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",

@@ -57,8 +57,14 @@ scored ``sum(scores) x min(1, 100 / sum(100 - nodata))`` (their good share, the 
 once when their coverage sums past the whole tile).
 
 Drop reasons: ``other-collection``, ``other-tile``, ``outside-year``, ``superseded-by:<id>``,
-``outside-months``, ``max-cloud``, ``missing-assets:<keys>`` and ``not-selected`` (ranked below the
-N picked). The checks run in that order and an item gets the first reason that applies.
+``outside-months``, ``max-cloud`` and ``not-selected`` (ranked below the N picked). The checks
+run in that order and an item gets the first reason that applies. :func:`select_readable` adds
+``unusable:scl <reason>`` for a picked item without a readable SCL (it cannot be masked); the
+next-best candidate takes its place.
+
+Assets: :func:`select_readable` checks every asset the plan needs of the picked scenes
+(:mod:`cloudfree.assets`). A band asset that is missing or unreadable excludes that scene for
+that band only (an :class:`~cloudfree.manifest.Exclusion` with its reason).
 """
 
 from __future__ import annotations
@@ -409,7 +415,11 @@ def _first_reason(
 
 
 def _late_reason(item: dict[str, Any], options: SelectOptions) -> str | None:
-    """Reason to drop a kept acquisition (months, cloud, assets), or None."""
+    """Reason to drop a kept acquisition (months, cloud), or None.
+
+    Assets are not judged here: a missing or unreadable asset costs a scene-band, and a scene
+    without a usable SCL is replaced by the next-best one (:func:`select_readable`).
+    """
     props = item.get("properties", {})
     dt = item_datetime(item)
     months = options.months
@@ -419,9 +429,6 @@ def _late_reason(item: dict[str, Any], options: SelectOptions) -> str | None:
         cloud = props.get("eo:cloud_cover")
         if cloud is None or float(cloud) > options.max_cloud:
             return "max-cloud"
-    missing = [k for k in REQUIRED_ASSETS if not item.get("assets", {}).get(k, {}).get("href")]
-    if missing:
-        return "missing-assets:" + ",".join(missing)
     return None
 
 
@@ -862,3 +869,82 @@ def search_items(
         for item in found
         if _recheck(item, tile, collection, start, end, months_set, max_cloud)
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# Selection with readable assets
+# --------------------------------------------------------------------------------------------
+@dataclass
+class CheckedSelection:
+    """A selection whose assets were checked: scene-bands and whole scenes left out, and why."""
+
+    selection: Selection
+    excluded: list[Any]  # cloudfree.manifest.Exclusion, one per unreadable scene-band
+    excluded_scenes: list[dict[str, str]]  # picked but unusable (no readable SCL): id, reason
+
+
+def select_readable(
+    items: list[dict[str, Any]],
+    tile: str | Tile,
+    year: int,
+    options: SelectOptions | None = None,
+    *,
+    api_url: str | None = None,
+    check: Any = None,
+) -> CheckedSelection:
+    """:func:`select_scenes`, then check the picked scenes' assets; replace unusable scenes.
+
+    ``check(scenes, keys) -> {(scene id, key): reason}`` defaults to
+    :func:`cloudfree.assets.check_assets`. A picked scene whose SCL is missing or unreadable is
+    dropped (``unusable:scl <reason>``) and the selection is redone without it, so the tile
+    still gets N scenes when candidates remain; only newly picked scenes are checked again.
+    Raises :class:`NoScenesError` when nothing is left and
+    :class:`~cloudfree.errors.UnreadableSourceError` when a band has no readable scene.
+    """
+    from .assets import check_assets
+    from .manifest import PLAN_ASSETS, SCL_KEY, Exclusion
+
+    check = check or check_assets
+    tile = parse_tile(tile)
+    unusable: dict[str, str] = {}
+    verdicts: dict[tuple[str, str], str] = {}
+    checked: set[str] = set()
+    while True:
+        pool = [it for it in items if it.get("id") not in unusable]
+        try:
+            sel = select_scenes(pool, tile, year, options, api_url=api_url)
+        except NoScenesError as err:
+            if not unusable:
+                raise
+            from .errors import UnreadableSourceError
+
+            raise UnreadableSourceError(f"{err}; {len(unusable)} picked item(s) had no readable "
+                                        f"SCL: {unusable}") from err
+        new = [s for s in sel.scenes if s.id not in checked]
+        verdicts.update(check([s.to_dict() for s in new], PLAN_ASSETS) if new else {})
+        checked.update(s.id for s in new)
+        bad = {s.id: verdicts[(s.id, SCL_KEY)] for s in new if (s.id, SCL_KEY) in verdicts}
+        if not bad:
+            break
+        unusable.update(bad)
+    sel.dropped.extend({"id": i, "reason": f"unusable:scl {r}"} for i, r in sorted(
+        unusable.items()))
+    kept = {s.id for s in sel.scenes}
+    excluded = sorted(Exclusion(key, sid, reason) for (sid, key), reason in verdicts.items()
+                      if sid in kept and key != SCL_KEY)
+    _check_every_band_readable(sel, excluded, PLAN_ASSETS)
+    return CheckedSelection(sel, excluded, [{"id": i, "reason": f"scl: {r}"}
+                                            for i, r in sorted(unusable.items())])
+
+
+def _check_every_band_readable(sel: Selection, excluded: list[Any], keys: tuple[str, ...]
+                               ) -> None:
+    from .errors import UnreadableSourceError
+
+    n = len(sel.scenes)
+    for key in keys:
+        lost = [e for e in excluded if e.band == key]
+        if len(lost) >= n:
+            raise UnreadableSourceError(
+                f"{sel.tile} {sel.year}: no readable {key} asset in any of the {n} scenes: "
+                + "; ".join(f"{e.scene}: {e.reason}" for e in lost))

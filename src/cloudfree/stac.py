@@ -7,8 +7,11 @@ Inputs of :func:`build_item` (all JSON-friendly, so a Lambda can read them from 
   grid in EPSG:3857 (``shape`` rows/cols and the 6 affine ``transform`` coefficients), and
   optionally ``size`` (bytes) and ``checksum`` (``file:checksum`` multihash hex, see
   :func:`multihash_sha256`). A plain dict with the same keys is accepted too.
-- ``manifest``: the scene manifest of :mod:`cloudfree.select` (``Selection.to_manifest()`` with
-  each scene's ``harmonization`` filled in by :mod:`cloudfree.harmonize`).
+- ``manifest``: the scene manifest (``cloudfree.manifest.Manifest.to_dict()``, or
+  ``Selection.to_manifest()`` with each scene's ``harmonization`` filled in). Provenance of what
+  was left out: ``excluded`` (scene-bands: ``band``, ``scene``, ``reason``, ``stage``) becomes
+  each scene record's ``skipped`` list; ``excluded_scenes`` (picked items that could not be
+  masked: ``id``, ``reason``) becomes ``cloudfree:excluded_scenes``.
 - ``stats``: :class:`ItemStats` (or its dict): ``good_pixels`` = pixels of the tile footprint with
   at least one valid observation, ``footprint_pixels`` = pixels in the footprint (both on the count
   grid), ``observations`` = :class:`ObservationStats` of the per-pixel valid-observation count
@@ -303,7 +306,17 @@ def source_item_href(scene: Mapping[str, Any], api_url: str) -> str:
     return f"{api_url.rstrip('/')}/collections/{collection}/items/{scene['id']}"
 
 
-def _scene_record(scene: Mapping[str, Any], contributions: Mapping[str, float]) -> dict[str, Any]:
+def _skipped(manifest: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """Scene id -> the scene-bands left out of the composite (``manifest["excluded"]``)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for e in sorted(manifest.get("excluded") or [], key=lambda e: (e["scene"], e["band"])):
+        out.setdefault(e["scene"], []).append(
+            {"band": e["band"], "reason": e["reason"], "stage": e.get("stage", "select")})
+    return out
+
+
+def _scene_record(scene: Mapping[str, Any], contributions: Mapping[str, float],
+                  skipped: list[dict[str, str]] | None = None) -> dict[str, Any]:
     harm = scene.get("harmonization") or None
     share = float(contributions.get(scene["id"], 0.0))
     record = {
@@ -317,6 +330,7 @@ def _scene_record(scene: Mapping[str, Any], contributions: Mapping[str, float]) 
         "harmonization": (
             {"offset": harm.get("offset"), "reason": harm.get("reason")} if harm else None
         ),
+        "skipped": list(skipped or []),
     }
     if scene.get("observation"):  # a granule fused with the others of its split acquisition
         record["observation"] = scene["observation"]
@@ -370,7 +384,9 @@ def _properties(
     software_version: str,
     created: datetime,
 ) -> dict[str, Any]:
-    scenes = [_scene_record(s, stats.contributions) for s in manifest["scenes"]]
+    skipped = _skipped(manifest)
+    scenes = [_scene_record(s, stats.contributions, skipped.get(s["id"]))
+              for s in manifest["scenes"]]
     stamp = created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "created": stamp,
@@ -382,6 +398,7 @@ def _properties(
         "cloudfree:observations": stats.observations.to_dict(),
         "cloudfree:scene_count": len(scenes),
         "cloudfree:scenes": scenes,
+        "cloudfree:excluded_scenes": [dict(e) for e in manifest.get("excluded_scenes") or []],
         "cloudfree:selection": dict(manifest.get("options") or {}),
         "cloudfree:resolution": resolution_note(infos),
         "processing:level": PROCESSING_LEVEL,

@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import faults, storage
-from .bands import OUTPUT_BANDS, get_band
+from .bands import OUTPUT_BANDS
 from .errors import InputError, NoScenesError
 from .grid import land_tile_ids, parse_bbox, parse_tile, tiles_for_aoi
 from .layout import Layout
+from .manifest import Manifest, clear_exclusions
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,6 @@ log = logging.getLogger(__name__)
 FIRST_YEAR = 2015  # Sentinel-2A launch
 #: Tiles per execution: the world's land tiles (20,638) fit, with room for a few more.
 MAX_TILES = 25_000
-#: Windows one median invocation handles (fewer Step Functions transitions per tile).
-WINDOWS_PER_BATCH = 8
 #: Reflectance band whose count COG and statistics stand for the tile (10 m, finest grid).
 COUNT_BAND = "red"
 
@@ -239,19 +238,6 @@ def check_execution_name(name: str) -> str:
 # --------------------------------------------------------------------------------------------
 # select
 # --------------------------------------------------------------------------------------------
-def _batches(band: str, n_scenes: int, settings: Settings) -> list[list]:
-    """A band's windows grouped per median invocation (the same plan in select and median)."""
-    from .windows import batch_windows, plan_windows
-
-    windows = plan_windows(get_band(band), n_scenes, settings.median_memory_mb)
-    return batch_windows(windows, WINDOWS_PER_BATCH)
-
-
-def _band_work(n_scenes: int, settings: Settings) -> list[dict]:
-    return [{"band": key, "batches": list(range(len(_batches(key, n_scenes, settings))))}
-            for key in OUTPUT_BANDS]
-
-
 def tile_transitions(work: list[dict]) -> int:
     """State transitions of one tile's child execution for a select ``work`` list.
 
@@ -261,17 +247,15 @@ def tile_transitions(work: list[dict]) -> int:
     return 4 + sum(2 + len(w["batches"]) for w in work)
 
 
-def band_batch(band: str, n_scenes: int, batch: int, settings: Settings) -> list:
-    """The windows of one median invocation (recomputed, never passed in payloads)."""
-    batches = _batches(band, n_scenes, settings)
-    if not 0 <= batch < len(batches):
-        raise InputError(f"batch {batch} out of range for {band} ({len(batches)} batches)")
-    return batches[batch]
 
 
 def select(tile: str, year: int, options: dict | None, settings: Settings) -> dict:
-    """Search, select and harmonize the scenes of one tile; write the scene manifest."""
-    from .select import SelectOptions, search_items, select_scenes
+    """Search, select (assets checked) and harmonize one tile's scenes; write the manifest once.
+
+    The manifest also fixes the window plan of every band (from ``MedianMemoryMB``); the result
+    carries only batch indices per band, never windows or scenes (small state payload).
+    """
+    from .select import SelectOptions, search_items, select_readable
 
     t = parse_tile(tile)
     year = check_year(year)
@@ -282,7 +266,7 @@ def select(tile: str, year: int, options: dict | None, settings: Settings) -> di
         return {**base, "status": "complete", "work": [], "scenes": 0}
     manifest_uri = layout.manifest(year, t.id)
     if not opts.force and storage.exists(manifest_uri):
-        manifest = storage.read_json(manifest_uri)  # a rerun keeps the scenes it started with
+        manifest = Manifest.read(manifest_uri)  # a rerun keeps the scenes it started with
     else:
         items = search_items(settings.stac_api_url, t, year,
                              collection=settings.source_collection, months=opts.months,
@@ -291,21 +275,24 @@ def select(tile: str, year: int, options: dict | None, settings: Settings) -> di
         sel_opts = SelectOptions(n=opts.scene_count(settings), months=opts.months,
                                  max_cloud=opts.max_cloud, collection=settings.source_collection)
         try:
-            selection = select_scenes(items, t, year, sel_opts, api_url=settings.stac_api_url)
+            checked = select_readable(items, t, year, sel_opts, api_url=settings.stac_api_url)
         except NoScenesError as err:
             storage.write_json(layout.tile_empty(year, t.id),
                                {"tile": t.id, "year": year, "reason": str(err),
                                 "searched": len(items)})
             return {**base, "status": "empty", "work": [], "scenes": 0, "reason": str(err)}
-        manifest = selection.to_manifest()
-        manifest["mask_classes"] = list(opts.masks(settings))
+        doc = checked.selection.to_manifest()
         from .harmonize import harmonize_scenes
 
-        harmonize_scenes(manifest["scenes"])  # fills each scene's "harmonization"
-        storage.write_json(manifest_uri, manifest)
-    n = len(manifest["scenes"])
-    return {**base, "status": "ready", "manifest": manifest_uri, "scenes": n,
-            "work": _band_work(n, settings)}
+        harmonize_scenes(doc["scenes"])  # fills each scene's "harmonization"
+        manifest = Manifest.build(doc, mask_classes=opts.masks(settings),
+                                  median_memory_mb=settings.median_memory_mb,
+                                  excluded=checked.excluded,
+                                  excluded_scenes=checked.excluded_scenes)
+        clear_exclusions(layout, year, t.id)  # records of an earlier manifest do not apply
+        manifest.write(manifest_uri)
+    return {**base, "status": "ready", "manifest": manifest_uri, "scenes": len(manifest.scenes),
+            "excluded": len(manifest.excluded), "work": manifest.work()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,14 +300,15 @@ def select(tile: str, year: int, options: dict | None, settings: Settings) -> di
 # --------------------------------------------------------------------------------------------
 def median(tile: str, year: int, band: str, batch: int, options: dict | None,
            settings: Settings) -> dict:
-    """Composite one batch of windows of one band (skipping windows already written)."""
+    """Composite one batch of windows of one band (the windows come from the manifest's plan;
+    windows already written with the band's current scene set are skipped)."""
     from .composite import composite_band_windows
 
     t = parse_tile(tile)
     opts = RunOptions.from_dict(options)
     fault = faults.attempt("median", f"{t.id}/{year}/{band}/{batch}")
-    manifest = storage.read_json(settings.layout.manifest(int(year), t.id))
-    windows = band_batch(band, len(manifest["scenes"]), int(batch), settings)
+    manifest = Manifest.read(settings.layout.manifest(int(year), t.id))
+    windows = manifest.band_plan(band).batch(int(batch))
     t0 = time.perf_counter()
     fault.check("before")
     half = max(1, len(windows) // 2)
@@ -328,20 +316,24 @@ def median(tile: str, year: int, band: str, batch: int, options: dict | None,
     for part in (windows[:half], windows[half:]):  # "during": after the first half is written
         done += composite_band_windows(manifest, band, part, settings.layout, int(year), t,
                                        overwrite=opts.force,
-                                       mask_classes=manifest.get("mask_classes") or
-                                       opts.masks(settings))
+                                       mask_classes=manifest.mask_classes)
         if part and len(done) < len(windows):
             fault.check("during")
     fault.check("after")
     return {"band": band, "batch": int(batch), "windows": len(done),
             "skipped": sum(1 for d in done if d["skipped"]),
+            "excluded": sorted({s for d in done for s in d.get("excluded", [])}),
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def assemble(tile: str, year: int, band: str, options: dict | None, settings: Settings) -> dict:
-    """Stitch one band's windows into its web-optimized COG (and the count COG for red)."""
+    """Stitch one band's windows into its web-optimized COG (and the count COG for red).
+
+    First every window is brought to the band's final scene set (``composite.reconcile_band``):
+    a scene excluded by one median invocation is left out of every window of the band.
+    """
     from .assemble import assemble_band
-    from .windows import plan_windows
+    from .composite import reconcile_band
 
     t = parse_tile(tile)
     year = int(year)
@@ -355,15 +347,17 @@ def assemble(tile: str, year: int, band: str, options: dict | None, settings: Se
         stats = storage.read_json(stats_uri)
         return {"band": band, "cog": cog, "bytes": stats["cog"]["size"], "skipped": True}
     fault = faults.attempt("assemble", f"{t.id}/{year}/{band}")
-    manifest = storage.read_json(layout.manifest(year, t.id))
-    windows = plan_windows(get_band(band), len(manifest["scenes"]), settings.median_memory_mb)
+    manifest = Manifest.read(layout.manifest(year, t.id))
+    windows = list(manifest.band_plan(band).windows)
     t0 = time.perf_counter()
     fault.check("before")
+    recomputed = reconcile_band(manifest, band, windows, layout, year, t,
+                                mask_classes=manifest.mask_classes)
     info = assemble_band(layout, year, t.id, band, windows, write_count=wants_count,
                          on_written=lambda: fault.check("during"))
     fault.check("after")
     return {"band": band, "cog": info.href, "bytes": info.size, "skipped": False,
-            "seconds": round(time.perf_counter() - t0, 3)}
+            "recomputed": recomputed, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def complete(tile: str, year: int, execution: str | None, settings: Settings) -> dict:
@@ -392,8 +386,7 @@ def tile_cost(tile: str, year: int, settings: Settings) -> dict:
     stats = [storage.read_json(layout.band_stats(year, tile, b)) for b in OUTPUT_BANDS]
     median_s = sum(float(s.get("median_seconds", 0)) for s in stats)
     assemble_s = sum(float(s.get("assemble_seconds", 0)) for s in stats)
-    n = len(storage.read_json(layout.manifest(year, tile))["scenes"])
-    transitions = tile_transitions(_band_work(n, settings))
+    transitions = tile_transitions(Manifest.read(layout.manifest(year, tile)).work())
     gb_s = (median_s * settings.median_memory_mb + assemble_s * settings.assemble_memory_mb)
     return {"median_seconds": round(median_s, 2), "assemble_seconds": round(assemble_s, 2),
             "lambda_gb_seconds": round(gb_s / 1024, 1), "state_transitions": transitions}

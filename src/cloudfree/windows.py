@@ -32,6 +32,7 @@ Memory model (``window_memory_bytes``), per invocation::
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -217,26 +218,71 @@ def batch_windows(windows: Sequence[Window], max_per_batch: int) -> list[list[Wi
 
 
 # --- reading ---------------------------------------------------------------------------------
+#: Tries of one window read (the first included) before it fails; GDAL retries HTTP 429/5xx
+#: inside each try as well (``GDAL_HTTP_MAX_RETRY`` in ``storage.gdal_env_options``).
+READ_ATTEMPTS = 3
+#: Backoff before the second try (s), doubled before each further one.
+READ_BACKOFF_S = 1.0
+_sleep = time.sleep  # patched in tests
+
+
+def _read_once(href: str, window: Window, band_index: int | Sequence[int],
+               out_dtype: str | None) -> np.ndarray:
+    import rasterio
+
+    with rasterio.Env(**storage.gdal_env_options()), rasterio.open(href) as src:
+        return src.read(band_index, window=window.to_rasterio(), boundless=False,
+                        out_dtype=out_dtype)
+
+
 def read_window(href: str, window: Window, *, band_index: int | Sequence[int] = 1,
                 out_dtype: str | None = None) -> np.ndarray:
     """Read one window of a COG (s3://, http(s)://, or a local path), never boundless.
 
-    Returns (h, w) for one band index, (n, h, w) for a sequence. Any failure, including a
-    source smaller than the window, raises ``SourceReadError`` naming the href.
+    Returns (h, w) for one band index, (n, h, w) for a sequence. A failing read is retried as
+    transient ``READ_ATTEMPTS`` times in all, with exponential backoff; then it raises
+    ``SourceReadError`` naming the href (``failures`` holds it). A source smaller than the
+    window is not retried.
     """
-    import rasterio
-
-    try:
-        with rasterio.Env(**storage.gdal_env_options()), rasterio.open(href) as src:
-            data = src.read(band_index, window=window.to_rasterio(), boundless=False,
-                            out_dtype=out_dtype)
-    except Exception as err:  # noqa: BLE001 - every GDAL/IO failure becomes SourceReadError
-        raise SourceReadError(f"reading {window.key} of {href}: {err}") from err
+    delay = READ_BACKOFF_S
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        try:
+            data = _read_once(href, window, band_index, out_dtype)
+            break
+        except Exception as err:  # noqa: BLE001 - every GDAL/IO failure becomes SourceReadError
+            if attempt == READ_ATTEMPTS:
+                msg = f"reading {window.key} of {href} ({attempt} tries): {err}"
+                raise SourceReadError(msg, {href: msg}) from err
+            _sleep(delay)
+            delay *= 2
     if data.shape[-2:] != window.shape:
-        raise SourceReadError(
-            f"reading {window.key} of {href}: got {data.shape[-2:]} px, expected {window.shape}"
-            " (source grid smaller than the tile grid?)")
+        msg = (f"reading {window.key} of {href}: got {data.shape[-2:]} px, expected "
+               f"{window.shape} (source grid smaller than the tile grid?)")
+        raise SourceReadError(msg, {href: msg})
     return data
+
+
+def _read_each(indices: Sequence[int], hrefs: Sequence[str], one, threads: int
+               ) -> dict[str, str]:
+    """Run ``one(i)`` for every index in threads; the failures as ``{href: message}``."""
+    failures: dict[str, str] = {}
+
+    def _safe(i: int) -> None:
+        try:
+            one(i)
+        except SourceReadError as err:
+            failures[hrefs[i]] = err.failures.get(hrefs[i], str(err))
+
+    if indices:
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(indices)))) as pool:
+            list(pool.map(_safe, indices))
+    return failures
+
+
+def _raise_failures(failures: dict[str, str], n: int, window: Window) -> None:
+    if failures:
+        raise SourceReadError(f"reading {window.key}: {len(failures)} of {n} sources failed: "
+                              + "; ".join(failures.values()), failures)
 
 
 def read_stack(hrefs: Sequence[str], window: Window, *, threads: int = DEFAULT_THREADS,
@@ -244,20 +290,30 @@ def read_stack(hrefs: Sequence[str], window: Window, *, threads: int = DEFAULT_T
     """Read the same window from every href in parallel threads -> (S, h, w) (or (S, n, h, w)).
 
     Each scene is decoded straight into its slice of one preallocated array (no extra copy).
+    Every href is tried; if any fails, one ``SourceReadError`` lists them all in ``failures``.
     """
     if not hrefs:
         raise InputError("read_stack needs at least one href")
-    first = read_window(hrefs[0], window, band_index=band_index, out_dtype=dtype)
+    failures: dict[str, str] = {}
+    first, start = None, 0
+    while start < len(hrefs):  # the first readable one gives the shape and dtype
+        try:
+            first = read_window(hrefs[start], window, band_index=band_index, out_dtype=dtype)
+            break
+        except SourceReadError as err:
+            failures[hrefs[start]] = err.failures.get(hrefs[start], str(err))
+            start += 1
+    if first is None:
+        _raise_failures(failures, len(hrefs), window)
     stack = np.empty((len(hrefs), *first.shape), dtype=first.dtype)
-    stack[0] = first
+    stack[start] = first
     del first
 
     def _one(i: int) -> None:
         stack[i] = read_window(hrefs[i], window, band_index=band_index, out_dtype=dtype)
 
-    if len(hrefs) > 1:
-        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(hrefs) - 1))) as pool:
-            list(pool.map(_one, range(1, len(hrefs))))
+    failures.update(_read_each(range(start + 1, len(hrefs)), hrefs, _one, threads))
+    _raise_failures(failures, len(hrefs), window)
     return stack
 
 
@@ -332,7 +388,7 @@ def read_scl_for(href_scl: str, band: Band, window: Window) -> np.ndarray:
     scl20 = read_window(href_scl, scl_window(band, window))
     on_grid = scl_to_band_grid(scl20, band.resolution)
     if on_grid.shape[0] < window.height or on_grid.shape[1] < window.width:
-        raise SourceReadError(
-            f"SCL {href_scl} on the {band.resolution} m grid is {on_grid.shape}, smaller than "
-            f"window {window.key} {window.shape}")
+        msg = (f"SCL {href_scl} on the {band.resolution} m grid is {on_grid.shape}, smaller "
+               f"than window {window.key} {window.shape}")
+        raise SourceReadError(msg, {href_scl: msg})
     return np.ascontiguousarray(on_grid[: window.height, : window.width], dtype=np.uint8)

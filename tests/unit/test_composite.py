@@ -42,6 +42,15 @@ class LocalLayout:
     def staged_cog(self, year, tile, band):
         return str(self.root / f"work/{year}/{tile}/cogs/{tile}_{year}_{band}.tif")
 
+    def exclusions_prefix(self, year, tile, band):
+        return str(self.root / f"work/{year}/{tile}/excluded/{band}") + "/"
+
+    def exclusion(self, year, tile, band, scene):
+        return f"{self.exclusions_prefix(year, tile, band)}{scene}.json"
+
+    def band_cog(self, year, tile, band):
+        return str(self.root / f"data/{year}/{tile}/{tile}_{year}_{band}.tif")
+
 
 def write_raster(path: Path, data: np.ndarray, resolution: int, block: int) -> str:
     """A tiled DEFLATE GeoTIFF at the tile's upper-left corner (like an Earth Search COG)."""

@@ -71,6 +71,11 @@ def manifest() -> dict:
         "tile": TILE, "year": YEAR, "collection": "sentinel-2-l2a",
         "api_url": "http://127.0.0.1:8081/", "options": {"n": 16, "months": None},
         "scenes": scenes, "dropped": [],
+        "excluded": [
+            {"band": "rededge2", "scene": SCENES[1], "reason": "404", "stage": "select"},
+            {"band": "blue", "scene": SCENES[1], "reason": "blue: read failed: x",
+             "stage": "median"}],
+        "excluded_scenes": [{"id": "S2A_32UNU_20200305_0_L2A", "reason": "scl: no asset"}],
     }  # fmt: skip
 
 
@@ -129,14 +134,19 @@ def test_item_properties(item_dict):
     assert props["cloudfree:scenes"] == [
         {"id": SCENES[0], "datetime": "2020-03-02T10:27:26Z", "score": 90.0,
          "relative_orbit": 65, "processing_baseline": "05.00", "contributed": True,
-         "contribution": 0.625, "harmonization": {"offset": -1000, "reason": "baseline>=04.00"}},
+         "contribution": 0.625, "harmonization": {"offset": -1000, "reason": "baseline>=04.00"},
+         "skipped": []},
         {"id": SCENES[1], "datetime": "2020-03-03T10:27:26Z", "score": 89.0,
          "relative_orbit": 65, "processing_baseline": "05.00", "contributed": True,
-         "contribution": 0.375, "harmonization": {"offset": -1000, "reason": "baseline>=04.00"}},
+         "contribution": 0.375, "harmonization": {"offset": -1000, "reason": "baseline>=04.00"},
+         "skipped": [{"band": "blue", "reason": "blue: read failed: x", "stage": "median"},
+                     {"band": "rededge2", "reason": "404", "stage": "select"}]},
         {"id": SCENES[2], "datetime": "2020-03-04T10:27:26Z", "score": 88.0,
          "relative_orbit": 65, "processing_baseline": "05.00", "contributed": False,
-         "contribution": 0.0, "harmonization": None},
+         "contribution": 0.0, "harmonization": None, "skipped": []},
     ]  # fmt: skip
+    assert props["cloudfree:excluded_scenes"] == [
+        {"id": "S2A_32UNU_20200305_0_L2A", "reason": "scl: no asset"}]
     assert props["grid:code"] == "MGRS-32UNU"
     assert (props["mgrs:utm_zone"], props["mgrs:latitude_band"], props["mgrs:grid_square"]) == (
         32, "U", "NU",

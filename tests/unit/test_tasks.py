@@ -94,8 +94,11 @@ def test_tile_transitions_grow_with_bands_and_batches_not_windows():
 
 
 def test_band_work_for_a_full_tile_keeps_transitions_low():
-    s = Settings("w", "d", "c", median_memory_mb=3008)
-    work = tasks._band_work(16, s)
+    from cloudfree.manifest import Manifest
+
+    doc = {"tile": "33UUP", "year": 2023, "scenes": [{"id": f"s{i}", "assets": {}}
+                                                     for i in range(16)]}
+    work = Manifest.build(doc, mask_classes=(0, 3), median_memory_mb=3008).work()
     assert [w["band"] for w in work][-1] == "visual" and len(work) == 13
     per_tile = tile_transitions(work)
     # 21,000 tiles at $0.025 per 1000 transitions: well under $100 for the world
@@ -179,3 +182,30 @@ def test_plan_answers_bad_input_without_raising_or_writing():
     assert "year 2014 is outside" in got["cause"]
     got = tasks.plan({"input": {"year": 2023, "tiles": ["33UUP"]}, "execution": "../../x"}, s)
     assert got["status"] == "rejected" and "execution name" in got["cause"]
+
+
+def test_median_and_cost_take_the_plan_from_the_manifest_not_the_settings(monkeypatch):
+    """Select fixed the plan at 3008 MB; a median deployed with another memory setting still
+    computes exactly the manifest's windows (no recomputation from MedianMemoryMB)."""
+    from cloudfree import composite, storage
+    from cloudfree.manifest import Manifest
+
+    doc = {"tile": "33UUP", "year": 2023, "scenes": [{"id": f"s{i}", "assets": {}}
+                                                     for i in range(16)]}
+    manifest = Manifest.build(doc, mask_classes=(0, 3), median_memory_mb=3008)
+    monkeypatch.setattr(Manifest, "read", classmethod(lambda cls, uri: manifest))
+    seen = {"windows": []}
+
+    def fake(m, band, windows, layout, year, tile, **kw):  # called once per half batch
+        seen.update(band=band, masks=kw["mask_classes"])
+        seen["windows"] += list(windows)
+        return [{"skipped": False, "excluded": ["s3"]} for _ in windows]
+
+    monkeypatch.setattr(composite, "composite_band_windows", fake)
+    s = Settings("w", "d", "c", median_memory_mb=10240)
+    out = tasks.median("33UUP", 2023, "blue", 1, None, s)
+    assert seen["windows"] == manifest.band_plan("blue").batch(1) and seen["masks"] == (0, 3)
+    assert out["windows"] == len(seen["windows"]) and out["excluded"] == ["s3"]
+    monkeypatch.setattr(storage, "read_json", lambda uri: {"median_seconds": 1.0})
+    cost = tasks.tile_cost("33UUP", 2023, s)
+    assert cost["state_transitions"] == tile_transitions(manifest.work())

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import storage
-from ..bands import OUTPUT_BANDS, get_band
 from ..errors import CloudfreeError, InputError
 from ..settings import Settings
 from ..tasks import (
@@ -94,20 +93,17 @@ _EXPECTED: dict[tuple[str, int, str], int] = {}
 
 
 def expected_windows(deployed: Deployed, year: int, tile: str) -> int | None:
-    """Windows of a tile (once its manifest exists), from the same plan the pipeline uses;
-    remembered, so polling reads each manifest once."""
-    from ..windows import plan_windows
+    """Windows of a tile (once its manifest exists), from the window plan select wrote into
+    the manifest; remembered, so polling reads each manifest once."""
+    from ..manifest import Manifest
 
     cache_key = (deployed.work_bucket, int(year), tile)
     if cache_key in _EXPECTED:
         return _EXPECTED[cache_key]
-    layout = deployed.settings.layout
-    uri = layout.manifest(year, tile)
+    uri = deployed.settings.layout.manifest(year, tile)
     if not storage.exists(uri):
         return None
-    n = len(storage.read_json(uri)["scenes"])
-    _EXPECTED[cache_key] = sum(len(plan_windows(get_band(b), n, deployed.memory_mb))
-                               for b in OUTPUT_BANDS)
+    _EXPECTED[cache_key] = Manifest.read(uri).window_count()
     return _EXPECTED[cache_key]
 
 
