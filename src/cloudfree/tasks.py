@@ -411,7 +411,7 @@ def _now() -> str:
 # publish
 # --------------------------------------------------------------------------------------------
 def parse_done_key(key: str) -> tuple[int, str]:
-    """``work/{year}/{tile}/DONE.json`` -> (year, tile) (the key form is Layout's)."""
+    """``work/{year}/_markers/{tile}/DONE.json`` -> (year, tile) (the key form is Layout's)."""
     parsed = Layout.parse_tile_done(key)
     if parsed is None:
         raise InputError(f"not a tile completion marker: {key!r}")

@@ -131,6 +131,9 @@ def test_a_failing_tile_is_recorded_and_reported(deployed_stack):
     s3, sfn = boto3.client("s3"), boto3.client("stepfunctions")
     work, control = deployed_stack.work_bucket, deployed_stack.control_bucket
     prefix = "work/2017/33UUP/"
+    from cloudfree.layout import Layout
+
+    failed_key = Layout(work, "unused-data", control).tile_failed(2017, "33UUP").split("/", 3)[3]
     s3.put_object(Bucket=work, Key=prefix + "manifest.json", Body=b"{not json")
     name = f"test-fail-{int(time.time() * 1000)}"
     try:
@@ -142,7 +145,7 @@ def test_a_failing_tile_is_recorded_and_reported(deployed_stack):
             assert time.monotonic() < deadline, "execution still running after 120 s"
             time.sleep(1)
         assert (desc["status"], desc["error"]) == ("FAILED", "TooManyTileFailures")
-        failed = json.loads(s3.get_object(Bucket=work, Key=prefix + "FAILED.json")["Body"].read())
+        failed = json.loads(s3.get_object(Bucket=work, Key=failed_key)["Body"].read())
         assert (failed["tile"], failed["year"]) == ("33UUP", 2017) and failed["error"]
         report = json.loads(s3.get_object(Bucket=control, Key=f"reports/{name}.json")["Body"]
                             .read())
@@ -151,6 +154,6 @@ def test_a_failing_tile_is_recorded_and_reported(deployed_stack):
                              ["Body"].read())
         assert pending["tiles"] == ["33UUP"] and pending["year"] == 2017
     finally:
-        for key in (prefix + "manifest.json", prefix + "FAILED.json",
+        for key in (prefix + "manifest.json", failed_key,
                     f"pending-requests/{name}.json"):
             s3.delete_object(Bucket=control if key.startswith("pending") else work, Key=key)
