@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CLOUDFREE := $(VENV)/bin/cloudfree
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status env demo demo-desert test test-unit test-integration bench lint asl build deploy clean
+.PHONY: help setup up down status env demo demo-desert test test-heavy test-unit test-integration bench lint asl build deploy clean
 
 help:
 	@echo "make demo   - install, start the local stack, synthesize an archive, deploy, run a year"
@@ -42,6 +42,10 @@ test: up
 
 test-unit: setup
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+# the heavy integration tests (fault-injected year, forced reruns, 21,000-tile report): minutes each
+test-heavy: up
+	CLOUDFREE_HEAVY=1 $(PY) -m pytest -m heavy $(PYTEST_ARGS)
 
 test-integration: up
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)

@@ -9,10 +9,22 @@ import pytest
 from cloudfree.local import stack
 
 
+#: Whole-year fault runs, forced reruns of full computations and the 21,000-tile report: each
+#: takes several minutes on 2 cores, together more than `make test`'s CI budget (30 min).
+#: `make test-heavy` runs them (CLOUDFREE_HEAVY=1).
+HEAVY_FILES = ("test_pipeline_faults.py", "test_publish_redo.py", "test_report_scale.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    heavy = os.environ.get("CLOUDFREE_HEAVY") == "1"
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+            if item.fspath.basename in HEAVY_FILES:
+                item.add_marker(pytest.mark.heavy)
+                if not heavy:
+                    item.add_marker(pytest.mark.skip(
+                        reason="heavy (minutes of compute): run `make test-heavy`"))
 
 
 @pytest.fixture(scope="session")
