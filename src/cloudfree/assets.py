@@ -38,9 +38,6 @@ ATTEMPTS = 3
 BACKOFF_S = 0.5
 #: Parallel checks (HEAD and header reads are latency-bound, not CPU-bound).
 THREADS = 16
-_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
-                    "RequestTimeoutException", "InternalError", "ServiceUnavailable", "500",
-                    "502", "503", "504"}
 _sleep = time.sleep  # patched in tests
 
 
@@ -57,18 +54,20 @@ def _head(href: str) -> int:
             return os.stat(href).st_size
         except FileNotFoundError as err:
             raise _Bad("404") from err
-    bucket, key = storage.split_s3(href)
     try:
-        return int(storage.s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+        info = storage.head(href)  # None when missing; throttling/5xx -> TransientError
+    except TransientError as err:
+        raise TransientError(f"HEAD {href}: {err}") from err
     except Exception as err:  # noqa: BLE001 - classified below
-        if storage.is_not_found(err):
-            raise _Bad("404") from err
-        code = str(getattr(err, "response", {}).get("Error", {}).get("Code", ""))
+        code = storage.error_code(err)
         if code in {"403", "AccessDenied", "Forbidden"}:
             raise _Bad("403 forbidden") from err
-        if code and code not in _TRANSIENT_CODES:
+        if code:
             raise _Bad(f"unreadable: {code}") from err
         raise TransientError(f"HEAD {href}: {err}") from err
+    if info is None:
+        raise _Bad("404")
+    return info.size
 
 
 def _http_head(href: str) -> int:

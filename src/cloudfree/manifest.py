@@ -30,7 +30,6 @@ A manifest with a missing or different ``version``, or a malformed shape, is an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from . import storage
@@ -269,10 +268,6 @@ def clear_exclusions(layout: Any, year: int, tile: str, bands: Any = OUTPUT_BAND
     n = 0
     for band in bands:
         for uri in list(storage.list_uris(layout.exclusions_prefix(year, tile, band))):
-            if storage.is_s3(uri):
-                bucket, key = storage.split_s3(uri)
-                storage.s3_client().delete_object(Bucket=bucket, Key=key)
-            else:
-                Path(uri).unlink(missing_ok=True)
+            storage.remove(uri)
             n += 1
     return n

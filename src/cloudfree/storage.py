@@ -51,7 +51,8 @@ def s3_client(endpoint_url: str | None = None):
                         config=cfg)
 
 
-def _code(err: BaseException) -> str:
+def error_code(err: BaseException) -> str:
+    """The S3 error code of a botocore error (``"NoSuchKey"``, ``"SlowDown"``...), or ``""``."""
     return str(getattr(err, "response", {}).get("Error", {}).get("Code", ""))
 
 
@@ -65,7 +66,7 @@ def _status(err: BaseException) -> int:
 
 def is_not_found(err: Exception) -> bool:
     """True when a botocore error says the object (or key) does not exist."""
-    return _code(err) in {"404", "NoSuchKey", "NotFound"}
+    return error_code(err) in {"404", "NoSuchKey", "NotFound"}
 
 
 #: S3 error codes worth another try once botocore's own retries are spent: the union of
@@ -99,7 +100,7 @@ def is_transient(err: BaseException) -> bool:
         seen.add(id(e))
         if isinstance(e, TransientError | BotoConnectionError | HTTPClientError):
             return True
-        if _code(e) in TRANSIENT_CODES or _status(e) >= 500 or _status(e) == 429:
+        if error_code(e) in TRANSIENT_CODES or _status(e) >= 500 or _status(e) == 429:
             return True
         e = e.__cause__ or e.__context__ or getattr(e, "last_exception", None)
     return False
@@ -127,7 +128,7 @@ def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
             try:
                 return s3_client().get_object(Bucket=bucket, Key=key, **extra)["Body"].read()
             except Exception as err:  # noqa: BLE001 - a ranged GET of an empty object is 416
-                if extra and _code(err) == "InvalidRange":
+                if extra and error_code(err) == "InvalidRange":
                     return b""
                 raise
     with open(uri, "rb") as f:
@@ -175,7 +176,7 @@ def put_if(uri: str, data: bytes, if_etag: str | None,
             s3_client().put_object(Bucket=bucket, Key=key, Body=data, **cond, **extra)
             return True
         except Exception as err:  # noqa: BLE001 - a lost race is an answer, the rest re-raised
-            if _code(err) in {"PreconditionFailed", "412"}:
+            if error_code(err) in {"PreconditionFailed", "412"}:
                 return False
             raise
 
@@ -337,7 +338,7 @@ def copy(src: str, dst: str, if_match: str | None = None) -> None:
     except (InputError, TransientError):
         raise
     except Exception as err:  # noqa: BLE001
-        if _code(err) in {"PreconditionFailed", "412"}:
+        if error_code(err) in {"PreconditionFailed", "412"}:
             raise TransientError(f"{src} changed while being copied: {err}") from err
         raise _wrap_transient(err) from err
 

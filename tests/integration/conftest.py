@@ -8,7 +8,6 @@ import pytest
 
 from cloudfree.local import stack
 
-
 #: Whole-year fault runs, forced reruns of full computations and the 21,000-tile report: each
 #: takes several minutes on 2 cores, together more than `make test`'s CI budget (30 min).
 #: `make test-heavy` runs them (CLOUDFREE_HEAVY=1).
@@ -72,3 +71,35 @@ def deployed_stack(local_env):
     print(f"\ndeployed_stack: {info.stack_name} {info.status} in {time.monotonic() - t0:.1f}s",
           file=sys.stderr)
     return info
+
+
+def wait_for(predicate, timeout: float = 120, what: str = "condition", poll: float = 1.0):
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` s pass."""
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_execution(arn: str, timeout: float = 900, poll: float = 2.0) -> dict:
+    """``describe_execution`` of ``arn`` once it has ended (AssertionError after ``timeout``)."""
+    import time
+
+    import boto3
+
+    from cloudfree.pipeline import run
+
+    sfn = boto3.client("stepfunctions")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        desc = sfn.describe_execution(executionArn=arn)
+        if desc["status"] in run.TERMINAL:
+            return desc
+        time.sleep(poll)
+    raise AssertionError(f"{arn} still running after {timeout}s")
+

@@ -40,6 +40,8 @@ from cloudfree.grid import _COLUMN_SETS, _ROW_LETTERS
 from cloudfree.local.faultproxy import Fault, FaultProxy
 from cloudfree.pipeline import run
 
+from .conftest import wait_execution, wait_for
+
 STACK = os.environ.get("CLOUDFREE_BADINPUT_STACK", "cloudfree-badinput")
 STAC_TIMEOUT_S = 2
 NEXT_YEAR = datetime.now(UTC).year + 1
@@ -253,24 +255,10 @@ def _sfn():
 
 
 def _wait(arn: str, timeout: float = 240) -> dict:
-    sfn = _sfn()
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        desc = sfn.describe_execution(executionArn=arn)
-        if desc["status"] in run.TERMINAL:
-            return desc
-        time.sleep(1)
-    raise AssertionError(f"{arn} still running after {timeout}s")
+    return wait_execution(arn, timeout, poll=1)
 
 
-def _wait_for(predicate, timeout: float = 120, what: str = "condition"):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
+_wait_for = wait_for
 
 
 def _plan_attempts(arn: str) -> int:

@@ -21,7 +21,7 @@ from cloudfree import storage
 from cloudfree.bands import OUTPUT_BANDS
 from cloudfree.pipeline import run
 
-from .conftest import SMALL
+from .conftest import SMALL, wait_execution, wait_for
 
 TILE, YEAR = SMALL["tile"], SMALL["year"]
 STATE_LIMIT = 256 * 1024
@@ -34,16 +34,7 @@ def deployed(deployed_stack) -> run.Deployed:
 
 
 def _wait(arn: str, timeout: float = 900) -> dict:
-    import boto3
-
-    sfn = boto3.client("stepfunctions")
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        desc = sfn.describe_execution(executionArn=arn)
-        if desc["status"] in run.TERMINAL:
-            return desc
-        time.sleep(2)
-    raise AssertionError(f"{arn} still running after {timeout}s")
+    return wait_execution(arn, timeout, poll=2)
 
 
 def _checksums(deployed: run.Deployed) -> dict[str, str]:
@@ -52,14 +43,7 @@ def _checksums(deployed: run.Deployed) -> dict[str, str]:
             for u in storage.list_uris(prefix)}
 
 
-def _wait_for(predicate, timeout: float = 120, what: str = "condition"):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
+_wait_for = wait_for
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import os
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -26,18 +25,12 @@ from cloudfree.errors import CloudfreeError, TransientError
 from cloudfree.settings import Settings
 
 from .conftest import SMALL
-from .test_tasks_chain import _run_tile
+from .test_tasks_chain import _run_tile, fresh_settings
 
 TILE, YEAR = SMALL["tile"], SMALL["year"]
 
 
-def _settings(local_env, n: int = 6) -> Settings:
-    suffix = uuid.uuid4().hex[:8]
-    s = Settings(f"cf-work-{suffix}", f"cf-data-{suffix}", f"cf-control-{suffix}",
-                 stac_api_url=local_env["STAC_API_URL"], scene_count=n, median_memory_mb=1024)
-    for b in (s.work_bucket, s.data_bucket, s.control_bucket):
-        storage.s3_client().create_bucket(Bucket=b)
-    return s
+_settings = fresh_settings
 
 
 @pytest.fixture(scope="module")

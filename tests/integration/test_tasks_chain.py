@@ -29,14 +29,19 @@ def archive(small_archive):
     return small_archive
 
 
-@pytest.fixture(scope="module")
-def settings(local_env):
+def fresh_settings(local_env, n: int = N) -> Settings:
+    """Settings over three new, empty buckets (a tile's whole chain runs in them)."""
     suffix = uuid.uuid4().hex[:8]
     s = Settings(f"cf-work-{suffix}", f"cf-data-{suffix}", f"cf-control-{suffix}",
-                 stac_api_url=local_env["STAC_API_URL"], scene_count=N, median_memory_mb=1024)
+                 stac_api_url=local_env["STAC_API_URL"], scene_count=n, median_memory_mb=1024)
     for b in (s.work_bucket, s.data_bucket, s.control_bucket):
         storage.s3_client().create_bucket(Bucket=b)
     return s
+
+
+@pytest.fixture(scope="module")
+def settings(local_env):
+    return fresh_settings(local_env)
 
 
 def _run_tile(settings: Settings, execution: str) -> dict:

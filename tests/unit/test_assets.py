@@ -83,7 +83,7 @@ class FakeS3:
         step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if isinstance(step, Exception):
             raise step
-        return {"ContentLength": step}
+        return {"ContentLength": step, "LastModified": None, "ETag": '"e"'}
 
 
 def _client_error(code: str):
