@@ -8,7 +8,29 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CLOUDFREE_SHARED", REPO.parent / "shared"))
+
+
+def _find_shared() -> Path:
+    """``$CLOUDFREE_SHARED``, else ``../shared`` beside this checkout, else beside the checkout
+    it was cloned from (a CI clone in a scratch folder still finds the team's shared data)."""
+    if os.environ.get("CLOUDFREE_SHARED"):
+        return Path(os.environ["CLOUDFREE_SHARED"])
+    here = REPO.parent / "shared"
+    if here.is_dir():
+        return here
+    import subprocess
+
+    try:
+        origin = subprocess.run(["git", "-C", str(REPO), "remote", "get-url", "origin"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    if origin and Path(origin).is_dir() and (Path(origin).resolve().parent / "shared").is_dir():
+        return Path(origin).resolve().parent / "shared"
+    return here
+
+
+SHARED = _find_shared()
 
 
 @pytest.fixture(scope="session")
