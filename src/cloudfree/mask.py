@@ -2,7 +2,9 @@
 
 SCL classes (Sen2Cor): 0 no data, 1 saturated/defective, 2 dark area, 3 cloud shadow,
 4 vegetation, 5 not vegetated, 6 water, 7 unclassified, 8 cloud medium probability,
-9 cloud high probability, 10 thin cirrus, 11 snow/ice.
+9 cloud high probability, 10 thin cirrus, 11 snow/ice. Source: the ``Scene_Classification_List``
+of a real ESA L2A product's ``MTD_MSIL2A.xml`` (baseline 04.00, T29UNU, in
+``../shared/realdata/stactools-sentinel2``); ``tests/realdata`` checks these constants against it.
 
 Compositing uses :func:`scene_state`: one uint8 code per band pixel and scene (``NODATA``,
 ``MASKED``, ``SNOW``, ``CLEAR``), so the median can use snow observations only where a pixel has

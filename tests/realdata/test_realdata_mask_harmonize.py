@@ -261,3 +261,25 @@ def test_overview_sample_of_the_real_rkh_cogs(rkh: Path) -> None:
     assert h.evidence["prior"]["offset"] == 0  # 02.14
     with pytest.raises(SourceReadError):
         read_overview_sample({**assets, "red": str(rkh / "B99.tif")})
+
+
+def test_scl_class_constants_match_esa_product_metadata(realdata: Path) -> None:
+    """The SCL codes the mask relies on are ESA's own (MTD_MSIL2A.xml Scene_Classification_List
+    of the real T29UNU product), not a belief of ours."""
+    import xml.etree.ElementTree as ET
+
+    from cloudfree import mask
+
+    (mtd,) = realdata.glob("stactools-sentinel2/**/MTD_MSIL2A.xml")
+    root = ET.parse(mtd).getroot()
+    legend = {int(e.findtext("SCENE_CLASSIFICATION_INDEX")): e.findtext("SCENE_CLASSIFICATION_TEXT")
+              for e in root.iter("Scene_Classification_ID")}
+    assert legend[mask.NODATA_CLASS] == "SC_NODATA"
+    assert legend[mask.SNOW_CLASS] == "SC_SNOW_ICE"
+    masked = {legend[c] for c in mask.DEFAULT_MASK_CLASSES}
+    assert masked == {"SC_NODATA", "SC_SATURATED_DEFECTIVE", "SC_CLOUD_SHADOW",
+                      "SC_CLOUD_MEDIUM_PROBA", "SC_CLOUD_HIGH_PROBA", "SC_THIN_CIRRUS",
+                      "SC_SNOW_ICE"}
+    assert {legend[c] for c in mask.OPTIONAL_MASK_CLASSES} == {"SC_DARK_FEATURE_SHADOW",
+                                                               "SC_UNCLASSIFIED"}
+
