@@ -142,20 +142,13 @@ def _block_all(a: np.ndarray, k: int) -> np.ndarray:
     return a.reshape(h // k, k, w // k, k).all(axis=(1, 3))
 
 
-def _to_band_grid(a: np.ndarray, band_resolution: int, reduce_all: bool) -> np.ndarray:
-    """A 2-D 20 m bool array on a band grid: 10 m repeats, 60 m reduces each 3 x 3 block
-    with all() (``reduce_all``) or any()."""
-    if band_resolution == SCL_RESOLUTION:
-        return a
+def _band_shape(shape20: tuple[int, int], band_resolution: int) -> tuple[int, int]:
+    h, w = shape20
     if band_resolution == 10:
-        return np.repeat(np.repeat(a, 2, axis=0), 2, axis=1)
+        return 2 * h, 2 * w
     if band_resolution == 60:
-        h, w = a.shape
-        if h % 3 or w % 3:
-            raise InputError(
-                f"a 20 m SCL of shape {(h, w)} does not tile a 60 m grid (need multiples of 3)")
-        return _block_all(a, 3) if reduce_all else ~_block_all(~a, 3)
-    raise InputError(f"band resolution must be 10, 20 or 60 m, got {band_resolution!r}")
+        return h // 3, w // 3
+    return h, w
 
 
 def scene_state(
@@ -182,19 +175,41 @@ def scene_state(
     classes = tuple(int(c) for c in classes)
     if any(not 0 <= c <= 255 for c in classes):
         raise InputError(f"SCL classes must be 0..255, got {classes}")
-    lut = np.ones(256, dtype=bool)
-    lut[list(classes)] = False
-    lut[NODATA_CLASS] = False
-    keep20 = lut[scl20]
-    nodata20 = scl20 == NODATA_CLASS
-    clear = _to_band_grid(keep20, band_resolution, reduce_all=True)
-    nodata = _to_band_grid(nodata20, band_resolution, reduce_all=False)  # any 0 inside
-    all_nodata = _to_band_grid(nodata20, band_resolution, reduce_all=True)
-    state = np.full(clear.shape, MASKED, dtype=np.uint8)
+    if band_resolution not in (10, SCL_RESOLUTION, 60):
+        raise InputError(f"band resolution must be 10, 20 or 60 m, got {band_resolution!r}")
+    if band_resolution == 60 and (scl20.shape[0] % 3 or scl20.shape[1] % 3):
+        raise InputError(f"a 20 m SCL of shape {scl20.shape} does not tile a 60 m grid "
+                         "(need multiples of 3)")
+    # One lookup gives each 20 m pixel its state; the order NODATA < MASKED < SNOW < CLEAR makes
+    # the 60 m rule a block minimum (clear only if all nine are clear, snow if all nine are
+    # clear or snow, any class 0 inside gives NODATA here and MASKED below).
+    lut = np.full(256, CLEAR, dtype=np.uint8)
+    lut[list(classes)] = MASKED
     if SNOW_CLASS in classes:
-        snowy = _to_band_grid(keep20 | (scl20 == SNOW_CLASS), band_resolution, reduce_all=True)
-        state[snowy] = SNOW
-    state[clear] = CLEAR
+        lut[SNOW_CLASS] = SNOW
+    lut[NODATA_CLASS] = NODATA
+    state20 = lut[scl20]
+    out_shape = _band_shape(scl20.shape, band_resolution)
+    if not state20.any():  # all class 0 (outside the swath): NODATA == 0 everywhere
+        return np.zeros(out_shape, dtype=np.uint8)
+    if band_resolution == SCL_RESOLUTION:
+        state = state20
+    elif band_resolution == 10:
+        state = np.repeat(np.repeat(state20, 2, axis=0), 2, axis=1)
+    else:
+        h, w = state20.shape
+        state = state20.reshape(h // 3, 3, w // 3, 3).min(axis=(1, 3))
+    # Fast paths: most windows of a real tile hold no class 0 at all (no dilation needed), and
+    # windows outside a swath hold nothing else (nothing to compute).
+    nodata = state == NODATA  # at 60 m: any class 0 inside the block
+    if not nodata.any():
+        return state
+    if band_resolution == 60:
+        all_nodata = _block_all(scl20 == NODATA_CLASS, 3)
+    else:
+        all_nodata = nodata
+    if all_nodata.all():
+        return state
     state[dilate(nodata, dilate_nodata) if dilate_nodata else nodata] = MASKED
     state[all_nodata] = NODATA
     return state

@@ -157,3 +157,50 @@ def test_scene_state_errors() -> None:
         scene_state(np.zeros((2, 6, 6), np.uint8), 20)
     with pytest.raises(InputError):
         scene_state(np.zeros((6, 6), np.uint8), 30)
+
+
+def _scene_state_reference(scl20, band_resolution, classes, dilate_nodata):
+    """The rule written out plainly (one bool grid per condition), for the fast LUT version."""
+    from cloudfree.mask import CLEAR, MASKED, NODATA, SNOW, dilate
+
+    def grid(a, reduce_all):
+        if band_resolution == 20:
+            return a
+        if band_resolution == 10:
+            return np.repeat(np.repeat(a, 2, axis=0), 2, axis=1)
+        h, w = a.shape
+        blocks = a.reshape(h // 3, 3, w // 3, 3)
+        return blocks.all(axis=(1, 3)) if reduce_all else blocks.any(axis=(1, 3))
+
+    keep = np.ones(256, dtype=bool)
+    keep[list(classes)] = False
+    keep[0] = False
+    keep20, nodata20 = keep[scl20], scl20 == 0
+    state = np.full(grid(keep20, True).shape, MASKED, dtype=np.uint8)
+    if 11 in classes:
+        state[grid(keep20 | (scl20 == 11), True)] = SNOW
+    state[grid(keep20, True)] = CLEAR
+    nodata = grid(nodata20, False)
+    state[dilate(nodata, dilate_nodata) if dilate_nodata else nodata] = MASKED
+    state[grid(nodata20, True)] = NODATA
+    return state
+
+
+@pytest.mark.parametrize("res", [10, 20, 60])
+@pytest.mark.parametrize("seed", range(6))
+def test_scene_state_matches_the_plain_rule(res: int, seed: int) -> None:
+    """The LUT + block-minimum version with its fast paths equals the rule written out per
+    condition, on random SCLs with no, some and only class-0 pixels."""
+    from cloudfree.mask import DEFAULT_MASK_CLASSES, scene_state
+
+    rng = np.random.default_rng(seed)
+    classes = DEFAULT_MASK_CLASSES if seed % 2 else (0, 3, 8, 9, 10)
+    for nodata_share in (0.0, 0.05, 0.5, 1.0):
+        scl = rng.integers(1, 12, size=(24, 27), dtype=np.uint8)
+        scl[rng.random(scl.shape) < nodata_share] = 0
+        scl[:, :6][rng.random((24, 6)) < nodata_share] = 0  # a swath edge
+        for radius in (0, 1, 3):
+            np.testing.assert_array_equal(
+                scene_state(scl, res, classes, radius),
+                _scene_state_reference(scl, res, classes, radius),
+                err_msg=f"res {res} nodata {nodata_share} radius {radius}")

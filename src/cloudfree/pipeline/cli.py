@@ -121,7 +121,10 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  input not valid: {err}")
         return 0
     for row in run.tile_statuses(deployed, request["year"], request["tiles"]):
-        print(f"  {row['tile']}: {row['status']}")
+        status = row["status"]
+        if desc["status"] == "RUNNING" and row.get("error") == "Incomplete":
+            status = "in progress"  # no record yet: the tile has not finished, not failed
+        print(f"  {row['tile']}: {status}")
     return 0
 
 
