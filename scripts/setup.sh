@@ -15,15 +15,29 @@ if ! ls /usr/share/postgresql/15/extension/postgis.control >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends postgresql-15-postgis-3 >/dev/null
 fi
 
+# uv installs the venvs (about 10x faster than pip here: parallel downloads and installs); it
+# lives in its own small venv, bootstrapped with pip. UV=pip falls back to plain pip.
+UV=${UV:-uv}
+if [[ "$UV" == uv && ! -x .venv-uv/bin/uv ]]; then
+  "$PY" -m venv .venv-uv
+  .venv-uv/bin/pip install -q uv 2>&1 | { grep -v "^WARNING: Location" || true; }
+fi
+
 mkvenv() {  # mkvenv DIR REQFILE [extra pip args]
   local dir=$1 req=$2; shift 2
   local stamp="$dir/.req.sha"
   local want; want=$(cat "$req" "$@" 2>/dev/null | sha1sum | cut -c1-40)
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return 0; fi
   echo "[setup] building $dir from $req"
-  [[ -x "$dir/bin/python" ]] || "$PY" -m venv "$dir"
-  "$dir/bin/pip" install -q --upgrade pip "setuptools>=68" 2>&1 | { grep -v "^WARNING: Location" || true; }
-  "$dir/bin/pip" install -q -r "$req" 2>&1 | { grep -v "^WARNING: Location" || true; }
+  if [[ "$UV" == uv ]]; then
+    # --seed: pip and setuptools in the venv too (the layer build and editable installs use them)
+    [[ -x "$dir/bin/python" ]] || .venv-uv/bin/uv venv -q --seed --python "$PY" "$dir"
+    .venv-uv/bin/uv pip install -q --python "$dir/bin/python" -r "$req"
+  else
+    [[ -x "$dir/bin/python" ]] || "$PY" -m venv "$dir"
+    "$dir/bin/pip" install -q --upgrade pip "setuptools>=68" 2>&1 | { grep -v "^WARNING: Location" || true; }
+    "$dir/bin/pip" install -q -r "$req" 2>&1 | { grep -v "^WARNING: Location" || true; }
+  fi
   echo "$want" > "$stamp"
 }
 
