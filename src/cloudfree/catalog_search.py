@@ -120,6 +120,20 @@ def load(settings: Settings, api_url: str | None, parquet: str | Path | None,
                       target)
 
 
+def geoparquet_uri(settings: Settings) -> str:
+    """Where the collection's stac-geoparquet lives: beside ``collection.json``."""
+    return settings.layout.geoparquet()
+
+
+def load_with_progress(settings: Settings, api_url: str | None, parquet: str | Path | None,
+                       force: bool = False) -> LoadResult:
+    """:func:`load` with a progress bar on the terminal (items read)."""
+    from .progress import progress_bar
+
+    with progress_bar("reading published items") as advance:
+        return load(settings, api_url, parquet, progress=advance, force=force)
+
+
 def _api_collection(collection: dict[str, Any]) -> dict[str, Any]:
     """The collection without its ``item`` links (the API serves the items itself)."""
     return {**collection, "links": [lk for lk in collection.get("links", [])

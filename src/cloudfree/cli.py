@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "cloudfree.local.cli",  # local up/down/status/env
     "cloudfree.synth.cli",  # synth
     "cloudfree.pipeline.cli",  # run/status/reprocess/fetch/deploy
+    "cloudfree.viewer.cli",  # view
 )
 
 
@@ -80,6 +81,44 @@ def main(argv: list[str] | None = None) -> int:
     except CloudfreeError as err:
         print(f"cloudfree: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        advice = explain(err)
+        if advice is None:
+            raise
+        print(f"cloudfree: error: {advice}", file=sys.stderr)
+        return 2
+
+
+#: What to do when this shell cannot reach AWS or the local stack.
+LOCAL_HINT = 'for the local stack: `make up`, then eval "$(.venv/bin/cloudfree local env)"'
+
+
+def explain(err: BaseException) -> str | None:
+    """An actionable message for the errors of the AWS SDK a user meets first (credentials,
+    endpoint down, stack missing); None for anything else. botocore's classes: see
+    botocore/exceptions.py (``NoCredentialsError``, ``EndpointConnectionError``, ...)."""
+    import os
+
+    from botocore import exceptions as bex
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if isinstance(err, bex.NoCredentialsError | bex.PartialCredentialsError):
+        return ("AWS credentials missing: configure them (`aws configure`, AWS_PROFILE or "
+                f"`aws sso login`; see docs/guide.md), or {LOCAL_HINT}")
+    if isinstance(err, bex.NoRegionError):
+        return f"no AWS region: set AWS_REGION (e.g. us-west-2), or {LOCAL_HINT}"
+    if isinstance(err, bex.EndpointConnectionError | bex.ConnectTimeoutError):
+        if endpoint:
+            return (f"cannot reach {endpoint}: the local stack is down; start it with "
+                    "`make up` (check with `make status`)")
+        return f"cannot reach AWS ({err}); check the network and AWS_REGION"
+    if isinstance(err, bex.ClientError):
+        code = err.response.get("Error", {}).get("Code", "")
+        if code in ("ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId",
+                    "UnrecognizedClientException", "InvalidAccessKeyId"):
+            return (f"AWS credentials rejected ({code}): refresh them (`aws sso login` or "
+                    f"`aws configure`), or {LOCAL_HINT}")
+    return None
 
 
 if __name__ == "__main__":

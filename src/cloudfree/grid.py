@@ -213,7 +213,9 @@ def parse_tile(value: str | Tile) -> Tile:
         return value
     m = _TILE_RE.match(str(value).strip().upper())
     if not m:
-        raise InputError(f"not an MGRS tile id: {value!r} (expected e.g. 33UUP)")
+        raise InputError(f"not an MGRS tile id: {value!r} (expected e.g. 33UUP: UTM zone, "
+                         "latitude band, 100 km square; for the tiles of a place pass --aoi "
+                         "minlon,minlat,maxlon,maxlat instead)")
     zone = int(m.group(1))
     if not 1 <= zone <= 60:
         raise InputError(f"UTM zone out of range in {value!r}")

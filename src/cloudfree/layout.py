@@ -29,6 +29,7 @@ REPORTS_PREFIX = "reports/"
 PLANS_PREFIX = "plans/"
 RESULTS_PREFIX = "results/"
 INDEX_PREFIX = "index/"
+GEOPARQUET = "items.parquet"
 
 
 def _tile_year(tile: str, year: int) -> str:
@@ -131,6 +132,10 @@ class Layout:
 
     def collection(self) -> str:
         return f"s3://{self.data_bucket}/{self.data_prefix}/collection.json"
+
+    def geoparquet(self) -> str:
+        """The stac-geoparquet file of the whole collection (``cloudfree catalog load``)."""
+        return f"s3://{self.data_bucket}/{self.data_prefix}/{GEOPARQUET}"
 
     def index_prefix(self, year: int | None = None) -> str:
         base = f"s3://{self.data_bucket}/{self.data_prefix}/{INDEX_PREFIX}"

@@ -171,7 +171,7 @@ CLI_ROWS = [
     ("run-aoi-text", ["run", "--year", "2023", "--aoi", "europe"], 2,
      "bbox must be minlon,minlat,maxlon,maxlat"),
     ("run-unknown-stack", ["run", "--stack", "no-such-stack", "--year", "2023", "--tiles", T],
-     2, "stack 'no-such-stack' not found"),
+     2, "stack 'no-such-stack' is not deployed here: deploy it first"),
     ("reprocess-year-2014", ["reprocess", "--stack", "{stack}", "--year", "2014", "--tiles", T],
      2, "year 2014 is outside"),
     ("reprocess-tile-33UUI", ["reprocess", "--stack", "{stack}", "--year", "2023", "--tiles",

@@ -59,6 +59,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = catalog.add_parser("rebuild", help="rebuild collection.json from the index listing")
     _common(p)
     p.set_defaults(func=_catalog_rebuild)
+    p = catalog.add_parser("load", help="load the published items into a STAC API (upsert, "
+                                        "incremental) and write the stac-geoparquet file")
+    _common(p)
+    p.add_argument("--api", default=None, help="STAC API with transactions (default: the local "
+                                               "stack's, $STAC_API_URL); 'none' to skip")
+    p.add_argument("--parquet", default=None,
+                   help="geoparquet path or s3:// URI (default: beside collection.json)")
+    p.add_argument("--force", action="store_true", help="reload items already current")
+    p.set_defaults(func=_catalog_load)
 
     p = sub.add_parser("demo", help="the whole thing locally: synth, deploy, run, fetch, score")
     _common(p)
@@ -162,6 +171,32 @@ def _catalog_rebuild(args: argparse.Namespace) -> int:
     result = rebuild_collection(run.publishing_settings(args.stack))
     print(f"{result['collection']}: {result['items']} items ({result['status']})")
     return 0
+
+
+def _catalog_load(args: argparse.Namespace) -> int:
+    from ..catalog_search import geoparquet_uri, load_with_progress
+    from . import run
+
+    settings = run.publishing_settings(args.stack)
+    api = None if (args.api or "").lower() == "none" else (args.api or _local_api())
+    result = load_with_progress(settings, api, args.parquet or geoparquet_uri(settings),
+                                force=args.force)
+    where = f" into {api}" if api else ""
+    print(f"{result.collection}: {result.loaded} item(s) loaded{where}, {result.unchanged} "
+          f"already current; geoparquet {result.parquet}")
+    return 0
+
+
+def _local_api() -> str:
+    import os
+
+    from ..errors import ConfigError
+
+    url = os.environ.get("STAC_API_URL")
+    if not url:
+        raise ConfigError("no STAC API to load into: pass --api URL, or point this shell at "
+                          'the local stack with eval "$(.venv/bin/cloudfree local env)"')
+    return url
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -196,10 +196,16 @@ def deploy_local(stack_name: str = "cloudfree", endpoint: str | None = None,
 def stack_info(stack_name: str = "cloudfree", endpoint: str | None = None) -> StackInfo:
     """Outputs and parameters of an already deployed stack (boto3 goes where the env says)."""
     cfn = _client("cloudformation", endpoint)
+    from botocore.exceptions import ClientError
+
     try:
         stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
-    except Exception as err:  # noqa: BLE001 - botocore ClientError or connection errors
-        raise DeployError(f"stack {stack_name!r} not found: {err}") from err
+    except ClientError as err:
+        if "does not exist" not in str(err):
+            raise
+        raise DeployError(f"stack {stack_name!r} is not deployed here: deploy it first with "
+                          "`cloudfree deploy` (local stack) or `sam deploy --guided` (AWS, see "
+                          "docs/guide.md), or pass --stack NAME") from err
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     params = {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters", [])}
     try:

@@ -210,7 +210,7 @@ def fetch(deployed: Deployed, year: int, tile: str, dest: Path) -> list[Path]:
     layout = deployed.settings.layout
     item_uri = layout.item(check_year(year), parse_tile(tile).id)
     if not storage.exists(item_uri):
-        raise InputError(f"nothing published for {tile} {year}: no {item_uri}")
+        raise InputError(not_published(deployed, year, parse_tile(tile).id))
     item = storage.read_json(item_uri)
     files = [Path(dest) / item_uri.rsplit("/", 1)[-1]]
     storage.download_file(item_uri, files[0])
@@ -219,6 +219,24 @@ def fetch(deployed: Deployed, year: int, tile: str, dest: Path) -> list[Path]:
         files.append(Path(dest) / uri.rsplit("/", 1)[-1])
         storage.download_file(uri, files[-1])
     return files
+
+
+def not_published(deployed: Deployed, year: int, tile: str) -> str:
+    """Why a tile-year has no item, and what to do about it (from its markers)."""
+    layout = deployed.settings.layout
+    row = tile_status(tile, year, deployed.settings)
+    head = f"nothing published for {tile} {year}: "
+    if row["status"] == "empty":
+        reason = storage.read_json(layout.tile_empty(year, tile)).get("reason", "")
+        return (head + f"no scenes for that year{f' ({reason})' if reason else ''}; pick "
+                "another year, or check the source archive with pystac-client (collection "
+                f"sentinel-2-l2a, grid:code MGRS-{tile})")
+    if row["status"] == "failed" and row.get("marker_at"):
+        return (head + f"the tile failed; reprocess it with `cloudfree reprocess --year {year} "
+                f"--tiles {tile}`")
+    if row["status"] == "done":
+        return head + "computed but not published yet; wait a minute and fetch again"
+    return head + f"run it first with `cloudfree run --year {year} --tiles {tile}`"
 
 
 def asset_uri(href: str, data_bucket: str) -> str:

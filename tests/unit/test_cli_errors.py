@@ -1,0 +1,104 @@
+"""Every user-facing CLI error says what to do next (issue 9): the messages, asserted."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+from cloudfree import cli
+from cloudfree.errors import InputError
+
+
+def _main_with(err: BaseException, capsys, monkeypatch) -> tuple[int, str]:
+    def boom(args):
+        raise err
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args",
+                        lambda argv=None: argparse.Namespace(verbose=False, func=boom))
+    code = cli.main([])
+    return code, capsys.readouterr().err
+
+
+def test_credentials_missing(capsys, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    code, err = _main_with(NoCredentialsError(), capsys, monkeypatch)
+    assert code == 2
+    assert "AWS credentials missing: configure them (`aws configure`" in err
+    assert 'eval "$(.venv/bin/cloudfree local env)"' in err
+
+
+def test_local_stack_down(capsys, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    code, err = _main_with(EndpointConnectionError(endpoint_url="http://127.0.0.1:9/"), capsys,
+                           monkeypatch)
+    assert code == 2
+    assert "cannot reach http://127.0.0.1:9: the local stack is down; start it with `make up`" \
+        in err
+
+
+def test_expired_credentials(capsys, monkeypatch):
+    err = ClientError({"Error": {"Code": "ExpiredToken", "Message": "x"}}, "DescribeStacks")
+    code, out = _main_with(err, capsys, monkeypatch)
+    assert code == 2 and "AWS credentials rejected (ExpiredToken): refresh them" in out
+
+
+def test_other_errors_are_not_swallowed(capsys, monkeypatch):
+    err = ClientError({"Error": {"Code": "AccessDenied", "Message": "x"}}, "GetObject")
+    with pytest.raises(ClientError):
+        _main_with(err, capsys, monkeypatch)
+    with pytest.raises(ZeroDivisionError):
+        _main_with(ZeroDivisionError(), capsys, monkeypatch)
+
+
+def test_wrong_tile_id_says_how_to_find_tiles(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["fetch", "--year", "2021", "--tile", "33XXX"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "not an MGRS tile id: '33XXX'" in err
+    assert "for the tiles of a place pass --aoi minlon,minlat,maxlon,maxlat" in err
+
+
+def test_cloudfree_errors_print_their_message(capsys, monkeypatch):
+    code, err = _main_with(InputError("bad thing; do this"), capsys, monkeypatch)
+    assert (code, err.strip()) == (2, "cloudfree: error: bad thing; do this")
+
+
+def test_stack_not_deployed(monkeypatch):
+    from cloudfree.pipeline import deploy
+
+    class Cfn:
+        def describe_stacks(self, StackName):  # noqa: N803 (boto3's name)
+            raise ClientError({"Error": {"Code": "ValidationError",
+                                         "Message": f"Stack with id {StackName} does not exist"}},
+                              "DescribeStacks")
+
+    monkeypatch.setattr(deploy, "_client", lambda service, endpoint=None: Cfn())
+    with pytest.raises(deploy.DeployError) as exc:
+        deploy.stack_info("mine")
+    assert str(exc.value).startswith("stack 'mine' is not deployed here: deploy it first with "
+                                     "`cloudfree deploy` (local stack) or `sam deploy --guided`")
+
+
+@pytest.mark.parametrize("status, marker, expected", [
+    ("empty", {"reason": "no items for 33UUP in 2016"},
+     "nothing published for 33UUP 2016: no scenes for that year (no items for 33UUP in 2016); "
+     "pick another year"),
+    ("failed", None, "the tile failed; reprocess it with `cloudfree reprocess --year 2016 "
+                     "--tiles 33UUP`"),
+    ("failed-never-ran", None, "run it first with `cloudfree run --year 2016 --tiles 33UUP`"),
+])
+def test_nothing_published_says_why(monkeypatch, status, marker, expected):
+    from cloudfree.pipeline import run
+
+    row = {"tile": "33UUP", "status": status.split("-")[0]}
+    if status != "failed-never-ran":
+        row["marker_at"] = "2026-01-01T00:00:00Z"
+    monkeypatch.setattr(run, "tile_status", lambda tile, year, settings: row)
+    monkeypatch.setattr(run.storage, "read_json", lambda uri: marker)
+    deployed = run.Deployed("s", "w", "d", "c", "arn")
+    assert expected in run.not_published(deployed, 2016, "33UUP")
