@@ -5,12 +5,13 @@ PY := $(VENV)/bin/python
 CLOUDFREE := $(VENV)/bin/cloudfree
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status env demo demo-desert test test-heavy test-unit test-integration bench lint asl build deploy clean
+.PHONY: help setup up down status env demo demo-desert view test test-heavy test-unit test-integration bench lint asl build deploy clean
 
 help:
 	@echo "make demo   - install, start the local stack, synthesize an archive, deploy, run a year"
 	@echo "make demo-desert - the same on a bright desert tile: offset decisions vs truth"
 	@echo "make test   - install, start the local stack, run every test"
+	@echo "make view   - the published composites on a map (http://127.0.0.1:8765/)"
 	@echo "make up / make down / make status - the local stack (MiniStack + STAC API)"
 	@echo "make bench  - benchmarks (median kernel vs np.nanmedian, full tile vs codec floor)"
 	@echo "make lint   - ruff, sam validate --lint, cfn-lint, checkov, Retry blocks up to date"
@@ -36,6 +37,11 @@ demo: up
 
 demo-desert: up
 	@$(CLOUDFREE) demo --landscape desert
+
+# the map viewer on the local stack's published outputs (Ctrl-C stops it); VIEW_PORT=0: any port
+VIEW_PORT ?= 8765
+view: up
+	@eval "$$($(CLOUDFREE) local env)" && $(CLOUDFREE) view --port $(VIEW_PORT)
 
 test: up
 	$(PY) -m pytest $(PYTEST_ARGS)

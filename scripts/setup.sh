@@ -23,6 +23,15 @@ if [[ "$UV" == uv && ! -x .venv-uv/bin/uv ]]; then
   .venv-uv/bin/pip install -q uv 2>&1 | { grep -v "^WARNING: Location" || true; }
 fi
 
+# the viewer's headless browser test drives Debian's chromium (Playwright's own browser builds
+# are downloads outside the package registries); MapLibre GL comes from npm (below)
+if ! command -v chromium >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "[setup] installing chromium and npm (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium npm >/dev/null
+fi
+
 mkvenv() {  # mkvenv DIR REQFILE [extra pip args]
   local dir=$1 req=$2; shift 2
   local stamp="$dir/.req.sha"
@@ -59,5 +68,13 @@ so=$(ls src/cloudfree/_median*.so 2>/dev/null | head -1 || true)
 if ! .venv/bin/python -c "import cloudfree._median" 2>/dev/null \
    || [[ -z "$so" || src/cloudfree/_median.c -nt "$so" ]]; then
   .venv/bin/pip install -q --no-deps -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
+fi
+# MapLibre GL for `cloudfree view`, vendored from npm into the package (gitignored, not in the
+# Lambda layer), again when package-lock.json changes
+viewer=src/cloudfree/viewer
+if [[ ! -f $viewer/node_modules/maplibre-gl/dist/maplibre-gl.js \
+      || $viewer/package-lock.json -nt $viewer/node_modules/.package-lock.json ]]; then
+  echo "[setup] npm ci (MapLibre GL for the viewer)"
+  (cd $viewer && npm ci --no-audit --no-fund --silent)
 fi
 echo "[setup] ok"

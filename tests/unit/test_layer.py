@@ -20,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SAM = REPO / ".venv-sam" / "bin" / "sam"
-DEV_ONLY = ("synth", "local", "pipeline", "cli.py")
+DEV_ONLY = ("synth", "local", "pipeline", "viewer", "cli.py", "catalog_search.py", "progress.py")
 #: What the python3.11 Lambda runtime provides besides the standard library.
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 

@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="scenes per tile, 1-64 (default: the stack's)")
     p.add_argument("--force", action="store_true", help="recompute finished work")
     p.add_argument("--no-follow", action="store_true", help="start and return")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the validated execution input and its tile count; start nothing")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("status", help="an execution's status and its tiles")
@@ -41,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--year", type=checked(check_year), required=True)
     p.add_argument("--tiles", nargs="+", required=True)
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the request and where it would go; write nothing")
     p.set_defaults(func=_reprocess)
 
     p = sub.add_parser("fetch", help="copy a tile's published outputs to a local folder")
@@ -90,6 +94,13 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("give --aoi or --world, not both")
     aoi = "world" if args.world else args.aoi
     payload = run.execution_input(args.year, args.tiles, aoi, options)  # before the stack
+    if args.dry_run:
+        from ..tasks import resolve_tiles
+
+        n = len(resolve_tiles(args.tiles, aoi))
+        print(json.dumps({"input": payload, "tiles": n}))
+        print(f"{n} tile(s); nothing started (drop --dry-run to start)")
+        return 0
     deployed = run.find_stack(args.stack)
     arn = run.start(deployed, payload)
     print(f"started {arn}")
@@ -142,7 +153,12 @@ def _reprocess(args: argparse.Namespace) -> int:
     from . import run
 
     resolve_tiles(args.tiles)  # before the stack is looked up
-    uri = run.submit_request(run.find_stack(args.stack), args.year, args.tiles)
+    deployed = run.find_stack(args.stack)
+    if args.dry_run:
+        print(json.dumps({"year": args.year, "tiles": args.tiles, "options": {},
+                          "to": deployed.settings.layout.request("<name>.json")}))
+        return 0
+    uri = run.submit_request(deployed, args.year, args.tiles)
     print(f"request written: {uri}")
     return 0
 

@@ -29,7 +29,7 @@ LOCAL_REGION = "us-east-1"
 #: Parameter overrides for a local deploy (2 vCPU: keep the fan-out small).
 LOCAL_PARAMETERS = {"TileConcurrency": "2", "BandConcurrency": "2", "WindowConcurrency": "1",
                     "ToleratedFailurePercentage": "0", "LogLevel": "INFO"}
-_SKIP_PARTS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
+_SKIP_PARTS = {"__pycache__", ".pytest_cache", ".ruff_cache", "node_modules"}
 
 
 class DeployError(CloudfreeError):

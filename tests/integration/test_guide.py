@@ -1,0 +1,44 @@
+"""Run every ```bash test / ```python test block of docs/guide.md, in order, against the local
+stack and the tile the session published (so the guide cannot rot)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.guide import blocks
+
+from .conftest import SMALL
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def guide_env(local_env, deployed_stack) -> dict[str, str]:
+    from cloudfree import storage
+    from cloudfree.pipeline import run
+
+    deployed = run.find_stack(deployed_stack.stack_name)
+    if not storage.exists(deployed.settings.layout.item(SMALL["year"], SMALL["tile"])):
+        pytest.skip("no published tile: run with tests/integration/test_pipeline_e2e.py first "
+                    "(make test does)")
+    venv = Path(sys.executable).parent
+    return {**os.environ, **local_env, "PATH": f"{venv}:{os.environ['PATH']}",
+            "TILE": SMALL["tile"], "YEAR": str(SMALL["year"])}
+
+
+def test_guide_commands_run(guide_env):
+    ran = []
+    for block in (b for b in blocks() if b.mark == "test"):
+        cmd = ["bash", "-euo", "pipefail", "-c", block.code] if block.lang == "bash" else \
+            [sys.executable, "-c", block.code]
+        res = subprocess.run(cmd, cwd=REPO, env=guide_env, capture_output=True, text=True,
+                             timeout=120)
+        assert res.returncode == 0, f"{block.name} failed:\n{block.code}\n{res.stdout}\n" \
+                                    f"{res.stderr[-3000:]}"
+        ran.append(block.name)
+    assert len(ran) >= 12
