@@ -288,6 +288,19 @@ blue dashed: the synthetic data AOI, imagery: the composites' visual COGs</p>
     return path
 
 
+def announce_viewer(deployed, out: Path) -> None:
+    """Load the published items into the local STAC API and a geoparquet, and say how to
+    browse them: the demo ends (a make target returns); ``make view`` serves the map."""
+    from ..catalog_search import load
+    from ..local import stack
+
+    result = load(deployed.settings, stack().endpoints().stac_api_url, out / "items.parquet")
+    say(f"catalog: {result.total} item(s) in the local STAC API "
+        f"({stack().endpoints().stac_api_url}, collection {result.collection}) and "
+        f"{result.parquet}")
+    say("viewer: `make view`, then open http://127.0.0.1:8765/")
+
+
 def run_demo(out: Path | None = None, stack_name: str = "cloudfree",
              scenes: int | None = None, landscape: str = "temperate") -> int:
     """The demo, end to end; returns a process exit code."""
@@ -340,6 +353,7 @@ def run_demo(out: Path | None = None, stack_name: str = "cloudfree",
             f"{len(t['cogs'])} COGs in {sorted({c['crs'] for c in t['cogs'].values()})} "
             f"{'all valid' if t['cogs_valid'] else 'NOT ALL VALID'}")
     say(f"outputs: {out}\n  summary: {out / 'summary.json'}\n  page: {page}")
+    announce_viewer(deployed, out)
     ok = desc["status"] == "SUCCEEDED" and all(t["cogs_valid"] for t in tiles)
     if landscape != "temperate":
         for t in tiles:

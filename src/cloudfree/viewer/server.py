@@ -166,6 +166,8 @@ def answer(catalog: Catalog, url: str) -> Answer:
     try:
         if path in ("/", "/index.html"):
             return _file(STATIC / "index.html")
+        if path == "/favicon.ico":
+            return 204, b"", "image/x-icon", True
         if path.startswith("/static/") and ".." not in path and (STATIC / path[8:]).is_file():
             return _file(STATIC / path[8:])
         if path.startswith("/vendor/") and path[8:] in VENDOR:
@@ -207,13 +209,23 @@ def make_handler(catalog: Catalog) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A browser that moved on (closed tab, cancelled tile) is no error."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class ViewerServer:
     """The server on ``host:port`` (0: a free port) in a background thread, or the foreground."""
 
     def __init__(self, catalog: Catalog, host: str = "127.0.0.1", port: int = 0) -> None:
         self.catalog = catalog
-        self._server = ThreadingHTTPServer((host, port), make_handler(catalog))
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), make_handler(catalog))
         self._thread: threading.Thread | None = None
 
     @property
