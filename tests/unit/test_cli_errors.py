@@ -102,3 +102,16 @@ def test_nothing_published_says_why(monkeypatch, status, marker, expected):
     monkeypatch.setattr(run.storage, "read_json", lambda uri: marker)
     deployed = run.Deployed("s", "w", "d", "c", "arn")
     assert expected in run.not_published(deployed, 2016, "33UUP")
+
+
+def test_progress_bar_draws_done_of_total(capsys):
+    from cloudfree.progress import progress_bar
+
+    with progress_bar("reading items", force=True) as advance:
+        for i in range(1, 4):
+            advance(i, 3)
+    err = capsys.readouterr().err
+    assert "reading items" in err and "3/3" in err
+    with progress_bar("quiet", force=False) as advance:
+        advance(1, 1)
+    assert capsys.readouterr().err == ""

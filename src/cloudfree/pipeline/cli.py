@@ -164,9 +164,12 @@ def _reprocess(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
+    from ..progress import progress_bar
     from . import run
 
-    files = run.fetch(run.find_stack(args.stack), args.year, args.tile, args.dest)
+    deployed = run.find_stack(args.stack)
+    with progress_bar(f"fetching {args.tile} {args.year}") as advance:
+        files = run.fetch(deployed, args.year, args.tile, args.dest, progress=advance)
     for f in files:
         print(f)
     return 0

@@ -203,8 +203,10 @@ def tile_statuses(deployed: Deployed, year: int, tiles: list[str]) -> list[dict]
     return [tile_status(t, year, deployed.settings) for t in tiles]
 
 
-def fetch(deployed: Deployed, year: int, tile: str, dest: Path) -> list[Path]:
-    """Copy a tile's published item and the assets it points at to a local folder."""
+def fetch(deployed: Deployed, year: int, tile: str, dest: Path,
+          progress: Any = None) -> list[Path]:
+    """Copy a tile's published item and the assets it points at to a local folder;
+    ``progress(done, total)`` after each file."""
     from ..grid import parse_tile
 
     layout = deployed.settings.layout
@@ -214,10 +216,12 @@ def fetch(deployed: Deployed, year: int, tile: str, dest: Path) -> list[Path]:
     item = storage.read_json(item_uri)
     files = [Path(dest) / item_uri.rsplit("/", 1)[-1]]
     storage.download_file(item_uri, files[0])
-    for asset in item["assets"].values():
+    for i, asset in enumerate(item["assets"].values(), 1):
         uri = asset_uri(asset["href"], deployed.data_bucket)
         files.append(Path(dest) / uri.rsplit("/", 1)[-1])
         storage.download_file(uri, files[-1])
+        if progress:
+            progress(i, len(item["assets"]))
     return files
 
 
