@@ -32,13 +32,17 @@ def guide_env(local_env, deployed_stack) -> dict[str, str]:
 
 
 def test_guide_commands_run(guide_env):
+    import time
+
     ran = []
     for block in (b for b in blocks() if b.mark == "test"):
         cmd = ["bash", "-euo", "pipefail", "-c", block.code] if block.lang == "bash" else \
             [sys.executable, "-c", block.code]
+        t0 = time.monotonic()
         res = subprocess.run(cmd, cwd=REPO, env=guide_env, capture_output=True, text=True,
                              timeout=120)
         assert res.returncode == 0, f"{block.name} failed:\n{block.code}\n{res.stdout}\n" \
                                     f"{res.stderr[-3000:]}"
-        ran.append(block.name)
+        ran.append(f"{block.name} {time.monotonic() - t0:.1f}s")
+    print("\nguide blocks:", ", ".join(ran))
     assert len(ran) >= 12
