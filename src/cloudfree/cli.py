@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
-        for noisy in ("botocore", "boto3", "urllib3", "rasterio", "s3transfer"):
+        for noisy in ("botocore", "boto3", "urllib3", "rasterio", "s3transfer", "numexpr",
+                      "stac_geoparquet"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)

@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("catalog", help="the published catalog (collection.json)")
     catalog = p.add_subparsers(dest="catalog_command", required=True)
-    p = catalog.add_parser("rebuild", help="rebuild collection.json from the index listing")
+    p = catalog.add_parser("rebuild", help="rebuild collection.json from the index listing, "
+                                           "and the geoparquet")
     _common(p)
     p.set_defaults(func=_catalog_rebuild)
     p = catalog.add_parser("load", help="load the published items into a STAC API (upsert, "
@@ -187,8 +188,13 @@ def _catalog_rebuild(args: argparse.Namespace) -> int:
     from ..publish import rebuild_collection
     from . import run
 
-    result = rebuild_collection(run.publishing_settings(args.stack))
+    settings = run.publishing_settings(args.stack)
+    result = rebuild_collection(settings)
     print(f"{result['collection']}: {result['items']} items ({result['status']})")
+    if result["items"]:  # the geoparquet is rebuilt with the collection (CLI only: pyarrow)
+        from ..catalog_search import geoparquet_uri, load_with_progress
+
+        print(f"geoparquet {load_with_progress(settings, None, geoparquet_uri(settings)).parquet}")
     return 0
 
 
