@@ -10,11 +10,11 @@ reads the same listing and
   ``"method": "upsert"`` (stac-fastapi-pgstac's bulk transactions, ``pypgstac``'s upsert
   underneath), so a reload replaces instead of failing. It is **incremental**: an item whose
   ``cloudfree:run`` (the computation that produced it) is already in the API is not read again;
-- **writes** a stac-geoparquet file of the whole collection (``stac_geoparquet.arrow``), rebuilt
+- **writes** a stac-geoparquet file of the whole collection (``rustac``), rebuilt
   on every load, so a year of the world can be queried with DuckDB or GeoPandas without a
   server (:func:`search_parquet`).
 
-CLI and tests only: pyarrow/pandas are far too big for the Lambda layer (DESIGN.md).
+CLI and tests only: rustac (87 MB, DuckDB inside) and duckdb are not for the Lambda layer.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def load(settings: Settings, api_url: str | None, parquet: str | Path | None,
                                 (items[r["id"]] for r in stale))
     target = None
     if parquet is not None:
-        target = write_parquet(list(items.values()), parquet, collection)
+        target = write_parquet(list(items.values()), parquet)
     return LoadResult(collection["id"], loaded, len(records) - len(stale) if api_url else 0,
                       target)
 
@@ -143,23 +143,26 @@ def _api_collection(collection: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # stac-geoparquet
 # --------------------------------------------------------------------------------------------
-def write_parquet(items: Sequence[dict[str, Any]], target: str | Path,
-                  collection: dict[str, Any] | None = None) -> str:
-    """Write ``items`` as one stac-geoparquet file (spec 1.1.0, the collection in its
-    metadata) at ``target``, a path or an ``s3://`` URI (written locally, then uploaded).
-    An empty item list is refused: a parquet without rows has no schema to query."""
+def write_parquet(items: Sequence[dict[str, Any]], target: str | Path) -> str:
+    """Write ``items`` as one stac-geoparquet file (written by ``rustac``: spec 1.0.0, the
+    ``geo`` metadata with a bbox covering column) at ``target``, a path or an ``s3://`` URI
+    (written locally, then uploaded). An empty item list is refused: a parquet without rows
+    has no schema to query."""
+    import asyncio
     import tempfile
 
-    from stac_geoparquet.arrow import parse_stac_items_to_arrow, to_parquet
+    import rustac
 
     if not items:
         raise InputError("no published items to write: run a year first (`cloudfree run`)")
-    collections = {collection["id"]: collection} if collection else None
     target = str(target)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "items.parquet" if storage.is_s3(target) else Path(target)
         local.parent.mkdir(parents=True, exist_ok=True)
-        to_parquet(parse_stac_items_to_arrow(items), local, collections=collections)
+        async def write() -> None:  # rustac's I/O is async: it needs a running loop
+            await rustac.write(str(local), list(items))
+
+        asyncio.run(write())
         if storage.is_s3(target):
             storage.upload_file(local, target, "application/vnd.apache.parquet")
     return target

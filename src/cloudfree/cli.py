@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         for noisy in ("botocore", "boto3", "urllib3", "rasterio", "s3transfer", "numexpr",
-                      "stac_geoparquet"):
+                      "stac_io", "rustac"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pyarrow.parquet as pq
+import duckdb
 import pytest
 
 from cloudfree.catalog_search import search_parquet, write_parquet
 from cloudfree.errors import InputError
-from cloudfree.stac import build_collection, build_item
+from cloudfree.stac import build_item
 
 from .test_stac import asset_infos, manifest, stats
 
@@ -26,19 +26,21 @@ def parquet(tmp_path_factory):
         items.append(build_item(tile, year, asset_infos(), m, stats(), software_version="0.1.0",
                                 created=datetime(2024, 5, 6, tzinfo=UTC)
                                 ).to_dict(include_self_link=False))
-    col = build_collection(software_version="0.1.0", years=(2020, 2021)).to_dict()
     path = tmp_path_factory.mktemp("gpq") / "items.parquet"
-    assert write_parquet(items, path, col) == str(path)
+    assert write_parquet(items, path) == str(path)
     return path, items
 
 
-def test_parquet_holds_every_item_and_the_collection(parquet):
+def test_parquet_is_stac_geoparquet_with_every_item(parquet):
     path, items = parquet
-    table = pq.read_table(path)
-    assert sorted(table.column("id").to_pylist()) == sorted(i["id"] for i in items)
-    # stac-geoparquet 1.1.0 keeps the collection in the file's metadata
-    meta = pq.read_schema(path).metadata
-    assert b"stac-geoparquet" in meta and b"sentinel-2-annual-median" in meta[b"stac-geoparquet"]
+    con = duckdb.connect()
+    ids = [r[0] for r in con.execute("SELECT id FROM read_parquet(?) ORDER BY id",
+                                     [str(path)]).fetchall()]
+    assert ids == sorted(i["id"] for i in items)
+    meta = dict(con.execute("SELECT key, value FROM parquet_kv_metadata(?)",
+                            [str(path)]).fetchall())
+    # stac-geoparquet: its version key, and GeoParquet's "geo" with the bbox covering column
+    assert b"stac-geoparquet" in meta and b'"covering":{"bbox"' in meta[b"geo"]
 
 
 def test_search_by_grid_code(parquet):

@@ -191,7 +191,7 @@ def _catalog_rebuild(args: argparse.Namespace) -> int:
     settings = run.publishing_settings(args.stack)
     result = rebuild_collection(settings)
     print(f"{result['collection']}: {result['items']} items ({result['status']})")
-    if result["items"]:  # the geoparquet is rebuilt with the collection (CLI only: pyarrow)
+    if result["items"]:  # the geoparquet is rebuilt with the collection (CLI only: rustac)
         from ..catalog_search import geoparquet_uri, load_with_progress
 
         print(f"geoparquet {load_with_progress(settings, None, geoparquet_uri(settings)).parquet}")
