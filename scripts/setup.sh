@@ -50,6 +50,18 @@ mkvenv() {  # mkvenv DIR REQFILE [extra pip args]
   echo "$want" > "$stamp"
 }
 
+# MapLibre GL for `cloudfree view`, vendored from npm into the package (gitignored, not in the
+# Lambda layer), again when package-lock.json changes; in the background (network-bound)
+viewer=src/cloudfree/viewer
+npm_pid=
+if [[ ! -f $viewer/node_modules/maplibre-gl/dist/maplibre-gl.js \
+      || $viewer/package-lock.json -nt $viewer/node_modules/.package-lock.json ]]; then
+  echo "[setup] npm ci (MapLibre GL for the viewer)"
+  (cd $viewer && npm ci --no-audit --no-fund --silent) &
+  npm_pid=$!
+fi
+wait_npm() { if [[ -n $npm_pid ]]; then wait "$npm_pid"; fi; }
+
 mkvenv .venv requirements/dev.txt &
 p1=$!
 mkvenv .venv-stacapi requirements/stacapi.txt &
@@ -69,12 +81,5 @@ if ! .venv/bin/python -c "import cloudfree._median" 2>/dev/null \
    || [[ -z "$so" || src/cloudfree/_median.c -nt "$so" ]]; then
   .venv/bin/pip install -q --no-deps -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
 fi
-# MapLibre GL for `cloudfree view`, vendored from npm into the package (gitignored, not in the
-# Lambda layer), again when package-lock.json changes
-viewer=src/cloudfree/viewer
-if [[ ! -f $viewer/node_modules/maplibre-gl/dist/maplibre-gl.js \
-      || $viewer/package-lock.json -nt $viewer/node_modules/.package-lock.json ]]; then
-  echo "[setup] npm ci (MapLibre GL for the viewer)"
-  (cd $viewer && npm ci --no-audit --no-fund --silent)
-fi
+wait_npm
 echo "[setup] ok"
