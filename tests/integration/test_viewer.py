@@ -133,6 +133,10 @@ def test_catalog_search_and_viewer(published, local_env, tmp_path):
                                    ".startsWith('Valid observations')", timeout=10000)
             assert page.inner_text("#legend-max") == str(item["properties"][
                 "cloudfree:observations"]["max"])
+            page.wait_for_timeout(300)
+            page.wait_for_function(idle, timeout=30000)
+            counts = _page_pixels(page)
+            page.screenshot(path=str(SCREENSHOT.with_name("viewer-count.png")))
             browser.close()
     finally:
         server.stop()
@@ -146,6 +150,9 @@ def test_catalog_search_and_viewer(published, local_env, tmp_path):
                 assert int(shown["contributing scenes"].split()[0]) == want & 127 >= 1
             else:
                 assert int(shown[key]) == want > 0, key
+    # the count layer is drawn in viridis (a green-blue-yellow ramp), not the visual image
+    changed = (np.abs(counts - pixels).sum(axis=2) > 30).mean()
+    assert changed > 0.5, f"the count layer changed only {changed:.0%} of the map"
     assert abs(point["lon"] - center[0]) < 1e-3 and abs(point["lat"] - center[1]) < 1e-3
     print(f"\nviewer test: catalog {t_catalog:.1f}s, total {time.monotonic() - t0:.1f}s, "
           f"{imagery:.0%} of the map drawn, clicked {shown}")
