@@ -1,5 +1,5 @@
 """The fenced blocks of docs/guide.md: ```bash test / ```python test are run against the local
-stack (tests/integration/test_guide.py); ```bash aws are AWS-only and shown, not run."""
+stack (tests/integration/test_viewer_guide.py); ```bash aws are AWS-only and shown, not run."""
 
 from __future__ import annotations
 

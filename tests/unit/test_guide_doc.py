@@ -1,5 +1,5 @@
 """docs/guide.md stays runnable: its blocks are marked, and every AWS-only block is followed by
-a local equivalent that tests/integration/test_guide.py runs."""
+a local equivalent that tests/integration/test_viewer_guide.py runs."""
 
 from __future__ import annotations
 

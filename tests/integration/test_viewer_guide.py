@@ -1,5 +1,6 @@
 """Run every ```bash test / ```python test block of docs/guide.md, in order, against the local
-stack and the tile the session published (so the guide cannot rot)."""
+stack and the tile the session published (so the guide cannot rot). Named to run after
+test_pipeline_e2e.py and test_viewer.py, whose published tile it reads."""
 
 from __future__ import annotations
 
@@ -13,19 +14,13 @@ import pytest
 from tests.guide import blocks
 
 from .conftest import SMALL
+from .test_viewer import published  # noqa: F401 (the fixture: the session's published tile)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def guide_env(local_env, deployed_stack) -> dict[str, str]:
-    from cloudfree import storage
-    from cloudfree.pipeline import run
-
-    deployed = run.find_stack(deployed_stack.stack_name)
-    if not storage.exists(deployed.settings.layout.item(SMALL["year"], SMALL["tile"])):
-        pytest.skip("no published tile: run with tests/integration/test_pipeline_e2e.py first "
-                    "(make test does)")
+def guide_env(local_env, published) -> dict[str, str]:  # noqa: F811
     venv = Path(sys.executable).parent
     return {**os.environ, **local_env, "PATH": f"{venv}:{os.environ['PATH']}",
             "TILE": SMALL["tile"], "YEAR": str(SMALL["year"])}
