@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +34,8 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: Concurrent S3 reads of index records and items (small JSON objects: latency-bound).
+READ_THREADS = 16
 #: Property recording the computation that produced an item (see ``stac._properties``).
 RUN_PROPERTY = "cloudfree:run"
 
@@ -57,8 +60,10 @@ def index_records(settings: Settings) -> list[dict[str, Any]]:
     from .status import scan_index
 
     layout = settings.layout
-    return [storage.read_json(layout.index_part(year, tile))
+    uris = [layout.index_part(year, tile)
             for year, tiles in sorted(scan_index(layout).items()) for tile in sorted(tiles)]
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        return list(pool.map(storage.read_json, uris))
 
 
 def read_item(record: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -79,10 +84,11 @@ def api_runs(api_url: str, collection_id: str = COLLECTION_ID) -> dict[str, str]
                                        "exclude": ["assets", "links", "geometry"]})
         return {f["id"]: (f.get("properties") or {}).get(RUN_PROPERTY, "")
                 for page in search.pages_as_dicts() for f in page.get("features", [])}
-    except APIError as err:
+    except (APIError, OSError) as err:  # requests' errors are OSErrors
         if "404" in str(err) or "not found" in str(err).lower():
             return {}
-        raise StacApiError(f"cannot list {collection_id} in {api_url}: {err}") from err
+        raise StacApiError(f"cannot list {collection_id} in the STAC API {api_url} ({err}); is "
+                           "it up? locally: `make up`; or pass --api URL") from err
 
 
 def load(settings: Settings, api_url: str | None, parquet: str | Path | None,
@@ -98,15 +104,20 @@ def load(settings: Settings, api_url: str | None, parquet: str | Path | None,
     from .local.stacapi import load_items, upsert_collection
 
     records = index_records(settings)
+    if not records:
+        raise InputError(f"nothing published in s3://{settings.data_bucket}/ yet: run a year "
+                         "first (`cloudfree run --year YEAR --tiles TILE`)")
     collection = storage.read_json(settings.layout.collection())
     known = api_runs(api_url, collection["id"]) if api_url and not force else {}
     stale = [r for r in records if known.get(r["id"]) != r.get(RUN_PROPERTY)]
     need = records if parquet is not None else stale
     items: dict[str, dict[str, Any]] = {}
-    for i, record in enumerate(need, 1):
-        items[record["id"]] = read_item(record, settings)
-        if progress:
-            progress(i, len(need))
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        for i, (record, item) in enumerate(zip(need, pool.map(
+                lambda r: read_item(r, settings), need), strict=True), 1):
+            items[record["id"]] = item
+            if progress:
+                progress(i, len(need))
     loaded = 0
     if api_url:
         upsert_collection(api_url, _api_collection(collection))

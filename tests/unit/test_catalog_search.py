@@ -73,3 +73,13 @@ def test_search_by_bbox(parquet):
 def test_empty_collection_is_refused_with_what_to_do(tmp_path):
     with pytest.raises(InputError, match="cloudfree run"):
         write_parquet([], tmp_path / "x.parquet")
+
+
+def test_load_with_nothing_published_says_to_run_a_year(monkeypatch):
+    from cloudfree import catalog_search
+    from cloudfree.settings import Settings
+
+    monkeypatch.setattr(catalog_search, "index_records", lambda settings: [])
+    with pytest.raises(InputError, match=r"nothing published in s3://data/ yet: run a year "
+                                         r"first \(`cloudfree run --year YEAR"):
+        catalog_search.load(Settings("work", "data", "control"), None, None)
