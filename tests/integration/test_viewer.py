@@ -105,7 +105,14 @@ def test_catalog_search_and_viewer(published, local_env, tmp_path):
                                    timeout=20000)
             # start far away (the world), then pan and zoom onto the tile's data
             page.evaluate("window.cloudfreeViewer.map.jumpTo({center: [0, 20], zoom: 2})")
-            page.click(f'a[data-item="{item_id}"]')  # the item list: fit to the tile
+            page.click(f'a[data-item="{item_id}"]')  # the item list: zoom to its data
+            page.wait_for_function(f"window.cloudfreeViewer.zoomedTo === '{item_id}' && "
+                                   "window.cloudfreeViewer.map.getZoom() > 10", timeout=10000)
+            west, south, east, north = page.evaluate(
+                "window.cloudfreeViewer.map.getBounds().toArray().flat()")
+            zoom = page.evaluate("window.cloudfreeViewer.map.getZoom()")
+            # the tile is 110 km wide (zoom ~8); its data, the ~2 km AOI, brings zoom >= 12
+            assert west < center[0] < east and south < center[1] < north and zoom >= 12, zoom
             page.evaluate(f"window.cloudfreeViewer.map.jumpTo({{center: {list(center)}, "
                           "zoom: 15})")
             idle = ("window.cloudfreeViewer.map.loaded() && "

@@ -128,3 +128,18 @@ def test_http_answers(item):
     assert answer(catalog, "/static/../../errors.py")[0] == 404
     status, body, ctype, _ = answer(catalog, "/")
     assert status == 200 and b"maplibre-gl.js" in body and ctype == "text/html"
+
+
+def test_data_bounds_is_where_the_count_has_data(item, tmp_path):
+    whole = layers.data_bounds(item)
+    assert whole == pytest.approx(item["bbox"], abs=1e-4)
+    count = np.zeros((1, N, N), "uint8")
+    count[0, N // 4: N // 2, N // 2:] = 3 | 128  # a quarter-size patch, snow flagged
+    half = {**item, "assets": {**item["assets"], "count": {
+        "href": _cog(tmp_path / "count.tif", count)}}}
+    (x0, x1), (y1, y0) = transform("EPSG:3857", "EPSG:4326", [X0 + N * PX / 2, X0 + N * PX],
+                                   [Y0 - N * PX / 4, Y0 - N * PX / 2])
+    assert layers.data_bounds(half) == pytest.approx([x0, y0, x1, y1], abs=1e-4)
+    empty = {**item, "assets": {**item["assets"], "count": {
+        "href": _cog(tmp_path / "empty.tif", np.zeros((1, N, N), "uint8"))}}}
+    assert layers.data_bounds(empty) == item["bbox"]

@@ -142,6 +142,25 @@ def point_values(item: Mapping[str, Any], lon: float, lat: float) -> dict[str, A
             "count": raw & (COUNT_SNOW_FLAG - 1), "snow": bool(raw & COUNT_SNOW_FLAG)}
 
 
+def data_bounds(item: Mapping[str, Any], size: int = 256) -> list[float]:
+    """Lon/lat bounds of the pixels with data (count > 0), from a ``size``-pixel decimated read
+    of the count COG (its overviews): where to zoom to see a tile that was computed for a small
+    AOI only. The item's bbox when the count has no data at all."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    with _gdal_env(), rasterio.open(item["assets"]["count"]["href"]) as src:
+        scale = max(src.width, src.height) / size
+        shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+        rows, cols = np.nonzero(src.read(1, out_shape=shape) & (COUNT_SNOW_FLAG - 1))
+        if rows.size == 0:
+            return list(item["bbox"])
+        t = src.transform * src.transform.scale(src.width / shape[1], src.height / shape[0])
+        x0, y1 = t * (cols.min(), rows.min())
+        x1, y0 = t * (cols.max() + 1, rows.max() + 1)
+        return [round(v, 6) for v in transform_bounds(src.crs, "EPSG:4326", x0, y0, x1, y1)]
+
+
 def legend(layer: Layer, item: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What the page draws as legend: a title, a colour ramp (CSS colours) and its end labels."""
     from rio_tiler.colormap import cmap

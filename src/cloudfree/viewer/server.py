@@ -8,6 +8,7 @@
     GET /api/legend?layer=L&item=ID         title, colour ramp, end labels
     GET /api/tiles/<item>/<z>/<x>/<y>.png?layer=L[&stretch=lo,hi]   a map tile (204 outside)
     GET /api/point?lon=..&lat=..            every asset's value at a point, the count
+    GET /api/extent?item=ID                 lon/lat bounds of the item's pixels with data
 
 Items come from a :class:`Catalog` (the deployed stack's published items, read once at start
 and again on ``/api/items?reload=1``).
@@ -146,6 +147,11 @@ def _point(catalog: Catalog, q: dict[str, str]) -> Answer:
     return _json(layers.point_values(item, lon, lat))
 
 
+def _extent(catalog: Catalog, q: dict[str, str]) -> Answer:
+    return _json({"item": q.get("item"), "bbox": layers.data_bounds(catalog.get(q.get("item",
+                                                                                        "")))})
+
+
 def _tile(catalog: Catalog, q: dict[str, str], m: re.Match) -> Answer:
     layer = layers.parse_layer(q.get("layer", "visual"), _stretch(q))
     png = layers.render_tile(catalog.get(m[1]), layer, int(m[3]), int(m[4]), int(m[2]))
@@ -157,6 +163,7 @@ API: dict[str, Callable[[Catalog, dict[str, str]], Answer]] = {
     "/api/layers": lambda catalog, q: _json(layers.layer_choices()),
     "/api/legend": _legend,
     "/api/point": _point,
+    "/api/extent": _extent,
 }
 
 

@@ -51,6 +51,14 @@
     updateLegend();
   }
 
+  // zoom to where the item has data (a tile computed for a small AOI is mostly empty)
+  async function zoomTo(item) {
+    const r = await fetch(`/api/extent?item=${encodeURIComponent(item.id)}`);
+    const bbox = r.ok ? (await r.json()).bbox : item.bbox;
+    map.fitBounds(bbox, { padding: 20, animate: false });
+    state.zoomedTo = item.id;
+  }
+
   await new Promise((resolve) => (map.loaded() ? resolve() : map.once("load", resolve)));
   state.layer = params.get("layer") || "visual";
   $("layer").value = state.layer;
@@ -65,7 +73,7 @@
     const a = document.createElement("a");
     a.textContent = `${item.tile} ${item.year}`;
     a.dataset.item = item.id;
-    a.onclick = () => map.fitBounds(item.bbox, { padding: 20, animate: false });
+    a.onclick = () => zoomTo(item);
     li.appendChild(a);
     $("items").appendChild(li);
   }
@@ -91,11 +99,7 @@
       .setHTML(`${v.count} scenes<br>${Object.entries(v.bands).slice(1, 4)
         .map(([k, x]) => `${k} ${x}`).join("<br>")}`).addTo(map);
   });
-  if (params.get("item")) {
-    const item = items.find((i) => i.id === params.get("item"));
-    if (item) map.fitBounds(item.bbox, { padding: 20, animate: false });
-  } else if (items.length) {
-    map.fitBounds(items[0].bbox, { padding: 20, animate: false });
-  }
+  const first = items.find((i) => i.id === params.get("item")) || items[0];
+  if (first) await zoomTo(first);
   state.ready = true;
 })();
