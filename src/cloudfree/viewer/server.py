@@ -148,8 +148,8 @@ def _point(catalog: Catalog, q: dict[str, str]) -> Answer:
 
 
 def _extent(catalog: Catalog, q: dict[str, str]) -> Answer:
-    return _json({"item": q.get("item"), "bbox": layers.data_bounds(catalog.get(q.get("item",
-                                                                                        "")))})
+    item = catalog.get(q.get("item", ""))
+    return _json({"item": item["id"], "bbox": layers.data_bounds(item)})
 
 
 def _tile(catalog: Catalog, q: dict[str, str], m: re.Match) -> Answer:
