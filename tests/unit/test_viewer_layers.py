@@ -125,6 +125,8 @@ def test_http_answers(item):
     assert status == 400 and "give 'visual', 'count'" in json.loads(body)["error"]
     status, body, _, _ = answer(catalog, "/api/tiles/nope_2021/14/1/1.png")
     assert status == 400 and "no published item 'nope_2021'" in json.loads(body)["error"]
+    status, body, _, _ = answer(catalog, "/api/extent?item=32TNT_2021")
+    assert status == 200 and json.loads(body)["bbox"] == pytest.approx(item["bbox"], abs=1e-4)
     assert answer(catalog, "/static/../../errors.py")[0] == 404
     status, body, ctype, _ = answer(catalog, "/")
     assert status == 200 and b"maplibre-gl.js" in body and ctype == "text/html"
