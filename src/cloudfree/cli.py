@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "cloudfree.synth.cli",  # synth
     "cloudfree.pipeline.cli",  # run/status/reprocess/fetch/deploy
     "cloudfree.viewer.cli",  # view
+    "cloudfree.onebox",  # composite (one machine, no AWS)
 )
 
 

@@ -38,16 +38,21 @@ def _tile_year(tile: str, year: int) -> str:
 
 @dataclass(frozen=True)
 class Layout:
-    """S3 URIs for one deployment (bucket names)."""
+    """S3 URIs for one deployment (bucket names), or paths under a local ``root``."""
 
     work_bucket: str
     data_bucket: str
     control_bucket: str
     data_prefix: str = DATA_PREFIX
+    #: A local folder standing in for S3 (``cloudfree composite``): bucket ``b`` is ``root/b``.
+    root: str | None = None
+
+    def _bucket(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}" if self.root else f"s3://{name}"
 
     # --- work bucket -------------------------------------------------------------------------
     def run_prefix(self, year: int, tile: str) -> str:
-        return f"s3://{self.work_bucket}/{WORK_PREFIX}{_tile_year(tile, year)}"
+        return f"{self._bucket(self.work_bucket)}/{WORK_PREFIX}{_tile_year(tile, year)}"
 
     def manifest(self, year: int, tile: str) -> str:
         """Scene manifest written by *select* (the selected scenes and their decisions)."""
@@ -82,7 +87,7 @@ class Layout:
     # --- tile markers: one small object per tile and kind, under one prefix per year, so the
     # report lists a year's status in ~N/1000 calls instead of reading 2-4 objects per tile
     def markers_prefix(self, year: int) -> str:
-        return f"s3://{self.work_bucket}/{WORK_PREFIX}{int(year)}/{MARKERS}/"
+        return f"{self._bucket(self.work_bucket)}/{WORK_PREFIX}{int(year)}/{MARKERS}/"
 
     def tile_marker(self, year: int, tile: str, kind: str) -> str:
         """``work/{year}/_markers/{tile}/{DONE|EMPTY|FAILED}.json``."""
@@ -115,7 +120,7 @@ class Layout:
 
     # --- data bucket (public) ----------------------------------------------------------------
     def output_prefix(self, year: int, tile: str) -> str:
-        return f"s3://{self.data_bucket}/{self.data_prefix}/{_tile_year(tile, year)}"
+        return f"{self._bucket(self.data_bucket)}/{self.data_prefix}/{_tile_year(tile, year)}"
 
     def version_prefix(self, year: int, tile: str, version: str) -> str:
         """One published version of a tile's COGs (a content hash: assets never change in
@@ -131,14 +136,14 @@ class Layout:
         return f"{self.output_prefix(year, tile)}/{tile}_{int(year)}.json"
 
     def collection(self) -> str:
-        return f"s3://{self.data_bucket}/{self.data_prefix}/collection.json"
+        return f"{self._bucket(self.data_bucket)}/{self.data_prefix}/collection.json"
 
     def geoparquet(self) -> str:
         """The stac-geoparquet file of the whole collection (``cloudfree catalog load``)."""
         return f"s3://{self.data_bucket}/{self.data_prefix}/{GEOPARQUET}"
 
     def index_prefix(self, year: int | None = None) -> str:
-        base = f"s3://{self.data_bucket}/{self.data_prefix}/{INDEX_PREFIX}"
+        base = f"{self._bucket(self.data_bucket)}/{self.data_prefix}/{INDEX_PREFIX}"
         return base if year is None else f"{base}{int(year)}/"
 
     def index_part(self, year: int, tile: str) -> str:
@@ -149,22 +154,22 @@ class Layout:
     # --- control bucket ----------------------------------------------------------------------
     def request(self, name: str) -> str:
         """A reprocessing request; its S3 event triggers *reprocess*."""
-        return f"s3://{self.control_bucket}/{REQUESTS_PREFIX}{name}"
+        return f"{self._bucket(self.control_bucket)}/{REQUESTS_PREFIX}{name}"
 
     def pending_request(self, execution: str) -> str:
         """The failed tiles of an execution, as a request waiting for an operator to submit."""
-        return f"s3://{self.control_bucket}/{PENDING_REQUESTS_PREFIX}{execution}.json"
+        return f"{self._bucket(self.control_bucket)}/{PENDING_REQUESTS_PREFIX}{execution}.json"
 
     def rejected(self, name: str) -> str:
         """Why the request ``requests/{name}`` was rejected."""
-        return f"s3://{self.control_bucket}/{REJECTED_PREFIX}{name}.json"
+        return f"{self._bucket(self.control_bucket)}/{REJECTED_PREFIX}{name}.json"
 
     def report(self, execution: str) -> str:
-        return f"s3://{self.control_bucket}/{REPORTS_PREFIX}{execution}.json"
+        return f"{self._bucket(self.control_bucket)}/{REPORTS_PREFIX}{execution}.json"
 
     def plan_list(self, execution: str) -> str:
-        return f"s3://{self.control_bucket}/{PLANS_PREFIX}{execution}/tiles.json"
+        return f"{self._bucket(self.control_bucket)}/{PLANS_PREFIX}{execution}/tiles.json"
 
     def results_prefix(self) -> str:
         """Where the Distributed Map's ResultWriter writes (statemachine ``Prefix``)."""
-        return f"s3://{self.control_bucket}/{RESULTS_PREFIX}"
+        return f"{self._bucket(self.control_bucket)}/{RESULTS_PREFIX}"

@@ -36,11 +36,13 @@ class Settings:
     data_prefix: str = DATA_PREFIX
     public_base_url: str | None = None
     stac_timeout_s: float = 30.0  # seconds to wait for each STAC API answer (select)
+    local_root: str | None = None  # buckets as folders under this path (one-machine mode)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def layout(self) -> Layout:
-        return Layout(self.work_bucket, self.data_bucket, self.control_bucket, self.data_prefix)
+        return Layout(self.work_bucket, self.data_bucket, self.control_bucket, self.data_prefix,
+                      self.local_root)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

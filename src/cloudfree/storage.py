@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -150,7 +150,10 @@ def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:
 
 
 def etag(uri: str) -> str | None:
-    """The object's ETag (for a conditional put), or None when it does not exist (s3 only)."""
+    """The object's ETag (for a conditional put), or None when it does not exist."""
+    if not is_s3(uri):
+        info = _local_head(uri)
+        return info.etag if info else None
     bucket, key = split_s3(uri)
     with _s3("head", uri):
         try:
@@ -167,7 +170,13 @@ def put_if(uri: str, data: bytes, if_etag: str | None,
 
     Returns False when another writer got there first (412 PreconditionFailed); a 409
     ConditionalRequestConflict (a concurrent conditional write in flight) is transient.
+    A local file: the same check on its :func:`_local_head` ETag (one writer: no race).
     """
+    if not is_s3(uri):
+        if etag(uri) != if_etag:
+            return False
+        write_bytes(uri, data)
+        return True
     bucket, key = split_s3(uri)
     cond = {"IfMatch": if_etag} if if_etag else {"IfNoneMatch": "*"}
     extra = {"ContentType": content_type} if content_type else {}
@@ -262,9 +271,44 @@ class ObjectInfo:
     etag: str
 
 
+def _local_files(prefix: str) -> Iterator[Path]:
+    """Files whose path starts with ``prefix`` (a folder when it ends with ``/``), sorted;
+    never the ``.part`` files of a write in progress."""
+    folder = Path(prefix) if prefix.endswith("/") else Path(prefix).parent
+    if folder.is_dir():
+        for p in sorted(folder.rglob("*")):
+            if p.is_file() and not p.name.endswith(".part") and (
+                    prefix.endswith("/") or str(p).startswith(prefix)):
+                yield p
+
+
+def _local_uri(prefix: str, path: Path) -> str:
+    """``path`` spelt from ``prefix`` as given (callers strip ``prefix`` off listed URIs)."""
+    folder = prefix if prefix.endswith("/") else str(Path(prefix).parent) + "/"
+    return folder + str(path.relative_to(Path(folder)))
+
+
+def _local_head(uri: str) -> ObjectInfo | None:
+    """A local file as an object: its ETag is its size and modification time in ns (changes
+    whenever :func:`write_bytes` replaces it)."""
+    try:
+        st = os.stat(uri)
+    except FileNotFoundError:
+        return None
+    return ObjectInfo(uri, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC),
+                      f'"{st.st_size:x}-{st.st_mtime_ns:x}"')
+
+
 def list_objects(prefix: str, delimiter: str | None = None) -> Iterator[ObjectInfo]:
     """Every object under an ``s3://`` prefix with its size, LastModified and ETag (1 call per
-    1,000 keys: ListObjectsV2 pages)."""
+    1,000 keys: ListObjectsV2 pages); under a local prefix, every file (no delimiter)."""
+    if not is_s3(prefix):
+        for p in _local_files(prefix):
+            info = _local_head(str(p))
+            if info is not None:
+                yield ObjectInfo(_local_uri(prefix, p), info.size, info.last_modified,
+                                 info.etag)
+        return
     bucket, key = split_s3(prefix)
     extra = {"Delimiter": delimiter} if delimiter else {}
     try:
@@ -280,6 +324,10 @@ def list_objects(prefix: str, delimiter: str | None = None) -> Iterator[ObjectIn
 
 def list_prefixes(prefix: str) -> list[str]:
     """The "folders" right under an ``s3://`` prefix (Delimiter ``/``), as prefixes."""
+    if not is_s3(prefix):
+        folder = Path(prefix)
+        return sorted(f"{prefix.rstrip('/')}/{p.name}/" for p in folder.iterdir()
+                      if p.is_dir()) if folder.is_dir() else []
     bucket, key = split_s3(prefix)
     out = []
     try:
@@ -304,6 +352,8 @@ def list_sharded(prefixes: list[str], threads: int = 16) -> list[ObjectInfo]:
 
 def head(uri: str) -> ObjectInfo | None:
     """The object's size, LastModified and ETag; None when it does not exist."""
+    if not is_s3(uri):
+        return _local_head(uri)
     bucket, key = split_s3(uri)
     try:
         r = s3_client().head_object(Bucket=bucket, Key=key)
@@ -320,7 +370,11 @@ _COPY_LIMIT = 5 * 1024**3
 
 def copy(src: str, dst: str, if_match: str | None = None) -> None:
     """Server-side copy of one S3 object (metadata and content type kept); with ``if_match``
-    only if the source's ETag still is that (``CopySourceIfMatch``), else TransientError."""
+    only if the source's ETag still is that (``CopySourceIfMatch``), else TransientError.
+    Local files: a hard link where the file system allows it, else a copy."""
+    if not is_s3(src) and not is_s3(dst):
+        _local_copy(src, dst, if_match)
+        return
     sb, sk = split_s3(src)
     db, dk = split_s3(dst)
     client = s3_client()
@@ -343,9 +397,32 @@ def copy(src: str, dst: str, if_match: str | None = None) -> None:
         raise _wrap_transient(err) from err
 
 
+def _local_copy(src: str, dst: str, if_match: str | None) -> None:
+    import shutil
+
+    info = _local_head(src)
+    if info is None:
+        raise InputError(f"cannot copy {src}: it does not exist")
+    if if_match and info.etag != if_match:
+        raise TransientError(f"{src} changed (ETag {info.etag}, expected {if_match})")
+    target = Path(dst)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".part")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)  # write_bytes replaces files (new inode): the link stays intact
+    except OSError:
+        shutil.copyfile(src, tmp)
+    tmp.replace(target)
+
+
 def delete(uris: list[str]) -> None:
     """Delete objects of one bucket (1 call per 1,000 keys)."""
     if not uris:
+        return
+    if not is_s3(uris[0]):
+        for uri in uris:
+            remove(uri)
         return
     bucket = split_s3(uris[0])[0]
     keys = [split_s3(u)[1] for u in uris]

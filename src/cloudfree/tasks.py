@@ -249,13 +249,17 @@ def tile_transitions(work: list[dict]) -> int:
 
 
 
-def select(tile: str, year: int, options: dict | None, settings: Settings) -> dict:
+def select(tile: str, year: int, options: dict | None, settings: Settings,
+           items: list[dict] | None = None) -> dict:
     """Search, select (assets checked) and harmonize one tile's scenes; write the manifest once.
+
+    ``items``: STAC item dicts to select from instead of searching ``settings.stac_api_url``
+    (``cloudfree composite --items``).
 
     The manifest also fixes the window plan of every band (from ``MedianMemoryMB``); the result
     carries only batch indices per band, never windows or scenes (small state payload).
     """
-    from .select import SelectOptions, search_items, select_readable
+    from .select import search_items
 
     t = parse_tile(tile)
     year = check_year(year)
@@ -267,30 +271,47 @@ def select(tile: str, year: int, options: dict | None, settings: Settings) -> di
     manifest_uri = layout.manifest(year, t.id)
     if not opts.force and storage.exists(manifest_uri):
         manifest = Manifest.read(manifest_uri)  # a rerun keeps the scenes it started with
-    else:
+        return {**base, "status": "ready", "manifest": manifest_uri,
+                "scenes": len(manifest.scenes), "excluded": len(manifest.excluded),
+                "work": manifest.work()}
+    if items is None:
         items = search_items(settings.stac_api_url, t, year,
                              collection=settings.source_collection, months=opts.months,
                              max_cloud=opts.max_cloud,
-                             timeout=(min(5.0, settings.stac_timeout_s), settings.stac_timeout_s))
-        sel_opts = SelectOptions(n=opts.scene_count(settings), months=opts.months,
-                                 max_cloud=opts.max_cloud, collection=settings.source_collection)
-        try:
-            checked = select_readable(items, t, year, sel_opts, api_url=settings.stac_api_url)
-        except NoScenesError as err:
-            storage.write_json(layout.tile_empty(year, t.id),
-                               {"tile": t.id, "year": year, "reason": str(err),
-                                "searched": len(items)})
-            return {**base, "status": "empty", "work": [], "scenes": 0, "reason": str(err)}
-        doc = checked.selection.to_manifest()
-        from .harmonize import harmonize_scenes
+                             timeout=(min(5.0, settings.stac_timeout_s),
+                                      settings.stac_timeout_s))
+    return select_items(items, t.id, year, opts, settings)
 
-        harmonize_scenes(doc["scenes"])  # fills each scene's "harmonization"
-        manifest = Manifest.build(doc, mask_classes=opts.masks(settings),
-                                  median_memory_mb=settings.median_memory_mb,
-                                  excluded=checked.excluded,
-                                  excluded_scenes=checked.excluded_scenes)
-        clear_exclusions(layout, year, t.id)  # records of an earlier manifest do not apply
-        manifest.write(manifest_uri)
+
+def select_items(items: list[dict], tile: str, year: int, opts: RunOptions,
+                 settings: Settings) -> dict:
+    """Select (assets checked) and harmonize a tile's scenes from STAC item dicts; write the
+    manifest (or the tile's EMPTY marker). *select* after its search, and
+    ``cloudfree composite`` (items from a search or a file) both end here."""
+    from .harmonize import harmonize_scenes
+    from .select import SelectOptions, select_readable
+
+    t = parse_tile(tile)
+    layout = settings.layout
+    base = {"tile": t.id, "year": int(year), "options": opts.to_dict()}
+    sel_opts = SelectOptions(n=opts.scene_count(settings), months=opts.months,
+                             max_cloud=opts.max_cloud, collection=settings.source_collection)
+    try:
+        checked = select_readable(items, t, year, sel_opts, api_url=settings.stac_api_url)
+    except NoScenesError as err:
+        storage.write_json(layout.tile_empty(year, t.id),
+                           {"tile": t.id, "year": year, "reason": str(err),
+                            "searched": len(items)})
+        return {**base, "status": "empty", "work": [], "scenes": 0, "reason": str(err)}
+    doc = checked.selection.to_manifest()
+    harmonize_scenes(doc["scenes"])  # fills each scene's "harmonization"
+    manifest = Manifest.build(doc, mask_classes=opts.masks(settings),
+                              median_memory_mb=settings.median_memory_mb,
+                              excluded=checked.excluded,
+                              excluded_scenes=checked.excluded_scenes)
+    clear_exclusions(layout, year, t.id)  # records of an earlier manifest do not apply
+    manifest_uri = layout.manifest(year, t.id)
+    manifest.write(manifest_uri)
     return {**base, "status": "ready", "manifest": manifest_uri, "scenes": len(manifest.scenes),
             "excluded": len(manifest.excluded), "work": manifest.work()}
 

@@ -1,0 +1,273 @@
+"""One-machine mode (``cloudfree composite``): the pipeline's steps in one process, no AWS.
+
+The same task functions the Lambdas run (``tasks.select``, ``tasks.median`` per batch,
+``tasks.assemble`` per band, ``tasks.complete``, ``publish.publish_tile``), on a
+:class:`~cloudfree.settings.Settings` whose buckets are folders under ``--out``
+(``Layout.root``; :mod:`cloudfree.storage` reads and writes local paths with the same calls).
+So the outputs are the pipeline's, file for file::
+
+    OUT/public/sentinel-2-annual-median/{year}/{tile}/{tile}_{year}.json      the STAC item
+    OUT/public/sentinel-2-annual-median/{year}/{tile}/v{hash}/{tile}_{year}_{band}.tif
+    OUT/work/...                                                          manifest, windows
+
+A rerun into the same folder skips what is finished (the tasks' own rerun safety); ``force``
+recomputes. Items come from a STAC API search (Earth Search by default) or a file.
+
+Reading Earth Search's COGs needs no AWS account: their hrefs are public ``https://`` URLs
+(``sentinel-cogs.s3.us-west-2.amazonaws.com``) that GDAL reads with ranged GETs over
+``/vsicurl/``. For ``s3://`` hrefs set ``AWS_NO_SIGN_REQUEST=YES`` (GDAL's configuration
+option for anonymous S3 access: https://gdal.org/en/stable/user/virtual_file_systems.html#vsis3).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import tasks
+from .errors import InputError
+from .settings import DEFAULT_STAC_API, Settings
+
+#: Bucket names of the one-machine layout: folders under ``--out``.
+WORK, PUBLIC, CONTROL = "work", "public", "control"
+#: ``cloudfree:run.execution`` of items made by ``cloudfree composite``.
+EXECUTION = "onebox"
+
+
+def local_settings(out: str | Path, *, stac_url: str = DEFAULT_STAC_API, scene_count: int = 16,
+                   median_memory_mb: int = 3008, assemble_memory_mb: int = 3008) -> Settings:
+    """The deployment's settings with its three buckets as folders under ``out``."""
+    root = Path(out).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return Settings(WORK, PUBLIC, CONTROL, stac_api_url=stac_url, scene_count=scene_count,
+                    median_memory_mb=median_memory_mb, assemble_memory_mb=assemble_memory_mb,
+                    local_root=str(root))
+
+
+# --- items from a file -------------------------------------------------------------------------
+def read_items(path: str | Path) -> list[dict[str, Any]]:
+    """STAC item dicts from a FeatureCollection / ItemCollection, a list of items, one item,
+    newline-delimited items (``.ndjson``/``.jsonl``), or a folder of item JSON files (as
+    ``cloudfree synth --out DIR`` writes under ``DIR/stac/sentinel-2-l2a/items``)."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(p.rglob("*.json"))
+        if not files:
+            raise InputError(f"no *.json item files under {p}")
+        return [it for f in files for it in read_items(f)]
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise InputError(f"cannot read items file {p}: {err}") from err
+    try:
+        if p.suffix in (".ndjson", ".jsonl"):
+            docs: Any = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            docs = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{p} is not JSON ({err}); give a FeatureCollection, an ItemCollection "
+                         "or newline-delimited items (.ndjson)") from err
+    if isinstance(docs, dict):
+        docs = docs.get("features") if docs.get("type") == "FeatureCollection" else [docs]
+    if not isinstance(docs, list):
+        raise InputError(f"{p}: expected a FeatureCollection or a list of STAC items")
+    bad = [i for i, d in enumerate(docs) if not (isinstance(d, dict) and d.get("type") ==
+                                                 "Feature" and d.get("id") and d.get("assets"))]
+    if bad:
+        raise InputError(f"{p}: {len(bad)} entries are not STAC items with an id and assets "
+                         f"(first at index {bad[0]})")
+    return docs
+
+
+def parse_interval(text: str) -> tuple[datetime, datetime]:
+    """``START/END`` (RFC 3339 dates or date-times, both within one year) -> (start, end)."""
+    from .select import parse_datetime
+
+    try:
+        start, end = (parse_datetime(v if "T" in v else f"{v}T00:00:00Z")
+                      for v in text.split("/"))
+    except ValueError as err:
+        raise InputError(f"--datetime must be START/END such as 2023-04-01/2023-09-30, got "
+                         f"{text!r}") from err
+    if end < start or start.year != end.year:
+        raise InputError(f"--datetime {text!r}: END must follow START within the same year "
+                         "(a composite is of one year)")
+    return start, end
+
+
+def within(items: Iterable[dict], start: datetime, end: datetime) -> list[dict]:
+    """The items acquired from ``start`` to the end of ``end``'s day."""
+    from .select import item_datetime
+
+    out = []
+    for it in items:
+        t = item_datetime(it)
+        if t is not None and start <= t and t.date() <= end.date():
+            out.append(it)
+    return out
+
+
+# --- one tile ----------------------------------------------------------------------------------
+@dataclass
+class TileRun:
+    """What ``composite_tile`` did for one tile."""
+
+    tile: str
+    year: int
+    status: str  # published / complete (already published) / empty
+    item: str | None = None
+    scenes: int = 0
+    seconds: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)  # select/median/assemble/publish s
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tile": self.tile, "year": self.year, "status": self.status, "item": self.item,
+                "scenes": self.scenes, "seconds": round(self.seconds, 2),
+                "steps": {k: round(v, 2) for k, v in self.steps.items()},
+                "reason": self.reason}
+
+
+Progress = Callable[[str, int], None]  # (what just finished, units of work it stood for)
+
+
+def composite_tile(tile: str, year: int, settings: Settings, options: dict | None = None, *,
+                   items: list[dict] | None = None, progress: Progress | None = None,
+                   on_plan: Callable[[int], None] | None = None) -> TileRun:
+    """Select, median, assemble and publish one tile into ``settings``' folders.
+
+    ``items``: select from these instead of searching ``settings.stac_api_url``. ``on_plan``
+    gets the number of work units (median batches + bands to assemble + 1 publish) once the
+    manifest is known; ``progress`` is called after each unit.
+    """
+    from .publish import publish_tile
+
+    t0 = time.perf_counter()
+    tick = progress or (lambda _what, _n: None)
+    sel = tasks.select(tile, year, options, settings, items=items)
+    run = TileRun(sel["tile"], sel["year"], sel["status"], scenes=sel.get("scenes", 0),
+                  reason=sel.get("reason"))
+    run.steps["select"] = time.perf_counter() - t0
+    layout = settings.layout
+    if sel["status"] == "complete":
+        run.item = layout.item(run.year, run.tile)
+    if sel["status"] != "ready":
+        run.seconds = time.perf_counter() - t0
+        return run
+    work = sel["work"]
+    if on_plan is not None:
+        on_plan(sum(len(w["batches"]) for w in work) + len(work) + 1)
+    t = time.perf_counter()
+    for w in work:
+        for batch in w["batches"]:
+            tasks.median(run.tile, run.year, w["band"], batch, options, settings)
+            tick(f"median {w['band']} {batch}", 1)
+    run.steps["median"] = time.perf_counter() - t
+    t = time.perf_counter()
+    for w in work:
+        tasks.assemble(run.tile, run.year, w["band"], options, settings)
+        tick(f"assemble {w['band']}", 1)
+    run.steps["assemble"] = time.perf_counter() - t
+    t = time.perf_counter()
+    tasks.complete(run.tile, run.year, EXECUTION, settings)
+    out = publish_tile(run.tile, run.year, settings)
+    tick("publish", 1)
+    run.steps["publish"] = time.perf_counter() - t
+    run.status, run.item = out["status"], out["item"]
+    run.seconds = time.perf_counter() - t0
+    return run
+
+
+def composite(tiles: list[str], year: int, out: str | Path, options: dict | None = None, *,
+              items: list[dict] | None = None, stac_url: str = DEFAULT_STAC_API,
+              median_memory_mb: int = 3008, progress: bool = True) -> list[TileRun]:
+    """``cloudfree composite``: every tile in turn, a progress bar over each tile's steps."""
+    settings = local_settings(out, stac_url=stac_url, median_memory_mb=median_memory_mb)
+    runs = []
+    for tile in tiles:
+        bar = _bar(f"{tile} {year}", progress)
+        try:
+            runs.append(composite_tile(tile, year, settings, options, items=items,
+                                       on_plan=bar.reset,
+                                       progress=lambda what, n, b=bar: _step(b, what, n)))
+        finally:
+            bar.close()
+    return runs
+
+
+def _bar(desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=None, desc=desc, unit="step", disable=not enabled, leave=True,
+                dynamic_ncols=True)
+
+
+def _step(bar, what: str, n: int) -> None:
+    bar.set_postfix_str(what, refresh=False)
+    bar.update(n)
+
+
+# --- the command -------------------------------------------------------------------------------
+def register(sub) -> None:
+    """Add the ``composite`` sub-command."""
+    from .cli import bounded_int, checked
+    from .grid import parse_bbox
+
+    p = sub.add_parser("composite", help="composite tiles on this machine (no AWS): the "
+                       "pipeline's COGs and STAC item into a folder",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--tile", action="append", default=[], help="MGRS tile (repeatable, or "
+                   "comma-separated), e.g. 33UUP")
+    p.add_argument("--aoi", type=checked(parse_bbox), default=None,
+                   help="minlon,minlat,maxlon,maxlat: every tile that meets it")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--year", type=int, help="the year to composite")
+    when.add_argument("--datetime", help="START/END within one year, e.g. 2023-04-01/2023-09-30")
+    p.add_argument("--scenes", type=bounded_int(1, 64), default=None,
+                   help="scenes per tile (default 16, the template's SceneCount)")
+    p.add_argument("--items", default=None, help="STAC items file (FeatureCollection, "
+                   "ItemCollection or .ndjson) instead of a search")
+    p.add_argument("--stac-url", default=DEFAULT_STAC_API, help=f"STAC API to search "
+                   f"(default {DEFAULT_STAC_API})")
+    p.add_argument("--out", required=True, help="output folder (the buckets as folders)")
+    p.add_argument("--memory-mb", type=bounded_int(512, 10240), default=3008,
+                   help="MedianMemoryMB: sizes the windows as on Lambda (default 3008)")
+    p.add_argument("--force", action="store_true", help="recompute finished work")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    import sys
+
+    tiles = tasks.resolve_tiles([t for v in args.tile for t in v.split(",") if t.strip()]
+                                or None, args.aoi)
+    if args.datetime:
+        start, end = parse_interval(args.datetime)
+        year = start.year
+    else:
+        year, start, end = args.year, None, None
+    year = tasks.check_year(year)
+    items = read_items(args.items) if args.items else None
+    if start is not None:
+        if items is None:
+            from .select import search_items
+
+            items = [it for t in tiles for it in search_items(args.stac_url, t, year)]
+        items = within(items, start, end)
+    options = {"scenes": args.scenes, "force": args.force}
+    runs = composite(tiles, year, args.out, options, items=items, stac_url=args.stac_url,
+                     median_memory_mb=args.memory_mb, progress=not args.quiet)
+    for r in runs:
+        print(f"{r.tile} {r.year}: {r.status} ({r.scenes} scenes, {r.seconds:.1f} s)"
+              + (f" -> {r.item}" if r.item else f": {r.reason}" if r.reason else ""),
+              file=sys.stderr)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in runs], indent=1))
+    return 0 if all(r.status in ("published", "complete") for r in runs) else 1
