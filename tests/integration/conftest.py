@@ -11,7 +11,8 @@ from cloudfree.local import stack
 #: Whole-year fault runs, forced reruns of full computations and the 21,000-tile report: each
 #: takes several minutes on 2 cores, together more than `make test`'s CI budget (30 min).
 #: `make test-heavy` runs them (CLOUDFREE_HEAVY=1).
-HEAVY_FILES = ("test_pipeline_faults.py", "test_publish_redo.py", "test_report_scale.py")
+HEAVY_FILES = ("test_pipeline_faults.py", "test_publish_redo.py", "test_report_scale.py",
+               "test_onebox_e2e.py")
 
 
 def pytest_collection_modifyitems(config, items):
