@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CLOUDFREE := $(VENV)/bin/cloudfree
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status env demo demo-desert view test test-heavy test-unit test-integration bench lint asl build deploy clean
+.PHONY: help setup up down status env demo demo-desert view test test-heavy test-unit test-integration bench bench-peer plan lint asl build deploy clean
 
 help:
 	@echo "make demo   - install, start the local stack, synthesize an archive, deploy, run a year"
@@ -14,6 +14,8 @@ help:
 	@echo "make view   - the published composites on a map (http://127.0.0.1:8765/)"
 	@echo "make up / make down / make status - the local stack (MiniStack + STAC API)"
 	@echo "make bench  - benchmarks (median kernel vs np.nanmedian, full tile vs codec floor)"
+	@echo "make bench-peer - cloudfree composite vs odc-stac + dask on the same scenes (3 rounds)"
+	@echo "make plan   - what a world-year costs on AWS (cloudfree plan --world --offline)"
 	@echo "make lint   - ruff, sam validate --lint, cfn-lint, checkov, Retry blocks up to date"
 	@echo "make asl    - render the state machine's Retry/TimeoutSeconds from cloudfree.retry"
 
@@ -72,6 +74,11 @@ bench: setup
 	$(PY) bench/bench_median.py
 	$(PY) bench/bench_tile.py
 	$(PY) bench/bench_fulltile.py $(BENCH_TILE_ARGS)
+
+# what one year of the world costs on AWS, from the calibration (seconds, no network)
+PLAN_YEAR ?= 2023
+plan: setup
+	$(CLOUDFREE) plan --world --year $(PLAN_YEAR) --offline
 
 lint: setup
 	$(VENV)/bin/ruff check src tests functions bench

@@ -1,0 +1,349 @@
+"""``cloudfree plan``: what a year of tiles will cost on AWS, before running it (a dry run).
+
+Per tile, from the number of scenes selected ``S`` and ``MedianMemoryMB`` ``M``::
+
+    floor CPU-s   = decode_cpu_s_per_scene x S + encode_cpu_s_per_tile      (the codec floor)
+    Lambda CPU-s  = pipeline_to_floor x floor CPU-s
+    Lambda s      = Lambda CPU-s / min(vCPU(M), 2)     vCPU(M) = M / 1769 (AWS: 1,769 MB = 1 vCPU)
+    GB-s          = Lambda s x M / 1024
+    transitions   = tasks.tile_transitions(the manifest's band work for S scenes at M)
+    source GETs   = sum over bands, windows and scenes of (1 header + block rows of the window),
+                    the same again for the SCL read with every band window
+    bytes read    = S x (sum of the 13 assets' sizes + 12 more SCL reads)
+    our S3 PUTs   = 2 per window (GeoTIFF + stats) + 14 staged COGs x parts of 8 MB + 14 copies
+                    + 6 (manifest, markers, item, index)
+    $ = GB-s x Lambda price + invocations x request price + transitions x SFN price
+        + PUTs x PUT price + GETs on our buckets x GET price;  storage $/month separately
+
+The calibration (package data ``data/plan_calibration.json``) records where each figure was
+measured. Prices: us-west-2, on-demand, read on 2026-12-01 from the pages in ``PRICES``.
+Source reads from Earth Search's ``sentinel-cogs`` bucket cost us nothing per request: it is an
+AWS Open Data bucket, not Requester Pays (https://registry.opendata.aws/sentinel-2-l2a-cogs/),
+and us-west-2 to us-west-2 transfer is free; they are counted, not priced.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from .bands import OUTPUT_BANDS, SCL, get_band
+from .errors import InputError
+from .manifest import BandPlan
+
+#: us-west-2 on-demand prices (USD), read 2026-12-01.
+PRICES = {
+    "lambda_gb_s": 0.0000166667,  # x86_64, first 6 billion GB-s/month
+    "lambda_request": 0.20 / 1e6,  # https://aws.amazon.com/lambda/pricing/
+    "sfn_transition": 0.025 / 1000,  # Standard workflows: https://aws.amazon.com/step-functions/pricing/
+    "s3_put": 0.005 / 1000,  # PUT, COPY, POST, LIST: https://aws.amazon.com/s3/pricing/
+    "s3_get": 0.0004 / 1000,  # GET, SELECT and all other requests
+    "s3_gb_month": 0.023,  # S3 Standard, first 50 TB/month
+}
+PRICES_SOURCE = ("us-west-2 on-demand, read 2026-12-01: aws.amazon.com/lambda/pricing, "
+                 "aws.amazon.com/step-functions/pricing, aws.amazon.com/s3/pricing")
+#: Lambda memory with one full vCPU (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html).
+MB_PER_VCPU = 1769
+#: Threads the median and assemble steps keep busy (assemble's GDAL threads, median's kernel).
+PIPELINE_THREADS = 2
+#: boto3's multipart threshold and part size (s3transfer defaults: 8 MB).
+PART_BYTES = 8 * 1024 * 1024
+#: Template defaults (template.yaml): tiles at once, bands per tile, median batches per band.
+TILE_CONCURRENCY, BAND_CONCURRENCY, WINDOW_CONCURRENCY = 40, 4, 5
+#: The issue's goal for one world-year.
+GOAL_USD, GOAL_HOURS = 200.0, 4.0
+
+
+@lru_cache(maxsize=1)
+def calibration() -> dict[str, Any]:
+    """The measured inputs (``cloudfree/data/plan_calibration.json``)."""
+    text = resources.files("cloudfree").joinpath("data/plan_calibration.json").read_text()
+    return json.loads(text)
+
+
+@dataclass
+class TileCost:
+    """One tile's projected work and dollars."""
+
+    tile: str
+    scenes_found: int | None
+    scenes: int
+    floor_cpu_s: float = 0.0
+    lambda_s: float = 0.0
+    wall_s: float = 0.0  # the tile's own critical path at the template's concurrency
+    gb_s: float = 0.0
+    invocations: int = 0
+    transitions: int = 0
+    windows: int = 0
+    source_gets: int = 0
+    bytes_read: int = 0
+    puts: int = 0
+    gets: int = 0
+    usd: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_usd(self) -> float:
+        return sum(self.usd.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "total_usd": self.total_usd}
+
+
+def vcpus(memory_mb: int) -> float:
+    """Lambda's CPU share at ``memory_mb`` (linear, 1 vCPU at 1,769 MB, 6 at 10,240 MB)."""
+    return min(memory_mb / MB_PER_VCPU, 6.0)
+
+
+def band_reads(band: str, scenes: int, memory_mb: int) -> tuple[int, int, int]:
+    """(windows, median batches, source GETs) of one band: per window and scene one header
+    read plus one ranged GET per block row (GDAL merges a row's consecutive blocks:
+    ``GDAL_HTTP_MERGE_CONSECUTIVE_RANGES``), for the band and again for its SCL patch."""
+    plan = BandPlan.build(band, scenes, memory_mb)
+    b = get_band(band)
+    gets = 0
+    for w in plan.windows:
+        rows = math.ceil((w.row_off + w.height) / b.block) - w.row_off // b.block
+        scale = b.resolution / SCL.resolution  # the window on SCL's 20 m grid
+        r0, r1 = int(w.row_off * scale), math.ceil((w.row_off + w.height) * scale)
+        scl_rows = math.ceil(r1 / SCL.block) - r0 // SCL.block
+        gets += scenes * (2 + rows + scl_rows)
+    return len(plan.windows), len(plan.batches), gets
+
+
+def tile_cost(tile: str, scenes: int, memory_mb: int = 3008, *,
+              scenes_found: int | None = None, cal: dict | None = None) -> TileCost:
+    """Project one tile (module docstring formula)."""
+    from .tasks import tile_transitions
+
+    if scenes < 1:
+        return TileCost(tile, scenes_found, 0)
+    cal = cal or calibration()
+    c = TileCost(tile, scenes_found, scenes)
+    c.floor_cpu_s = cal["decode_cpu_s_per_scene"] * scenes + cal["encode_cpu_s_per_tile"]
+    cpu = cal["pipeline_to_floor"] * c.floor_cpu_s
+    c.lambda_s = cpu / min(vcpus(memory_mb), PIPELINE_THREADS)
+    c.gb_s = c.lambda_s * memory_mb / 1024
+    work, n_batches = [], 0
+    for band in OUTPUT_BANDS:
+        windows, batches, gets = band_reads(band, scenes, memory_mb)
+        c.windows += windows
+        c.source_gets += gets
+        n_batches += batches
+        work.append({"band": band, "batches": list(range(batches))})
+    c.transitions = tile_transitions(work)
+    c.invocations = 3 + n_batches + len(OUTPUT_BANDS)  # select, complete, publish
+    sizes = cal["bytes_per_scene"]
+    c.bytes_read = scenes * (sum(sizes.values()) + (len(OUTPUT_BANDS) - 1) * sizes["scl"])
+    out_parts = math.ceil(cal["output_bytes_per_tile"] / PART_BYTES)
+    c.puts = 2 * c.windows + out_parts + 14 + 6
+    c.gets = 2 * c.windows + 14 + 30  # assemble's downloads and stats, publish's checks
+    share = cal["median_share"]
+    c.wall_s = (c.lambda_s * share / min(n_batches, BAND_CONCURRENCY * WINDOW_CONCURRENCY)
+                + c.lambda_s * (1 - share) / BAND_CONCURRENCY)
+    c.usd = {"lambda": c.gb_s * PRICES["lambda_gb_s"]
+             + c.invocations * PRICES["lambda_request"],
+             "step_functions": c.transitions * PRICES["sfn_transition"],
+             "s3_requests": c.puts * PRICES["s3_put"] + c.gets * PRICES["s3_get"]}
+    return c
+
+
+@dataclass
+class Projection:
+    """A year of tiles: sums, wall time at the concurrency, storage, and the goal's check."""
+
+    year: int
+    tiles: list[TileCost]
+    memory_mb: int
+    tile_concurrency: int = TILE_CONCURRENCY
+
+    def total(self, attr: str) -> float:
+        return sum(getattr(t, attr) for t in self.tiles)
+
+    def usd(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for t in self.tiles:
+            for k, v in t.usd.items():
+                out[k] = out.get(k, 0.0) + v
+        return out
+
+    def total_usd(self) -> float:
+        return sum(self.usd().values())
+
+    def storage_usd_month(self) -> float:
+        n = sum(1 for t in self.tiles if t.scenes)
+        return n * calibration()["output_bytes_per_tile"] / 1e9 * PRICES["s3_gb_month"]
+
+    def wall_hours(self) -> float:
+        """Tiles run ``tile_concurrency`` at a time, each for its own critical path."""
+        walls = sorted((t.wall_s for t in self.tiles if t.scenes), reverse=True)
+        if not walls:
+            return 0.0
+        return sum(walls) / min(self.tile_concurrency, len(walls)) / 3600
+
+    def advice(self) -> list[str]:
+        """What would reach the goal ($200 and 4 h for the year), by how much."""
+        lines = []
+        cost, hours = self.total_usd(), self.wall_hours()
+        lam = self.usd().get("lambda", 0.0)
+        cal = calibration()
+        if cost > GOAL_USD and lam > 0:
+            rest = cost - lam
+            need = (GOAL_USD - rest) / lam  # Lambda $ is proportional to the CPU-seconds
+            if need <= 0:
+                lines.append(f"${GOAL_USD:.0f} is out of reach by Lambda alone: the other "
+                             f"items cost ${rest:,.0f}")
+            else:
+                ratio = cal["pipeline_to_floor"] * need
+                lines.append(f"cost ${cost:,.0f} > ${GOAL_USD:.0f}: Lambda CPU-seconds must "
+                             f"fall to {need:.0%} of today's: pipeline/codec-floor ratio "
+                             f"{cal['pipeline_to_floor']} -> {ratio:.2f}"
+                             + (" (below the floor: also cut the work)" if ratio < 1 else ""))
+                lines.append(_scene_advice(self, need, cal))
+                lines.append("memory: does not lower the bill (CPU-bound: GB-s stay constant "
+                             f"up to {PIPELINE_THREADS * MB_PER_VCPU} MB, {PIPELINE_THREADS} "
+                             "threads); more memory only shortens the wall time")
+        if hours > GOAL_HOURS:
+            tc = math.ceil(self.tile_concurrency * hours / GOAL_HOURS)
+            peak = tc * (BAND_CONCURRENCY * WINDOW_CONCURRENCY + 1)
+            lines.append(f"wall {hours:,.1f} h > {GOAL_HOURS:.0f} h: TileConcurrency "
+                         f"{self.tile_concurrency} -> {tc} (peak {peak:,} concurrent Lambdas: "
+                         "raise the account's concurrency quota from 1,000 first)")
+        return lines or ["within the goal ($200 and 4 h for the year)"]
+
+
+def _scene_advice(p: Projection, need: float, cal: dict) -> str:
+    """Scenes per tile that would bring the Lambda CPU-seconds down to ``need`` x today's."""
+    tiles = [t for t in p.tiles if t.scenes]
+    mean_s = sum(t.scenes for t in tiles) / len(tiles)
+    target = need * (cal["decode_cpu_s_per_scene"] * mean_s + cal["encode_cpu_s_per_tile"])
+    scenes = (target - cal["encode_cpu_s_per_tile"]) / cal["decode_cpu_s_per_scene"]
+    if scenes < 1:
+        return (f"scene count: not enough alone (encoding the outputs is "
+                f"{cal['encode_cpu_s_per_tile']:.0f} CPU-s per tile whatever the scenes)")
+    return f"scene count: {mean_s:.0f} -> {math.floor(scenes)} scenes per tile"
+
+
+def project(year: int, tiles: list[str], *, scenes: int = 16, memory_mb: int = 3008,
+            found: dict[str, int] | None = None,
+            tile_concurrency: int = TILE_CONCURRENCY) -> Projection:
+    """The projection; ``found``: scenes a search found per tile (None: offline, ``scenes``
+    each). Tiles with the same scene count share one computation (the world in seconds)."""
+    if not 512 <= memory_mb <= 10240:
+        raise InputError(f"memory must be within 512-10240 MB, got {memory_mb}")
+    cache: dict[int, TileCost] = {}
+    out = []
+    for t in tiles:
+        n_found = None if found is None else int(found.get(t, 0))
+        n = scenes if n_found is None else min(n_found, scenes)
+        if n not in cache:
+            cache[n] = tile_cost("", n, memory_mb)
+        c = TileCost(**{**asdict(cache[n]), "tile": t, "scenes_found": n_found})
+        out.append(c)
+    return Projection(year, out, memory_mb, tile_concurrency)
+
+
+def formula() -> str:
+    """The module docstring's formula block, for the CLI."""
+    doc = __doc__ or ""
+    return doc[doc.index("Per tile"): doc.index("The calibration")].rstrip()
+
+
+# --- the command -------------------------------------------------------------------------------
+def register(sub) -> None:
+    """Add the ``plan`` sub-command."""
+    from .cli import bounded_int, checked
+    from .grid import parse_bbox
+    from .settings import DEFAULT_STAC_API
+
+    p = sub.add_parser("plan", help="dry run: scenes, bytes, GETs, GB-s, transitions and "
+                       "dollars of a year of tiles on AWS", description=__doc__.splitlines()[0])
+    p.add_argument("--year", required=True, type=int)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--tiles", help="comma-separated MGRS tiles")
+    where.add_argument("--aoi", type=checked(parse_bbox), help="minlon,minlat,maxlon,maxlat")
+    where.add_argument("--world", action="store_true", help="every land tile (20,638)")
+    p.add_argument("--offline", action="store_true",
+                   help="no STAC search: every tile gets --scenes scenes")
+    p.add_argument("--scenes", type=bounded_int(1, 64), default=16, help="SceneCount (16)")
+    p.add_argument("--memory-mb", type=bounded_int(512, 10240), default=3008,
+                   help="MedianMemoryMB = AssembleMemoryMB (3008)")
+    p.add_argument("--tile-concurrency", type=bounded_int(1, 10000), default=TILE_CONCURRENCY)
+    p.add_argument("--stac-url", default=DEFAULT_STAC_API)
+    p.add_argument("--json", action="store_true", help="JSON on stdout")
+    p.set_defaults(func=_run)
+
+
+def _found(tiles: list[str], year: int, stac_url: str) -> dict[str, int]:
+    from .select import search_items
+
+    return {t: len(search_items(stac_url, t, year)) for t in tiles}
+
+
+def _run(args) -> int:
+    from .tasks import check_year, resolve_tiles
+
+    year = check_year(args.year)
+    tiles = resolve_tiles(args.tiles.split(",") if args.tiles else None,
+                          "world" if args.world else args.aoi)
+    if args.world and not args.offline:
+        raise InputError("--world searches 20,638 tiles one by one (hours): add --offline "
+                         "(every tile gets --scenes scenes), or plan an --aoi")
+    found = None if args.offline else _found(tiles, year, args.stac_url)
+    p = project(year, tiles, scenes=args.scenes, memory_mb=args.memory_mb, found=found,
+                tile_concurrency=args.tile_concurrency)
+    if args.json:
+        print(json.dumps(summary(p), indent=1))
+    else:
+        print(report(p))
+    return 0
+
+
+def summary(p: Projection) -> dict[str, Any]:
+    """The projection as JSON (per tile when at most 50 tiles)."""
+    return {"year": p.year, "tiles": len(p.tiles), "memory_mb": p.memory_mb,
+            "tile_concurrency": p.tile_concurrency,
+            "scenes": sum(t.scenes for t in p.tiles),
+            "scenes_found": None if p.tiles and p.tiles[0].scenes_found is None else
+            sum(t.scenes_found or 0 for t in p.tiles),
+            "bytes_read": p.total("bytes_read"), "source_gets": p.total("source_gets"),
+            "lambda_gb_s": p.total("gb_s"), "invocations": p.total("invocations"),
+            "transitions": p.total("transitions"), "usd": p.usd(), "total_usd": p.total_usd(),
+            "storage_usd_month": p.storage_usd_month(), "wall_hours": p.wall_hours(),
+            "advice": p.advice(), "prices": PRICES, "prices_source": PRICES_SOURCE,
+            "per_tile": [t.to_dict() for t in p.tiles] if len(p.tiles) <= 50 else None}
+
+
+def report(p: Projection) -> str:
+    """The human-readable projection: per tile (up to 50), totals, formula, advice."""
+    s = summary(p)
+    lines = [f"cloudfree plan {p.year}: {s['tiles']:,} tiles, MedianMemoryMB {p.memory_mb}, "
+             f"TileConcurrency {p.tile_concurrency}"]
+    if s["per_tile"]:
+        lines.append(f"{'tile':6s} {'found':>5s} {'sel':>4s} {'GB read':>8s} {'GETs':>7s} "
+                     f"{'GB-s':>8s} {'trans':>5s} {'$':>8s}")
+        for t in p.tiles:
+            lines.append(f"{t.tile:6s} {'-' if t.scenes_found is None else t.scenes_found:>5} "
+                         f"{t.scenes:4d} {t.bytes_read / 1e9:8.1f} {t.source_gets:7,d} "
+                         f"{t.gb_s:8,.0f} {t.transitions:5d} {t.total_usd:8.4f}")
+    usd = s["usd"]
+    lines += [
+        f"scenes selected {s['scenes']:,}"
+        + ("" if s["scenes_found"] is None else f" of {s['scenes_found']:,} found")
+        + f"; bytes read {s['bytes_read'] / 1e12:,.2f} TB in {s['source_gets']:,} GETs "
+          "(Earth Search's open bucket: not billed to us)",
+        f"Lambda {s['lambda_gb_s']:,.0f} GB-s in {s['invocations']:,} invocations: "
+        f"${usd.get('lambda', 0):,.2f}",
+        f"Step Functions {s['transitions']:,} transitions: ${usd.get('step_functions', 0):,.2f}",
+        f"S3 requests (our buckets): ${usd.get('s3_requests', 0):,.2f}",
+        f"total ${s['total_usd']:,.2f}; storage ${s['storage_usd_month']:,.2f} per month; "
+        f"wall {s['wall_hours']:,.1f} h",
+        "", "formula:", formula(), "",
+        f"prices: {PRICES_SOURCE}: " + ", ".join(f"{k} {v:.10g}" for k, v in PRICES.items()),
+        f"calibration: cloudfree/data/plan_calibration.json (measured "
+        f"{calibration()['measured']}, pipeline/codec floor {calibration()['pipeline_to_floor']})",
+        "", "goal ($200, 4 h):"] + [f"  {a}" for a in s["advice"]]
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""``cloudfree plan``: the projection's arithmetic, checked with values worked by hand."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cloudfree import costs
+from cloudfree.errors import InputError
+
+CAL = {"decode_cpu_s_per_scene": 5.0, "encode_cpu_s_per_tile": 100.0, "pipeline_to_floor": 2.0,
+       "median_share": 0.5, "output_bytes_per_tile": 10 * costs.PART_BYTES,
+       "bytes_per_scene": {"blue": 1000, "scl": 10}}
+
+
+def test_vcpus_follow_lambda_memory():
+    assert costs.vcpus(1769) == 1.0
+    assert costs.vcpus(3538) == 2.0
+    assert costs.vcpus(10240) == pytest.approx(10240 / 1769)  # 5.79, below the cap of 6
+
+
+def test_band_reads_of_one_coastal_window():
+    # 60 m coastal, 1830 px, 1024 px blocks: one window at 10 GB and 1 scene, 2 block rows;
+    # its SCL patch is 5490 rows at 20 m in 512 px blocks: 11 block rows; + 2 headers
+    windows, batches, gets = costs.band_reads("coastal", 1, 10240)
+    assert (windows, batches, gets) == (1, 1, 2 + 2 + 11)
+    assert costs.band_reads("coastal", 4, 10240)[2] == 4 * 15  # per scene
+
+
+def test_tile_cost_by_hand():
+    c = costs.tile_cost("33UUP", 16, 3008, cal=CAL)
+    assert c.floor_cpu_s == 5 * 16 + 100
+    assert c.lambda_s == pytest.approx(2 * 180 / (3008 / 1769))
+    assert c.gb_s == pytest.approx(c.lambda_s * 3008 / 1024)
+    assert c.bytes_read == 16 * (1010 + 12 * 10)
+    assert c.puts == 2 * c.windows + 10 + 14 + 6
+    assert c.usd["lambda"] == pytest.approx(c.gb_s * 0.0000166667 + c.invocations * 2e-7)
+    assert c.usd["step_functions"] == pytest.approx(c.transitions * 0.025 / 1000)
+    assert c.usd["s3_requests"] == pytest.approx(c.puts * 0.005 / 1000 + c.gets * 0.0004 / 1000)
+    # memory: twice the memory, twice the CPU, half the seconds, the same GB-s (up to 2 vCPU)
+    c2 = costs.tile_cost("33UUP", 16, 1769, cal=CAL)
+    c4 = costs.tile_cost("33UUP", 16, 3538, cal=CAL)
+    assert c2.lambda_s == pytest.approx(2 * c4.lambda_s)
+    assert c2.gb_s == pytest.approx(c4.gb_s)
+    assert costs.tile_cost("x", 0).total_usd == 0
+
+
+def test_projection_sums_tiles_and_spreads_them_over_the_concurrency():
+    tiles = [f"{z:02d}UUP" for z in range(1, 11)]
+    p = costs.project(2023, tiles, scenes=16, found={t: (3 if t == "01UUP" else 40)
+                                                     for t in tiles}, tile_concurrency=4)
+    one, few = costs.tile_cost("", 16), costs.tile_cost("", 3)
+    assert [t.scenes for t in p.tiles[:2]] == [3, 16]  # min(found, SceneCount)
+    assert p.total_usd() == pytest.approx(9 * one.total_usd + few.total_usd)
+    assert p.wall_hours() == pytest.approx((9 * one.wall_s + few.wall_s) / 4 / 3600)
+    empty = costs.project(2023, ["01UUP"], found={})
+    assert empty.total_usd() == 0 and empty.wall_hours() == 0
+    with pytest.raises(InputError):
+        costs.project(2023, tiles, memory_mb=100)
+
+
+def test_advice_names_the_parameters_or_says_within_goal():
+    big = costs.project(2023, [f"t{i}" for i in range(20_000)])
+    text = "\n".join(big.advice())
+    assert "pipeline/codec-floor ratio" in text and "TileConcurrency 40 ->" in text
+    assert costs.project(2023, ["33UUP"]).advice() == [
+        "within the goal ($200 and 4 h for the year)"]
+
+
+def test_plan_world_offline_is_fast(capsys):
+    from cloudfree.cli import main
+
+    t0 = time.perf_counter()
+    assert main(["plan", "--world", "--year", "2023", "--offline"]) == 0
+    out = capsys.readouterr().out
+    assert time.perf_counter() - t0 < 10
+    assert "20,638 tiles" in out and "formula:" in out and "goal ($200, 4 h):" in out
+    assert main(["plan", "--world", "--year", "2023"]) == 2  # online world: refused, said why
+    assert "--offline" in capsys.readouterr().err
