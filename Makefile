@@ -75,6 +75,20 @@ bench: setup
 	$(PY) bench/bench_tile.py
 	$(PY) bench/bench_fulltile.py $(BENCH_TILE_ARGS)
 
+# cloudfree composite against odc-stac + dask (../shared/peer, in its own venv: its pins differ
+# from ours) on the same 16 generated scenes, 3 alternating rounds, the codec floor measured in
+# the same run; prints the three ratios. Not part of CI.
+PEER_DIR ?= ../shared/peer
+BENCH_PEER_ARGS ?=
+bench-peer: setup
+	@want=$$(sha1sum $(PEER_DIR)/requirements.txt | cut -c1-40); \
+	if [ "$$(cat .venv-peer/.req.sha 2>/dev/null)" != "$$want" ]; then \
+	  echo "[bench-peer] building .venv-peer from $(PEER_DIR)/requirements.txt"; \
+	  python3 -m venv .venv-peer && .venv-peer/bin/pip install -q -r $(PEER_DIR)/requirements.txt \
+	    && echo "$$want" > .venv-peer/.req.sha; \
+	fi
+	PEER_DIR=$(PEER_DIR) $(PY) bench/bench_peer.py $(BENCH_PEER_ARGS)
+
 # what one year of the world costs on AWS, from the calibration (seconds, no network)
 PLAN_YEAR ?= 2023
 plan: setup

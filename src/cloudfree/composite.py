@@ -227,13 +227,18 @@ def _visual_median(stack: np.ndarray, use: np.ndarray):
 def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
                      mask_classes: Iterable[int] | None = None,
                      dilate_nodata: int = DEFAULT_DILATE_NODATA,
-                     threads: int = DEFAULT_THREADS) -> WindowResult:
+                     threads: int = DEFAULT_THREADS,
+                     states: np.ndarray | None = None) -> WindowResult:
     """Composite one window of one band from every scene of the manifest (module docstring).
 
     Valid = SCL not in ``mask_classes`` (class-0 edges dilated) AND the pixel is not nodata (0);
     snow observations stand in where a pixel has no other; granules of one observation are
     fused first. Reflectance bands get each scene's harmonization offset subtracted from its
     usable pixels; the visual image (3-band uint8) takes an exact per-channel median.
+
+    ``states``: the scenes' states of this window on the band's grid, already built with
+    :func:`build_states` for another band of the same resolution (one SCL read per window and
+    resolution; modified in place, pass a copy to reuse it again).
     """
     band = get_band(band_key)
     window = Window.from_dict(window)
@@ -242,8 +247,12 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
         raise NoScenesError(f"manifest for {manifest.get('tile')} {manifest.get('year')} "
                             "has no scenes")
     ids = [str(s.get("id", i)) for i, s in enumerate(scenes)]
-    states = build_states(_scene_hrefs(scenes, "scl"), band, window, mask_classes,
-                          dilate_nodata, threads=threads)
+    if states is None:
+        states = build_states(_scene_hrefs(scenes, "scl"), band, window, mask_classes,
+                              dilate_nodata, threads=threads)
+    elif states.shape != (len(scenes), *window.shape):
+        raise InputError(f"states of shape {states.shape} for {len(scenes)} scenes and window "
+                         f"{window.shape}")
     observed = int(np.count_nonzero((states != mask.NODATA).any(axis=0)))
     if not (states >= mask.SNOW).any():  # nothing usable anywhere: skip decoding the band
         return _empty_result(band, window, ids, scenes, observed)

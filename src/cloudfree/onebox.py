@@ -32,6 +32,7 @@ from typing import Any
 from . import tasks
 from .errors import InputError
 from .settings import DEFAULT_STAC_API, Settings
+from .windows import Window
 
 #: Bucket names of the one-machine layout: folders under ``--out``.
 WORK, PUBLIC, CONTROL = "work", "public", "control"
@@ -212,6 +213,98 @@ def _step(bar, what: str, n: int) -> None:
     bar.update(n)
 
 
+# --- a window of a tile, bands at native resolution (the bench against odc-stac) ----------------
+def parse_native_bbox(text: str) -> tuple[float, float, float, float]:
+    """``minx,miny,maxx,maxy`` in metres (the tile's UTM CRS)."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    except ValueError as err:
+        raise InputError(f"native bbox must be minx,miny,maxx,maxy in metres, got {text!r}"
+                         ) from err
+    if not (x0 < x1 and y0 < y1):
+        raise InputError(f"native bbox must have min < max, got {text!r}")
+    return x0, y0, x1, y1
+
+
+def native_window(tile: str, bbox: tuple[float, float, float, float]) -> Window:
+    """The 10 m tile-grid window of a bbox in the tile's UTM CRS (its edges on the grid)."""
+    from .bands import get_band
+    from .grid import parse_tile
+
+    t = parse_tile(tile)
+    grid = t.transform(10)
+    x0, y0, x1, y1 = bbox
+    c0, r0 = ~grid * (x0, y1)
+    c1, r1 = ~grid * (x1, y0)
+    if not all(abs(v - round(v)) < 1e-6 for v in (c0, r0, c1, r1)):
+        raise InputError(f"bbox {bbox} is not on {t.id}'s 10 m grid")
+    r0, c0, r1, c1 = (round(v) for v in (r0, c0, r1, c1))
+    if min(r0, c0) < 0 or max(r1, c1) > get_band("blue").size or r1 <= r0 or c1 <= c0:
+        raise InputError(f"bbox {bbox} does not lie within {t.id}")
+    return Window(r0, c0, r1 - r0, c1 - c0)
+
+
+def composite_bands(manifest: dict, window10: Window, bands: Iterable[str], out: str | Path, *,
+                    progress: Progress | None = None, threads: int = 2) -> dict[str, dict]:
+    """Composite ``bands`` over one window (given on the 10 m grid, scaled to each band's
+    native grid) and write ``OUT/{band}.tif`` (median, count; UTM) and its statistics.
+
+    The SCL of the window is read and turned into states once per resolution: every band of
+    that resolution gets a copy (``composite_window(states=...)``); the Lambdas read it once
+    per band (one band per invocation).
+    """
+    from .bands import get_band
+    from .composite import (
+        DEFAULT_DILATE_NODATA,
+        build_states,
+        composite_window,
+        write_window_result,
+    )
+
+    tick = progress or (lambda _what, _n: None)
+    scenes = manifest["scenes"]
+    classes = manifest.get("mask_classes")
+    by_res: dict[int, list[str]] = {}
+    for b in bands:
+        by_res.setdefault(get_band(b).resolution, []).append(b)
+    stats = {}
+    for res, keys in sorted(by_res.items()):
+        band0 = get_band(keys[0])
+        window = window10.scaled(10 / res)
+        states = build_states([s["assets"]["scl"] for s in scenes], band0, window, classes,
+                              DEFAULT_DILATE_NODATA, threads=max(threads, 4))
+        for key in keys:
+            result = composite_window(manifest, key, window, mask_classes=classes,
+                                      states=states.copy(), threads=max(threads, 4))
+            stats[key] = write_window_result(result, str(Path(out) / f"{key}.tif"),
+                                             manifest["tile"], key)
+            tick(key, 1)
+    return stats
+
+
+def composite_region(tile: str, year: int, settings: Settings, bbox, bands: list[str],
+                     options: dict | None = None, *, items: list[dict] | None = None,
+                     progress: bool = True) -> Path:
+    """Select as the pipeline does (the manifest under ``settings``' work folder), then
+    :func:`composite_bands` over ``bbox`` (tile CRS) into ``OUT/{tile}_{year}_bands/``."""
+    from .manifest import Manifest
+
+    sel = tasks.select(tile, year, {**(options or {}), "force": True}, settings, items=items)
+    if sel["status"] != "ready":
+        raise InputError(f"{tile} {year}: {sel['status']}: {sel.get('reason')}")
+    manifest = Manifest.read(sel["manifest"]).to_dict()
+    out = Path(settings.local_root or ".") / f"{sel['tile']}_{sel['year']}_bands"
+    out.mkdir(parents=True, exist_ok=True)
+    bar = _bar(f"{sel['tile']} {sel['year']} window", progress)
+    bar.reset(len(bands))
+    try:
+        composite_bands(manifest, native_window(sel["tile"], bbox), bands, out,
+                        progress=lambda what, n: _step(bar, what, n))
+    finally:
+        bar.close()
+    return out
+
+
 # --- the command -------------------------------------------------------------------------------
 def register(sub) -> None:
     """Add the ``composite`` sub-command."""
@@ -238,6 +331,12 @@ def register(sub) -> None:
     p.add_argument("--memory-mb", type=bounded_int(512, 10240), default=3008,
                    help="MedianMemoryMB: sizes the windows as on Lambda (default 3008)")
     p.add_argument("--force", action="store_true", help="recompute finished work")
+    p.add_argument("--bbox-native", type=checked(parse_native_bbox), default=None,
+                   help="minx,miny,maxx,maxy in the tile's UTM CRS: only this window, bands at "
+                        "native resolution as UTM GeoTIFFs in OUT/{tile}_{year}_bands/ "
+                        "(no web COGs, no item; the benchmark against odc-stac)")
+    p.add_argument("--bands", default=None, help="with --bbox-native: comma-separated bands "
+                   "(default: the 12 reflectance bands)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.set_defaults(func=_run)
@@ -262,6 +361,16 @@ def _run(args) -> int:
             items = [it for t in tiles for it in search_items(args.stac_url, t, year)]
         items = within(items, start, end)
     options = {"scenes": args.scenes, "force": args.force}
+    if args.bbox_native is not None:
+        from .bands import REFLECTANCE_BANDS
+
+        settings = local_settings(args.out, stac_url=args.stac_url,
+                                  median_memory_mb=args.memory_mb)
+        bands = args.bands.split(",") if args.bands else [b.key for b in REFLECTANCE_BANDS]
+        for t in tiles:
+            print(composite_region(t, year, settings, args.bbox_native, bands, options,
+                                   items=items, progress=not args.quiet), file=sys.stderr)
+        return 0
     runs = composite(tiles, year, args.out, options, items=items, stac_url=args.stac_url,
                      median_memory_mb=args.memory_mb, progress=not args.quiet)
     for r in runs:

@@ -222,3 +222,56 @@ def test_composite_on_a_synthetic_archive_matches_a_direct_median(tmp_path):
     assert sure.sum() > 0.25 * sure.size  # snow and nodata fringes aside (31 % measured)
     np.testing.assert_array_equal((cnt & 127)[sure], ref_cnt[sure])
     np.testing.assert_array_equal(med[sure], ref[sure])
+
+
+def test_composite_bands_reads_scl_once_per_resolution(tmp_path, monkeypatch):
+    """Two 10 m bands over one window: the SCL of each scene is read once (not once per band)
+    and each band equals the Lambda path's ``composite_window`` for that band."""
+    import rasterio
+
+    from cloudfree import composite, windows
+    from cloudfree.windows import Window
+
+    from .test_composite import write_raster
+
+    rng = np.random.default_rng(0)
+    scenes = []
+    for i in range(3):
+        scl = np.full((256, 256), 4, np.uint8)
+        scl[: 40 * (i + 1), :100] = 9  # clouds of growing size
+        blue = rng.integers(1, 3000, (512, 512)).astype(np.uint16)
+        red = rng.integers(1, 3000, (512, 512)).astype(np.uint16)
+        scenes.append({"id": f"s{i}", "datetime": f"2023-06-0{i + 1}T10:00:00Z",
+                       "harmonization": {"offset": 0}, "assets": {
+                           "blue": write_raster(tmp_path / f"{i}_b.tif", blue, 10, 256),
+                           "red": write_raster(tmp_path / f"{i}_r.tif", red, 10, 256),
+                           "scl": write_raster(tmp_path / f"{i}_s.tif", scl, 20, 256)}})
+    manifest = {"tile": "33UUP", "year": 2023, "scenes": scenes,
+                "mask_classes": [0, 1, 3, 8, 9, 10, 11]}
+    reads = []
+    real = windows.read_scl_patch
+
+    def counting(href, *a, **k):
+        reads.append(href)
+        return real(href, *a, **k)
+
+    monkeypatch.setattr(composite, "read_scl_patch", counting)
+    window = Window(0, 0, 256, 512)
+    onebox.composite_bands(manifest, window, ["blue", "red"], tmp_path / "out")
+    assert len(reads) == len(scenes)  # once per scene, for both bands
+    for band in ("blue", "red"):
+        ref = composite.composite_window(manifest, band, window,
+                                         mask_classes=manifest["mask_classes"])
+        with rasterio.open(tmp_path / "out" / f"{band}.tif") as src:
+            np.testing.assert_array_equal(src.read(1), ref.median)
+            np.testing.assert_array_equal(src.read(2), ref.count)
+        assert set(np.unique(ref.count)) == {0, 1, 2, 3}  # clouds left 0 to 3 scenes
+
+
+def test_native_window_on_the_tile_grid():
+    w = onebox.native_window("29RKH", (225540, 2753980, 246020, 2774460))
+    assert (w.row_off, w.col_off, w.height, w.width) == (2556, 2556, 2048, 2048)
+    with pytest.raises(InputError, match="grid"):
+        onebox.native_window("29RKH", (225545, 2753980, 246020, 2774460))
+    with pytest.raises(InputError, match="within"):
+        onebox.native_window("29RKH", (100000, 2753980, 246020, 2774460))
