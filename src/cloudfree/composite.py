@@ -322,6 +322,9 @@ def result_profile(tile, band: Band, window: Window, count: int, dtype: str) -> 
         "crs": tile.crs, "transform": window.transform(tile.transform(band.resolution)),
         "nodata": 0, "compress": "DEFLATE", "predictor": 2, "zlevel": 6,
         "interleave": "pixel" if band.count > 1 else "band",
+        # DEFLATE on 2 threads (GTiff NUM_THREADS): blocks are still written in order, so the
+        # bytes do not change (https://gdal.org/en/stable/drivers/raster/gtiff.html)
+        "num_threads": 2,
     }
     if min(window.height, window.width) >= 256:
         profile.update(tiled=True, blockxsize=block, blockysize=block)
