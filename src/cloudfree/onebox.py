@@ -191,26 +191,38 @@ def composite(tiles: list[str], year: int, out: str | Path, options: dict | None
     settings = local_settings(out, stac_url=stac_url, median_memory_mb=median_memory_mb)
     runs = []
     for tile in tiles:
-        bar = _bar(f"{tile} {year}", progress)
-        try:
+        with _Steps(f"{tile} {year}", progress) as steps:
             runs.append(composite_tile(tile, year, settings, options, items=items,
-                                       on_plan=bar.reset,
-                                       progress=lambda what, n, b=bar: _step(b, what, n)))
-        finally:
-            bar.close()
+                                       on_plan=steps.plan, progress=steps.step))
     return runs
 
 
-def _bar(desc: str, enabled: bool):
-    from tqdm import tqdm
+class _Steps:
+    """The shared progress bar (:func:`cloudfree.progress.progress_bar`, rich) over work units
+    whose total is known only after select; off when ``enabled`` is False, else drawn on a
+    terminal only."""
 
-    return tqdm(total=None, desc=desc, unit="step", disable=not enabled, leave=True,
-                dynamic_ncols=True)
+    def __init__(self, description: str, enabled: bool, total: int = 0):
+        self.description, self.enabled = description, enabled
+        self.done, self.total = 0, total
 
+    def __enter__(self) -> _Steps:
+        from .progress import progress_bar
 
-def _step(bar, what: str, n: int) -> None:
-    bar.set_postfix_str(what, refresh=False)
-    bar.update(n)
+        self._cm = progress_bar(self.description, force=None if self.enabled else False)
+        self._advance = self._cm.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._cm.__exit__(*exc)
+
+    def plan(self, total: int) -> None:
+        self.total = total
+        self._advance(self.done, total)
+
+    def step(self, _what: str, n: int) -> None:
+        self.done += n
+        self._advance(self.done, max(self.total, self.done))
 
 
 # --- a window of a tile, bands at native resolution (the bench against odc-stac) ----------------
@@ -295,13 +307,9 @@ def composite_region(tile: str, year: int, settings: Settings, bbox, bands: list
     manifest = Manifest.read(sel["manifest"]).to_dict()
     out = Path(settings.local_root or ".") / f"{sel['tile']}_{sel['year']}_bands"
     out.mkdir(parents=True, exist_ok=True)
-    bar = _bar(f"{sel['tile']} {sel['year']} window", progress)
-    bar.reset(len(bands))
-    try:
+    with _Steps(f"{sel['tile']} {sel['year']} window", progress, len(bands)) as steps:
         composite_bands(manifest, native_window(sel["tile"], bbox), bands, out,
-                        progress=lambda what, n: _step(bar, what, n))
-    finally:
-        bar.close()
+                        progress=steps.step)
     return out
 
 
