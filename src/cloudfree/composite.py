@@ -25,7 +25,12 @@ Per window and band, in this order:
    permanent snow: no holes over ice). Such pixels are flagged: bit ``mask.COUNT_SNOW_FLAG``
    (128) of the count band in the window GeoTIFF (and so of the published ``count`` COG), and
    ``snow_pixels`` in the window statistics.
-5. **Median** of the used observations (``median.masked_median``).
+5. **Outliers** (``outliers.band_window_rejection``, default on): observations SCL let through
+   that are far brighter in the blue (missed cloud, haze) or darker in the NIR (missed shadow)
+   than the pixel's robust centre are dropped; the decision is made on the 20 m grid from the
+   reference bands, so it is the same for every band. Counted per scene (``outliers`` in the
+   window statistics, beside ``masked``: the scene's observed pixels SCL masked).
+6. **Median** of the used observations (``median.masked_median``); the count band counts them.
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ class WindowResult:
     offsets: dict[str, int] = field(default_factory=dict)  # scene id -> offset subtracted
     observed: int | None = None  # pixels some scene has data for (SCL != 0): the footprint
     snow: np.ndarray | None = None  # (h, w) bool: the median came from snow observations only
+    outliers: dict[str, int] = field(default_factory=dict)  # scene id -> observations rejected
+    masked: dict[str, int] = field(default_factory=dict)  # scene id -> pixels SCL masked
 
     @property
     def snow_pixels(self) -> int:
@@ -96,6 +103,8 @@ class WindowResult:
             "count_histogram": [int(v) for v in hist],
             "contributions": {k: int(v) for k, v in self.contributions.items()},
             "offsets": {k: int(v) for k, v in self.offsets.items()},
+            "outliers": {k: int(v) for k, v in self.outliers.items()},
+            "masked": {k: int(v) for k, v in self.masked.items()},
         }
 
 
@@ -228,8 +237,12 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
                      mask_classes: Iterable[int] | None = None,
                      dilate_nodata: int = DEFAULT_DILATE_NODATA,
                      threads: int = DEFAULT_THREADS,
-                     states: np.ndarray | None = None) -> WindowResult:
+                     states: np.ndarray | None = None,
+                     outliers: Any = None) -> WindowResult:
     """Composite one window of one band from every scene of the manifest (module docstring).
+
+    ``outliers``: ``outliers.OutlierRule``, ``"on"`` / ``"off"``, or None for the default
+    rule (on).
 
     Valid = SCL not in ``mask_classes`` (class-0 edges dilated) AND the pixel is not nodata (0);
     snow observations stand in where a pixel has no other; granules of one observation are
@@ -268,6 +281,7 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
         offsets = _offsets(scenes)
     states[no_data & (states > mask.MASKED)] = mask.MASKED
     del no_data
+    masked = np.count_nonzero((states == mask.MASKED) | (states == mask.SNOW), axis=(1, 2))
     if np.any(offsets):
         from .harmonize import apply_offset
 
@@ -275,6 +289,9 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
     sources = fuse_observations(stack, states, observation_groups(scenes))
     use, snow = snow_fallback(states)
     del states
+    removed = _reject_outliers(scenes, band, window, use, sources, outliers,
+                               mask_classes=mask_classes, dilate_nodata=dilate_nodata,
+                               threads=threads)
     if band.count > 1:
         median, res = _visual_median(stack, use)
     else:
@@ -284,7 +301,22 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
     return WindowResult(band.key, window, median, res.count.astype(np.uint8),
                         dict(zip(ids, (int(v) for v in contrib), strict=True)),
                         dict(zip(ids, (int(v) for v in offsets), strict=True)), observed,
-                        snow)
+                        snow, dict(zip(ids, (int(v) for v in removed), strict=True)),
+                        dict(zip(ids, (int(v) for v in masked), strict=True)))
+
+
+def _reject_outliers(scenes: Sequence[dict], band: Band, window: Window, use: np.ndarray,
+                     sources: dict[int, np.ndarray], rule: Any, **options: Any) -> np.ndarray:
+    """Drop outlier observations from ``use`` in place; per-scene counts of those dropped."""
+    from .outliers import band_window_rejection
+
+    rejected = band_window_rejection(scenes, band, window, rule=rule, **options)
+    if rejected is None:
+        return np.zeros(len(scenes), np.int64)
+    rejected &= use.astype(bool)
+    use[rejected] = 0
+    counts = np.count_nonzero(rejected, axis=(1, 2)).astype(np.int64)
+    return _contributions(counts, rejected.view(np.uint8), sources)
 
 
 def _empty_result(band: Band, window: Window, ids: list[str], scenes: Sequence[dict],
@@ -296,7 +328,8 @@ def _empty_result(band: Band, window: Window, ids: list[str], scenes: Sequence[d
     offsets = _offsets(scenes) if band.count == 1 else np.zeros(len(ids), dtype=np.int64)
     return WindowResult(band.key, window, median, np.zeros((h, w), dtype=np.uint8),
                         dict.fromkeys(ids, 0), dict(zip(ids, (int(v) for v in offsets),
-                                                         strict=True)), observed)
+                                                         strict=True)), observed,
+                        outliers=dict.fromkeys(ids, 0))
 
 
 # --- writing ---------------------------------------------------------------------------------

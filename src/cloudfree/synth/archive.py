@@ -34,7 +34,7 @@ from ..grid import Tile, parse_bbox, parse_tile
 from . import truth as truth_mod
 from .cogs import CogSpec, SparseRaster, write_thumbnail
 from .items import ASSET_FILES, COLLECTION_ID, build_collection, build_item, item_prefix
-from .render import BAND_RES, Renderer, Win, make_tci
+from .render import BAND_RES, PATCH_CELL_M, Renderer, Sky, Win, make_tci
 from .scenes import Acquisition, plan_acquisitions, plan_publications, stable_seed
 from .truth import BAND_KEYS, LANDSCAPES, Landscape
 
@@ -236,16 +236,17 @@ class TileGenerator:
 
     def __init__(self, tile: Tile, year: int, scenes: int, area: Win, sink: Sink, seed: int,
                  tmp: Path, api_url: str | None, progress: Callable[[str], None],
-                 landscape: str = "temperate"):
+                 landscape: str = "temperate", sky: Sky | None = None):
         self.tile, self.year, self.area, self.sink, self.seed = tile, year, area, sink, seed
         self.landscape = landscape
+        self.sky = sky or Sky()
         self.tmp, self.api_url, self.progress = tmp, api_url, progress
-        self.acquisitions = plan_acquisitions(tile, year, scenes, seed)
+        self.acquisitions = plan_acquisitions(tile, year, scenes, seed, self.sky.cloudiness)
         plan_publications(self.acquisitions, seed)
         self.lines = swath_lines(tile, area, self.acquisitions, seed)
         px10 = area.width * area.height * 36
         self.renderer = Renderer(Landscape(seed, tile.zone, landscape), tile.origin, self.lines,
-                                 cache=px10 <= CACHE_LIMIT_PX10)
+                                 cache=px10 <= CACHE_LIMIT_PX10, sky=self.sky)
         self.strips = strips(area)
         self.clear_count = np.zeros((area.height * 3, area.width * 3), np.uint8)
         self.specs = _specs()
@@ -271,9 +272,12 @@ class TileGenerator:
         rasters = {p.id: {k: _open(self.tile, tmp, f"{p.id}-{k}", s, self.area)
                           for k, s in self.specs.items()} for p in acq.publications}
         counts = np.zeros(256, np.int64)
+        missed = {"cloud_pixels": 0, "shadow_pixels": 0, "haze_pixels": 0, "cells": set()}
         for win in self.strips:
             r = self.renderer.render(acq, win)
             counts += np.bincount(r.scl.ravel(), minlength=256)
+            for k, v in self.renderer.missed_report(win, r).items():
+                missed[k] = missed[k] | v if k == "cells" else missed[k] + v
             self._count_clear(r.scl, win)
             for pub in acq.publications:
                 out = rasters[pub.id]
@@ -290,7 +294,7 @@ class TileGenerator:
         for pub in acq.publications:
             item = self._publish(pub, rasters[pub.id], tmp, counts[:12].tolist())
             items.append(item)
-            records.append(self._record(pub, item, counts))
+            records.append(self._record(pub, item, counts, missed))
         shutil.rmtree(tmp, ignore_errors=True) if isinstance(self.sink, LocalSink) else None
         return items, records
 
@@ -318,8 +322,10 @@ class TileGenerator:
         self.sink.put_json(f"stac/{COLLECTION_ID}/items/{pub.id}.json", item)
         return item
 
-    def _record(self, pub, item: dict, counts: np.ndarray) -> dict:
+    def _record(self, pub, item: dict, counts: np.ndarray, missed: dict | None = None) -> dict:
         acq = pub.acquisition
+        missed = missed or {"cloud_pixels": 0, "shadow_pixels": 0, "haze_pixels": 0,
+                            "cells": set()}
         return {
             "id": pub.id, "datetime": item["properties"]["datetime"],
             "platform": acq.platform, "relative_orbit": acq.track.relative_orbit,
@@ -334,6 +340,11 @@ class TileGenerator:
             "weather": vars(acq.weather),
             "eo:cloud_cover": item["properties"]["eo:cloud_cover"],
             "scl_counts": {str(k): int(v) for k, v in enumerate(counts[:12]) if v},
+            # what the written SCL leaves out (Sky.scl_miss) and the unflagged edge haze, 20 m
+            "scl_missed": {"cloud_pixels": missed["cloud_pixels"],
+                           "shadow_pixels": missed["shadow_pixels"],
+                           "patches": [list(c) for c in sorted(missed["cells"])]},
+            "edge_haze_pixels": missed["haze_pixels"],
             "item": self.sink.uri(f"{item_prefix(pub)}/{pub.id}.json"),
         }
 
@@ -409,7 +420,8 @@ class TileGenerator:
             "swath_edges": {str(k): {"point": v["point"], "normal": v["normal"]}
                             for k, v in self.lines.items()},
             "parameters": {"scenes": len(self.acquisitions), "seed": self.seed,
-                           "landscape": self.landscape,
+                           "landscape": self.landscape, "sky": self.sky.to_dict(),
+                           "patch_cell_m": PATCH_CELL_M,
                            "tci_gain": 3.5, "offset_dn": 1000, "scl_resolution": 20,
                            "overview_resampling": "nearest",
                            "orbits": sorted({acq.track.relative_orbit
@@ -441,12 +453,14 @@ def generate_archive(tiles: list[str | Tile] | str, year: int, scenes: int,
                      out: str | Path | None = None, seed: int = 0, api_url: str | None = None,
                      endpoint_url: str | None = None,
                      progress: Callable[[str], None] | None = None,
-                     landscape: str = "temperate") -> ArchiveSummary:
+                     landscape: str = "temperate", sky: Sky | None = None) -> ArchiveSummary:
     """Write a synthetic Earth Search archive and its truth; load items into ``api_url``.
 
     ``out``: a folder (files, file-path hrefs); otherwise the S3 bucket on ``endpoint_url``
     (default ``AWS_ENDPOINT_URL``), hrefs ``{endpoint}/{bucket}/{key}``. ``landscape``:
     ``"temperate"`` (vegetation, soil, water) or ``"desert"`` (bright sand and rock).
+    ``sky``: cloudiness, the share of cloud/shadow patches SCL misses and edge haze
+    (:class:`~cloudfree.synth.render.Sky`; default: a normal year, a faithful SCL).
     """
     t0 = time.perf_counter()
     if isinstance(tiles, str):
@@ -469,7 +483,7 @@ def generate_archive(tiles: list[str | Tile] | str, year: int, scenes: int,
         for tile in parsed:
             area = data_window(tile, bbox)
             gen = TileGenerator(tile, year, scenes, area, sink, seed, Path(tmp), api_url,
-                                progress, landscape)
+                                progress, landscape, sky)
             results.append(gen.run())
         sink.put_json(f"stac/{COLLECTION_ID}/collection.json", collection)
         sink.flush()

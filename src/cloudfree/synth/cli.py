@@ -8,10 +8,22 @@ import os
 import sys
 
 from ..cli import bounded_int
+from .render import SKY_CLOUDINESS
 from .truth import LANDSCAPES
 
 #: A year holds about 150 Sentinel-2 acquisitions of a tile (5-day revisit, overlapping orbits).
 MAX_SCENES = 200
+
+def share(text: str) -> float:
+    """argparse type: a number in 0..1."""
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a share in 0..1, got {text!r}") from err
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share in 0..1, got {text!r}")
+    return value
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``synth`` sub-command."""
@@ -28,6 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--landscape", choices=LANDSCAPES, default="temperate",
                    help="temperate (vegetation, soil, water) or desert (bright sand and rock, "
                         "no water: no single scene's pixels reveal the BOA offset)")
+    p.add_argument("--cloudiness", choices=SKY_CLOUDINESS, default="normal",
+                   help="normal (a third each clear, broken, overcast) or cloudy (mostly "
+                        "overcast: with --scenes 12 about 3-5 clear observations per pixel)")
+    p.add_argument("--scl-miss", type=share, default=0.0, metavar="F",
+                   help="share 0..1 of cloud and shadow patches left out of the written SCL "
+                        "(the pixels stay cloudy; the truth manifest lists them)")
+    p.add_argument("--edge-haze", type=float, default=0.0, metavar="OPACITY",
+                   help="peak opacity (0..0.5) of unflagged thin haze around clouds")
     p.add_argument("--api-url", default=None,
                    help="STAC API to load items into (default $STAC_API_URL unless --out)")
     p.add_argument("--no-load", action="store_true", help="do not load items into a STAC API")
@@ -38,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``cloudfree synth``."""
     from .archive import generate_archive
+    from .render import Sky
 
     api_url = args.api_url
     if api_url is None and args.out is None:
@@ -46,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         api_url = None
     summary = generate_archive(args.tiles, args.year, args.scenes, aoi=args.aoi,
                                bucket=args.bucket, out=args.out, seed=args.seed,
-                               api_url=api_url, landscape=args.landscape)
+                               api_url=api_url, landscape=args.landscape,
+                               sky=Sky(args.cloudiness, args.scl_miss, args.edge_haze))
     info = {"tiles": summary.tiles, "year": summary.year, "items": len(summary.items),
             "loaded": summary.loaded, "manifests": summary.manifests, "root": summary.root,
             "seconds": round(summary.seconds, 1)}

@@ -8,6 +8,21 @@ cirrus adds 0.02..0.05; 3 shadows scale the surface by 0.35..0.5; 11 snow is bri
 visible and dark in the SWIR; 1 saturated is 32767 in every band; 0 is 0 in every asset;
 2 (dark features) and 7 (unclassified, at cloud fringes) keep the clear surface.
 Windows are in 60 m pixels so they align on every grid.
+
+Where Sen2Cor fails (issue 8), modelled by :class:`Sky`:
+
+- ``scl_miss``: a share of the cloud (8/9) and shadow (3) *patches* is left out of the written
+  SCL: those pixels get the class of the ground below (4/5/6/2/11) while their reflectance stays
+  cloudy or shadowed. A patch is the part of a cloud (or shadow) inside one
+  ``PATCH_CELL_M`` square of the UTM grid; whether a patch is missed is a hash of the
+  acquisition's seed, the cell and the kind, so every window and strip agrees.
+- ``edge_haze``: thin haze around every cloud, outside the cloud class: opacity rises from 0
+  to ``edge_haze`` over ``HAZE_WIDTH`` (units of the unit-variance cloud field) towards the
+  cloud edge; the inner part is class 7 (unclassified), the outer part keeps the ground class.
+  Sen2Cor misses such edges (issue 8); with ``edge_haze = 0`` nothing changes.
+
+:meth:`Renderer.render` returns both the written SCL and the true classes (``scl_true``,
+``haze``), so a benchmark knows which observations were truly clear.
 """
 
 from __future__ import annotations
@@ -32,6 +47,66 @@ SATURATION_RATE = 3e-5
 TCI_GAIN = 3.5  # TCI = reflectance * 255 * TCI_GAIN, like ESA's TCI stretch
 OFFSET_DN = 1000
 _NORMAL = NormalDist()
+#: Side of the square cells (m) that cut clouds and shadows into patches for ``scl_miss``:
+#: 1.92 km = 32 pixels of 60 m, so cells align on every band grid.
+PATCH_CELL_M = 1920
+#: Width of the haze fringe around clouds, in units of the unit-variance cloud field (the
+#: unclassified fringe, class 7, is the inner 0.12 of it).
+HAZE_WIDTH = 0.3
+CLOUD_CLASSES = (8, 9)
+SHADOW_CLASS = 3
+SKY_CLOUDINESS = ("normal", "cloudy")
+#: Edge haze below this opacity counts as clear: it adds < 0.006 reflectance to the blue
+#: (cloud 0.6 - surface ~0.04, x 0.01), below the blue's sensor noise (40 DN).
+CLEAR_HAZE = 0.01
+
+
+@dataclass(frozen=True)
+class Sky:
+    """How the atmosphere and Sen2Cor behave (see the module docstring)."""
+
+    cloudiness: str = "normal"  # a key of scenes.CLOUDINESS
+    scl_miss: float = 0.0  # share of cloud and shadow patches missing from the written SCL
+    edge_haze: float = 0.0  # peak opacity of the thin haze around clouds (0 = none)
+
+    def __post_init__(self) -> None:
+        from ..errors import InputError
+
+        if self.cloudiness not in SKY_CLOUDINESS:
+            raise InputError(f"unknown cloudiness {self.cloudiness!r}; "
+                             f"valid: {list(SKY_CLOUDINESS)}")
+        if not 0.0 <= self.scl_miss <= 1.0:
+            raise InputError(f"scl_miss must be a share in 0..1, got {self.scl_miss}")
+        if not 0.0 <= self.edge_haze <= 0.5:
+            raise InputError(f"edge_haze must be an opacity in 0..0.5, got {self.edge_haze}")
+
+    def to_dict(self) -> dict:
+        return {"cloudiness": self.cloudiness, "scl_miss": self.scl_miss,
+                "edge_haze": self.edge_haze}
+
+
+def _cell_uniform(seed: int, cx: np.ndarray, cy: np.ndarray, kind: int) -> np.ndarray:
+    """A uniform 0..1 per (seed, cell, kind): splitmix64 of the packed key (vectorised)."""
+    with np.errstate(over="ignore"):
+        z = (np.uint64(seed % 2**63) * np.uint64(0x9E3779B97F4A7C15)
+             + cx.astype(np.int64).astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+             + cy.astype(np.int64).astype(np.uint64) * np.uint64(0x94D049BB133111EB)
+             + np.uint64(kind))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+@dataclass
+class Classified:
+    """One acquisition's classification on the 20 m grid of a window."""
+
+    scl: np.ndarray  # uint8: the SCL as written (some patches missed)
+    scl_true: np.ndarray  # uint8: what the pixels really are
+    opacity: np.ndarray  # float32 cloud opacity
+    cirrus: np.ndarray  # float32 cirrus strength
+    haze: np.ndarray  # float32 opacity of unflagged edge haze (0 = none)
 
 
 @dataclass(frozen=True)
@@ -57,10 +132,18 @@ class Rendered:
     """One acquisition over one window: DNs *without* the BOA offset (0 = nodata)."""
 
     bands: dict[str, np.ndarray]  # uint16 per band key, native resolution
-    scl: np.ndarray  # uint8, 20 m
+    scl: np.ndarray  # uint8, 20 m (as written: missed patches show the ground class)
     tci: np.ndarray  # uint8 (3, h, w), 10 m
     aot: np.ndarray  # uint16, 20 m
     wvp: np.ndarray  # uint16, 20 m
+    scl_true: np.ndarray | None = None  # uint8, 20 m: the true classes
+    haze: np.ndarray | None = None  # float32, 20 m: unflagged edge-haze opacity
+
+    def truly_clear(self) -> np.ndarray:
+        """20 m bool: ground really seen (no cloud, shadow, cirrus, snow or bad pixel, and edge
+        haze below ``CLEAR_HAZE``)."""
+        clear = np.isin(self.scl_true, (2, 4, 5, 6, 7))
+        return clear & (self.haze < CLEAR_HAZE) if self.haze is not None else clear
 
     def with_offset(self, band: str, offset: bool) -> np.ndarray:
         """A band's DNs with the +1000 BOA offset added (when ``offset``), nodata kept 0."""
@@ -84,8 +167,9 @@ class Renderer:
     """Renders acquisitions of one tile; caches the static surface per window."""
 
     def __init__(self, landscape: Landscape, origin: tuple[float, float],
-                 swath_line: dict | None = None, cache: bool = True):
+                 swath_line: dict | None = None, cache: bool = True, sky: Sky | None = None):
         self.landscape = landscape
+        self.sky = sky or Sky()
         self.origin = origin
         self.swath_line = swath_line or {}
         self._cache: dict[tuple, Surface] = {}
@@ -106,7 +190,12 @@ class Renderer:
 
     # --- classification -----------------------------------------------------------------------
     def classify(self, acq: Acquisition, win: Win) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(SCL uint8, cloud opacity float32, cirrus strength float32) on the 20 m grid."""
+        """(written SCL uint8, cloud opacity float32, cirrus strength float32) on the 20 m grid."""
+        c = self.classify_full(acq, win)
+        return c.scl, c.opacity, c.cirrus
+
+    def classify_full(self, acq: Acquisition, win: Win) -> Classified:
+        """The written and the true classes, opacities and edge haze on the 20 m grid."""
         g = win.grid(self.origin, 20)
         surf = self.surface(win, 20)
         w = acq.weather
@@ -125,6 +214,7 @@ class Renderer:
         if w.snow > 0:
             ts = _NORMAL.inv_cdf(1 - w.snow)
             scl[(self.snow_field(g.xs, g.ys) > ts) & ~surf.water] = 11
+        ground = scl.copy()  # what a missed patch is written as
         scl[shadow] = 3
         cirrus = np.zeros(g.shape, np.float32)
         if w.cirrus > 0:
@@ -141,7 +231,52 @@ class Renderer:
         rng = np.random.default_rng([acq.seed, win.row, win.col, 1])
         scl[rng.random(g.shape, dtype=np.float32) < SATURATION_RATE] = 1
         scl[self.swath_nodata(acq, g)] = 0
-        return scl, opacity, cirrus
+        haze = np.zeros(g.shape, np.float32)
+        if self.sky.edge_haze > 0:
+            ramp = np.clip((f - (t - HAZE_WIDTH)) / HAZE_WIDTH, 0, 1)
+            edge = (ramp > 0) & (f <= t) & ((scl == 7) | np.isin(scl, (2, 4, 5, 6)))
+            haze = np.where(edge, self.sky.edge_haze * ramp**2, 0).astype(np.float32)
+        written = self.miss_patches(acq, g, scl, ground)
+        return Classified(written, scl, opacity, cirrus, haze)
+
+    def missed_cells(self, acq: Acquisition, g: Grid) -> tuple[np.ndarray, np.ndarray]:
+        """(cloud, shadow) bool maps on the grid: pixels whose patch SCL misses (``scl_miss``)."""
+        if self.sky.scl_miss <= 0:
+            z = np.zeros(g.shape, bool)
+            return z, z
+        cx = np.floor((g.xs - self.origin[0]) / PATCH_CELL_M).astype(np.int64)
+        cy = np.floor((self.origin[1] - g.ys) / PATCH_CELL_M).astype(np.int64)
+        out = []
+        for kind in (1, 2):
+            u = _cell_uniform(acq.seed, cx[None, :], cy[:, None], kind)
+            out.append(u < self.sky.scl_miss)
+        return out[0], out[1]
+
+    def missed_report(self, win: Win, r: Rendered) -> dict:
+        """What SCL missed in a rendered window: pixel counts and the missed patches' cells
+        (``[kind, cell_col, cell_row]``, cells of ``PATCH_CELL_M`` from the tile's corner)."""
+        g = win.grid(self.origin, 20)
+        cloud = np.isin(r.scl_true, CLOUD_CLASSES) & ~np.isin(r.scl, CLOUD_CLASSES)
+        shadow = (r.scl_true == SHADOW_CLASS) & (r.scl != SHADOW_CLASS)
+        cx = np.floor((g.xs - self.origin[0]) / PATCH_CELL_M).astype(np.int64)
+        cy = np.floor((self.origin[1] - g.ys) / PATCH_CELL_M).astype(np.int64)
+        cells = set()
+        for kind, m in (("cloud", cloud), ("shadow", shadow)):
+            rows, cols = np.nonzero(m)
+            cells |= {(kind, int(a), int(b)) for a, b in set(zip(cx[cols], cy[rows],
+                                                                 strict=True))}
+        haze = r.haze if r.haze is not None else np.zeros(r.scl.shape, np.float32)
+        return {"cloud_pixels": int(cloud.sum()), "shadow_pixels": int(shadow.sum()),
+                "haze_pixels": int(np.count_nonzero(haze > 0)), "cells": cells}
+
+    def miss_patches(self, acq: Acquisition, g: Grid, scl: np.ndarray,
+                     ground: np.ndarray) -> np.ndarray:
+        """The SCL as written: cloud/shadow pixels of missed patches show the ground class."""
+        miss_cloud, miss_shadow = self.missed_cells(acq, g)
+        hide = (np.isin(scl, CLOUD_CLASSES) & miss_cloud) | ((scl == SHADOW_CLASS) & miss_shadow)
+        if not hide.any():
+            return scl
+        return np.where(hide, ground, scl).astype(np.uint8)
 
     def swath_nodata(self, acq: Acquisition, g: Grid) -> np.ndarray:
         """True beyond the swath edge of the acquisition's track (if it has one)."""
@@ -154,21 +289,23 @@ class Renderer:
     # --- reflectance ------------------------------------------------------------------------
     def render(self, acq: Acquisition, win: Win) -> Rendered:
         """Every asset's pixels for an acquisition over a window."""
-        scl20, opacity20, cirrus20 = self.classify(acq, win)
+        cls = self.classify_full(acq, win)
         s = season(acq.day)
         bands = {}
         refl_vis = {}
-        per_res = {r: (to_res(scl20, r), to_res(opacity20, r), to_res(cirrus20, r))
-                   for r in RESOLUTIONS}
+        per_res = {r: (to_res(cls.scl_true, r), to_res(cls.opacity, r), to_res(cls.cirrus, r),
+                       to_res(cls.haze, r)) for r in RESOLUTIONS}
         for i, key in enumerate(BAND_KEYS):
             res = BAND_RES[key]
-            scl, opacity, cirrus = per_res[res]
+            scl, opacity, cirrus, haze = per_res[res]  # pixels follow the TRUE classes
             refl = self.surface(win, res).clear(key, s)
             refl = np.where(scl == 3, refl * (0.35 + 0.15 * opacity), refl)
             refl = np.where(scl == 11, SNOW[i] * 0.9 + refl * 0.1, refl)
             refl = refl + cirrus * CIRRUS_GAIN[i]
             cloudy = (scl == 8) | (scl == 9)
             refl = np.where(cloudy, refl * (1 - opacity) + CLOUD[i] * opacity, refl)
+            if self.sky.edge_haze > 0:
+                refl = refl * (1 - haze) + np.float32(CLOUD[i]) * haze
             rng = np.random.default_rng([acq.seed, win.row, win.col, 100 + i])
             noise = rng.standard_normal(refl.shape, dtype=np.float32) * NOISE_SIGMA_DN[i]
             dn = np.clip(np.rint(refl * 10000 + noise), 1, SATURATED_DN).astype(np.uint16)
@@ -178,8 +315,9 @@ class Renderer:
             if key in ("red", "green", "blue"):
                 refl_vis[key] = dn
         tci = make_tci(refl_vis["red"], refl_vis["green"], refl_vis["blue"])
-        aot, wvp = self.atmosphere(acq, win, scl20)
-        return Rendered(bands=bands, scl=scl20, tci=tci, aot=aot, wvp=wvp)
+        aot, wvp = self.atmosphere(acq, win, cls.scl)
+        return Rendered(bands=bands, scl=cls.scl, tci=tci, aot=aot, wvp=wvp,
+                        scl_true=cls.scl_true, haze=cls.haze)
 
     def atmosphere(self, acq: Acquisition, win: Win, scl20: np.ndarray) -> tuple[np.ndarray,
                                                                                    np.ndarray]:

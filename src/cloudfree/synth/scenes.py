@@ -240,15 +240,30 @@ def candidate_passes(tile: Tile, year: int) -> list[tuple[datetime, str, Track]]
     return passes
 
 
-def draw_weather(rng: np.random.Generator, day: date, lat: float) -> Weather:
-    """Cloud/cirrus/snow fractions of one acquisition."""
+#: Weather regimes: (share nearly clear, share broken, then overcast) and their cover ranges.
+#: ``normal``: a third each. ``cloudy`` (tropics, monsoon, northern winters; issue 8): 20 %
+#: nearly clear, 30 % broken (0.2-0.6), 50 % overcast (0.6-0.95): with 12 acquisitions about
+#: 12 x (0.2 x 0.97 + 0.3 x 0.6 + 0.5 x 0.22) = 5.8 cloud-free observations per pixel, of
+#: which shadows, cirrus and cloud edges leave about 3-5 clear.
+CLOUDINESS = {
+    "normal": ((0.35, (0.0, 0.05)), (0.35, (0.1, 0.5)), (0.6, 0.97)),
+    "cloudy": ((0.20, (0.0, 0.05)), (0.30, (0.2, 0.6)), (0.6, 0.95)),
+}
+
+
+def draw_weather(rng: np.random.Generator, day: date, lat: float,
+                 cloudiness: str = "normal") -> Weather:
+    """Cloud/cirrus/snow fractions of one acquisition (``cloudiness``: a key of CLOUDINESS)."""
+    if cloudiness not in CLOUDINESS:
+        raise InputError(f"unknown cloudiness {cloudiness!r}; valid: {list(CLOUDINESS)}")
+    (p_clear, clear_range), (p_broken, broken_range), overcast_range = CLOUDINESS[cloudiness]
     r = rng.random()
-    if r < 0.35:
-        cover = rng.uniform(0.0, 0.05)
-    elif r < 0.7:
-        cover = rng.uniform(0.1, 0.5)
+    if r < p_clear:
+        cover = rng.uniform(*clear_range)
+    elif r < p_clear + p_broken:
+        cover = rng.uniform(*broken_range)
     else:
-        cover = rng.uniform(0.6, 0.97)
+        cover = rng.uniform(*overcast_range)
     cirrus = rng.uniform(0.02, 0.15) if rng.random() < 0.5 else 0.0
     winter = {12: 0.5, 1: 0.6, 2: 0.45, 3: 0.15, 11: 0.15} if lat >= 0 else \
         {6: 0.5, 7: 0.6, 8: 0.45, 9: 0.15, 5: 0.15}
@@ -257,7 +272,8 @@ def draw_weather(rng: np.random.Generator, day: date, lat: float) -> Weather:
                    cloud_height_m=float(rng.uniform(1000, 3000)), snow=float(snow))
 
 
-def plan_acquisitions(tile: Tile, year: int, scenes: int, seed: int) -> list[Acquisition]:
+def plan_acquisitions(tile: Tile, year: int, scenes: int, seed: int,
+                      cloudiness: str = "normal") -> list[Acquisition]:
     """Pick ``scenes`` passes spread over the year and give each its weather and geometry."""
     if scenes < 1:
         raise InputError(f"scenes must be >= 1, got {scenes}")
@@ -277,7 +293,8 @@ def plan_acquisitions(tile: Tile, year: int, scenes: int, seed: int) -> list[Acq
         az, el = sun_position(when, lon, lat)
         acquisitions.append(Acquisition(
             index=n, tile=tile, time=when, platform=platform, track=track,
-            weather=draw_weather(rng, when.date(), lat), sun_azimuth=az, sun_elevation=el,
+            weather=draw_weather(rng, when.date(), lat, cloudiness),
+            sun_azimuth=az, sun_elevation=el,
             view_azimuth=100.0 + rng.uniform(0, 10) if track.distance_km > 0 else
             280.0 + rng.uniform(0, 10),
             view_incidence=abs(track.distance_km) / 290 * 12 + rng.uniform(0.5, 1.5),

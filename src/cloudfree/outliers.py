@@ -1,0 +1,392 @@
+"""Clouds and shadows that SCL misses: a per-pixel temporal outlier test before the median.
+
+Sen2Cor's SCL misses thin cloud, cloud edges and many shadows (issue 8). A per-pixel median
+hides a missed cloud only while most observations are clear; in a cloudy year (3-5 clear
+observations per pixel) one or two missed clouds move it. So, per pixel, before the median,
+the observations SCL let through are tested against the pixel's own robust centre:
+
+* **cloud / haze** (blue, B02): a cloud or haze adds scattered light, most in the blue
+  (Rayleigh and Mie scattering; the "haze optimized transform" of Zhang et al. 2002 and Fmask's
+  HOT test build on it). An observation is rejected when its blue is above the centre by more
+  than ``k`` robust sigmas *and* by more than ``cloud_floor_dn``. The floor (150 DN =
+  0.015 reflectance) sits above the L2A surface-reflectance uncertainty in the blue (about
+  0.005 + 5 %) and above sensor noise over dark water (~40 DN), so dark-water noise, which has a
+  tiny MAD, does not trigger it.
+* **shadow** (narrow NIR, B8A): a cloud shadow removes the direct beam; in the NIR the diffuse
+  share of irradiance is small, so a shadowed observation loses well over a quarter of its NIR.
+  Rejected when the NIR is below the centre by more than ``k`` robust sigmas, more than
+  ``shadow_floor_dn`` and more than ``1/shadow_rel_den`` of the centre (so dark water, whose NIR
+  is ~100 DN, is never called a shadow).
+
+Robust centre and spread: the exact median of the used observations and the median absolute
+deviation (MAD) around it, both with the exact uint16 median kernel (``median.masked_median``;
+``kernel`` picks the compiled or numpy implementation); ``k`` robust sigmas = ``k_num / k_den``
+x MAD (4.45 x MAD = 3 x 1.4826 x MAD: 3 sigmas of a normal). A second pass recomputes centre
+and MAD from the observations the first pass kept and tests every used observation again, so
+two missed clouds out of six do not drag the centre. Everything is integer arithmetic on
+uint16/int32: exact and deterministic.
+
+What it must not reject: a surface that is bright all year (sand, a roof) is its own centre; a
+persistent change (a building that appears mid-year) puts half the observations on each side,
+so the MAD is half the step and nothing is more than 4.45 MAD away. Pixels with fewer than
+``min_obs`` used observations are not tested (no robust centre), and a pixel never loses all
+of its used observations.
+
+**One decision for every band.** The test runs on the 20 m grid (the SCL grid), from the
+reference bands blue (10 m, each 20 m pixel the exact integer mean of its 2 x 2 10 m pixels)
+and nir08 (20 m), with the same states as the band (SCL, nodata, harmonization offsets,
+granule fusion, snow fallback). The 20 m decision is carried to a band grid like SCL: 10 m
+repeats it, 60 m rejects an observation when any of the nine 20 m pixels inside is rejected
+(as ``mask.scene_state``'s all-nine rule). Each band's median Lambda computes it inside its own
+window from the reference bands (read cost: +1.25 band reads of a 10 m window per scene; see
+``bench/quality.py``): no extra state, no extra step, the same bits in every band.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import mask
+from .bands import Band, get_band
+from .errors import ConfigError, InputError
+from .windows import DEFAULT_THREADS, Window, read_stack
+
+#: Reference bands of the decision: cloud/haze test, HOT's red, shadow test.
+CLOUD_BAND, WHITE_BAND, SHADOW_BAND = "blue", "red", "nir08"
+#: Grid of the decision (m): the SCL grid.
+DECISION_RESOLUTION = mask.SCL_RESOLUTION
+SETTING_VALUES = ("on", "off")
+
+
+@dataclass(frozen=True)
+class OutlierRule:
+    """Parameters of the temporal outlier test (see the module docstring)."""
+
+    enabled: bool = True
+    k_num: int = 89  # k = k_num / k_den robust sigmas x MAD: 4.45 = 3 x 1.4826
+    k_den: int = 20
+    cloud_floor_dn: int = 150  # 0.015 reflectance in the blue
+    shadow_floor_dn: int = 150  # 0.015 reflectance in the NIR
+    shadow_rel_den: int = 4  # a shadow loses more than 1/4 of the NIR centre
+    min_obs: int = 3  # fewer used observations: no temporal test
+    passes: int = 2
+    hot_dn: int = 800  # Fmask HOT test: blue - red / 2 > 0.08 reflectance = cloud-like
+    persistent_run: int = 3  # cloud-like obs forming a run this long at either end of the
+    # year (in time order) are a surface change (a new roof), not clouds
+
+    def __post_init__(self) -> None:
+        if min(self.k_num, self.k_den, self.shadow_rel_den, self.min_obs, self.passes) < 1 or \
+                min(self.cloud_floor_dn, self.shadow_floor_dn) < 0:
+            raise ConfigError(f"bad outlier rule {self}")
+
+    def to_dict(self) -> dict:
+        """The rule as recorded in window statistics and the STAC item."""
+        return {"method": "hot+temporal-mad" if self.enabled else "off",
+                "reference_bands": [CLOUD_BAND, WHITE_BAND, SHADOW_BAND], **asdict(self)}
+
+
+OFF = OutlierRule(enabled=False)
+DEFAULT_RULE = OutlierRule()
+
+
+def parse_rule(value: OutlierRule | str | bool | None) -> OutlierRule:
+    """``"on"`` (default rule) / ``"off"`` / a bool / None (default) / a rule."""
+    if isinstance(value, OutlierRule):
+        return value
+    if value is None or value is True:
+        return DEFAULT_RULE
+    if value is False:
+        return OFF
+    text = str(value).strip().lower()
+    if text in ("on", "true", "1", "temporal-mad"):
+        return DEFAULT_RULE
+    if text in ("off", "false", "0", "none"):
+        return OFF
+    raise ConfigError(f"outlier rejection must be one of {SETTING_VALUES}, got {value!r}")
+
+
+def _absdiff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|a - b| of uint16 arrays, in uint16 (exact)."""
+    return np.maximum(a, b) - np.minimum(a, b)
+
+
+def _centre_spread(stack: np.ndarray, keep: np.ndarray, kernel: str | None,
+                   threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """(median, MAD) per pixel of the kept observations, int32 (h, w)."""
+    from .median import masked_median
+
+    centre = masked_median(stack, keep, kernel=kernel, threads=threads).median
+    mad = masked_median(_absdiff(stack, centre[None]), keep, kernel=kernel,
+                        threads=threads).median
+    return centre.astype(np.int32), mad.astype(np.int32)
+
+
+def _check_refs(**arrays: np.ndarray) -> None:
+    shape = None
+    for name, arr in arrays.items():
+        if not isinstance(arr, np.ndarray) or arr.ndim != 3 or (
+                arr.dtype != np.uint16 and name != "use"):
+            raise InputError(f"{name} must be a (S, h, w) array (uint16 for the bands)")
+        if shape is not None and arr.shape != shape:
+            raise InputError(f"{name} shape {arr.shape} != {shape}")
+        shape = arr.shape
+
+
+def _time_order(order: Sequence[int] | None, n: int) -> list[int]:
+    order = list(range(n)) if order is None else [int(i) for i in order]
+    if sorted(order) != list(range(n)):
+        raise InputError(f"order must be a permutation of 0..{n - 1}, got {order}")
+    return order
+
+
+def _end_run(cand: np.ndarray, used: np.ndarray, order: Sequence[int]) -> np.ndarray:
+    """(S, h, w): the cloud-like observations before the first used clear-like one, in
+    ``order`` (unused observations are skipped)."""
+    open_ = np.ones(used.shape[1:], bool)
+    members = np.zeros(used.shape, bool)
+    for s in order:
+        members[s] = open_ & used[s] & cand[s]
+        open_ &= ~(used[s] & ~cand[s])
+    return members
+
+
+def persistent(cand: np.ndarray, used: np.ndarray, order: Sequence[int], min_run: int,
+               blue: np.ndarray | None = None, tolerance_dn: int = 0) -> np.ndarray:
+    """(S, h, w) bool: cloud-like observations that are a surface, not clouds.
+
+    In time ``order``, the cloud-like observations that open the year (before its first
+    clear-like used one) and those that close it are *runs*; a run of at least ``min_run``
+    observations is a surface change: a roof all year, a building from some date on, a
+    surface bright until some date. With ``blue`` given, a run must also be steady: its blue
+    DNs within ``max(tolerance_dn, max / 8)`` of each other (clouds of different days differ by
+    far more; noise and a roof's seasonal change do not). A pixel whose used observations are
+    all cloud-like is a surface too. Missed clouds come and go, so they rarely form a run.
+    """
+    order = list(order)
+    n_used = np.count_nonzero(used, axis=0)
+    out = np.zeros(used.shape, bool)
+    for members in (_end_run(cand, used, order), _end_run(cand, used, order[::-1])):
+        n = np.count_nonzero(members, axis=0)
+        ok = (n >= min_run) | ((n == n_used) & (n > 0))
+        if blue is not None:
+            hi = np.where(members, blue, 0).max(axis=0).astype(np.int32)
+            lo = np.where(members, blue, 65535).min(axis=0).astype(np.int32)
+            ok &= (hi - lo <= np.maximum(tolerance_dn, hi // 8)) | (n == n_used)
+        out |= members & ok[None]
+    return out
+
+
+def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
+           rule: OutlierRule = DEFAULT_RULE, *, order: Sequence[int] | None = None,
+           kernel: str | None = None, threads: int = 1) -> np.ndarray:
+    """Observations to reject, bool (S, h, w), from (S, h, w) uint16 reference stacks.
+
+    ``blue``/``red``: for the cloud tests (brighter, whiter = cloud/haze); ``nir``: for the
+    shadow test (darker); ``use``: the observations the median would use (uint8/bool);
+    ``order``: scene indices in time order (default: stack order). Only used observations are
+    ever rejected, never all of a pixel's; see the module docstring for the rule.
+    """
+    _check_refs(blue=blue, red=red, nir=nir, use=np.asarray(use))
+    used = np.asarray(use).astype(bool)
+    out = np.zeros(used.shape, bool)
+    if not rule.enabled or not used.any():
+        return out
+    order = _time_order(order, used.shape[0])
+    # 1. spectral: Fmask's HOT test, B - 0.5 R - 0.08 > 0, in DN: 2 B - R > 2 x 800
+    b32 = blue.astype(np.int32)
+    cand = used & (2 * b32 - red.astype(np.int32) > 2 * rule.hot_dn)
+    surface = persistent(cand, used, order, rule.persistent_run, blue,
+                         2 * rule.cloud_floor_dn)
+    cand &= ~surface
+    clear_like = used & ~cand
+    has_clear = clear_like.any(axis=0)
+    if cand.any():
+        from .median import masked_median
+
+        c_cl = masked_median(blue, clear_like, kernel=kernel, threads=threads).median
+        cand &= (b32 - c_cl.astype(np.int32) > rule.cloud_floor_dn) & has_clear
+    # 2. temporal: robust centre and MAD of what is left, cloud (blue) and shadow (NIR)
+    testable = np.count_nonzero(used, axis=0) >= rule.min_obs
+    keep = used & ~cand
+    rejected = cand
+    for _ in range(rule.passes):
+        c_b, mad_b = _centre_spread(blue, keep, kernel, threads)
+        thr_b = np.maximum(mad_b * rule.k_num // rule.k_den, rule.cloud_floor_dn)
+        cloud = (b32 - c_b > thr_b) & ~surface  # a steady bright run is no cloud
+        c_n, mad_n = _centre_spread(nir, keep, kernel, threads)
+        thr_n = np.maximum(np.maximum(mad_n * rule.k_num // rule.k_den, rule.shadow_floor_dn),
+                           c_n // rule.shadow_rel_den)
+        shadow = c_n - nir.astype(np.int32) > thr_n
+        rejected = cand | ((cloud | shadow) & used & testable)
+        rejected &= np.any(used & ~rejected, axis=0)  # never every used observation
+        keep = used & ~rejected
+    out = rejected
+    return out
+
+
+def _reference_runs(idx: list[int], flags: dict[int, bool], bl: dict[int, int],
+                    rule: OutlierRule) -> set[int]:
+    """:func:`persistent` for one pixel (``idx``: used scenes in time order)."""
+    protected: set[int] = set()
+    for seq in (idx, idx[::-1]):
+        run = []
+        for s in seq:
+            if not flags[s]:
+                break
+            run.append(s)
+        vals = [bl[s] for s in run]
+        steady = not run or max(vals) - min(vals) <= max(2 * rule.cloud_floor_dn,
+                                                          max(vals) // 8)
+        if len(run) == len(idx) or (len(run) >= rule.persistent_run and steady):
+            protected |= set(run)
+    return protected
+
+
+def reference_reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
+                     rule: OutlierRule = DEFAULT_RULE,
+                     order: Sequence[int] | None = None) -> np.ndarray:
+    """Slow, obviously-correct :func:`reject` for tests: per pixel with Python integers."""
+
+    def med(values: list[int]) -> int:
+        v = sorted(values)
+        m = len(v) // 2
+        if len(v) % 2:
+            return v[m]
+        total = v[m - 1] + v[m]
+        half = total // 2
+        return half + 1 if total % 2 and half % 2 else half
+
+    used = np.asarray(use).astype(bool)
+    out = np.zeros(used.shape, bool)
+    if not rule.enabled:
+        return out
+    n, h, w = used.shape
+    order = _time_order(order, n)
+    for y in range(h):
+        for x in range(w):
+            idx = [s for s in order if used[s, y, x]]  # time order
+            if not idx:
+                continue
+            bl = {s: int(blue[s, y, x]) for s in idx}
+            nr = {s: int(nir[s, y, x]) for s in idx}
+            flags = {s: 2 * bl[s] - int(red[s, y, x]) > 2 * rule.hot_dn for s in idx}
+            protected = _reference_runs(idx, flags, bl, rule)
+            clear_like = [bl[s] for s in idx if not flags[s]]
+            cand = set()
+            if clear_like:
+                c = med(clear_like)
+                cand = {s for s in idx if flags[s] and s not in protected
+                        and bl[s] - c > rule.cloud_floor_dn}
+            rej = set(cand)
+            keep = [s for s in idx if s not in cand]
+            for _ in range(rule.passes):
+                cb = med([bl[s] for s in keep])
+                tb = max(med([abs(bl[s] - cb) for s in keep]) * rule.k_num // rule.k_den,
+                         rule.cloud_floor_dn)
+                cn = med([nr[s] for s in keep])
+                tn = max(med([abs(nr[s] - cn) for s in keep]) * rule.k_num // rule.k_den,
+                         rule.shadow_floor_dn, cn // rule.shadow_rel_den)
+                rej = set(cand)
+                if len(idx) >= rule.min_obs:
+                    rej |= {s for s in idx if (bl[s] - cb > tb and s not in protected)
+                            or cn - nr[s] > tn}
+                if len(rej) == len(idx):
+                    rej = set()
+                keep = [s for s in idx if s not in rej]
+            for s in rej:
+                out[s, y, x] = True
+    return out
+
+
+# --- on a band window ------------------------------------------------------------------------
+def decision_window(band: Band, window: Window) -> Window:
+    """The 20 m window covering a band window (the grid the decision is made on)."""
+    return window.scaled(band.resolution / DECISION_RESOLUTION)
+
+
+def to_band_grid(reject20: np.ndarray, band: Band, window: Window) -> np.ndarray:
+    """Carry a (S, h20, w20) decision made on :func:`decision_window` to the band window."""
+    res = band.resolution
+    w20 = decision_window(band, window)
+    if reject20.shape[1:] != w20.shape:
+        raise InputError(f"decision of shape {reject20.shape[1:]} is not the 20 m footprint "
+                         f"{w20.shape} of {band.key} window {window.key}")
+    if res == DECISION_RESOLUTION:
+        return reject20
+    if res == 10:
+        up = np.repeat(np.repeat(reject20, 2, axis=1), 2, axis=2)
+        r0, c0 = window.row_off - 2 * w20.row_off, window.col_off - 2 * w20.col_off
+        return up[:, r0:r0 + window.height, c0:c0 + window.width]
+    if res == 60:
+        s, h, w = reject20.shape
+        return reject20.reshape(s, h // 3, 3, w // 3, 3).any(axis=(2, 4))
+    raise InputError(f"band resolution must be 10, 20 or 60 m, got {res!r}")
+
+
+def _mean_on_decision_grid(hrefs: Sequence[str], w20: Window, threads: int) -> np.ndarray:
+    """A 10 m band read under a 20 m window, each 20 m pixel the rounded-down integer mean of
+    its 2 x 2 block; 0 (nodata) where any of the four is 0."""
+    blue10 = read_stack(hrefs, w20.scaled(2), threads=threads)
+    s, h, w = blue10.shape
+    blocks = blue10.reshape(s, h // 2, 2, w // 2, 2)
+    total = blocks.sum(axis=(2, 4), dtype=np.uint32)
+    mean = (total // 4).astype(np.uint16)
+    mean[(blocks == 0).any(axis=(2, 4))] = 0
+    return mean
+
+
+def band_window_rejection(scenes: Sequence[dict], band: Band | str, window: Window, *,
+                          rule: OutlierRule = DEFAULT_RULE,
+                          mask_classes: Iterable[int] | None = None, dilate_nodata: int = 0,
+                          threads: int = DEFAULT_THREADS,
+                          kernel: str | None = None) -> np.ndarray | None:
+    """The outlier decision (S, h, w) bool on a band window, or None when the rule is off.
+
+    Reads the SCL and the reference bands under the window's 20 m footprint, applies the same
+    masking, harmonization, fusion and snow fallback as ``composite.composite_window`` and runs
+    :func:`reject` there; then carries the decision to the band grid (:func:`to_band_grid`).
+    """
+    from .composite import (
+        _offsets,
+        _scene_hrefs,
+        build_states,
+        fuse_observations,
+        observation_groups,
+        snow_fallback,
+    )
+
+    rule = parse_rule(rule)
+    if not rule.enabled:
+        return None
+    band = get_band(band) if isinstance(band, str) else band
+    ref20 = get_band(SHADOW_BAND)
+    w20 = decision_window(band, window)
+    states = build_states(_scene_hrefs(scenes, "scl"), ref20, w20, mask_classes,
+                          dilate_nodata, threads=threads)
+    refs = np.empty((len(scenes), 3, w20.height, w20.width), np.uint16)
+    if (states >= mask.SNOW).any():
+        refs[:, 0] = _mean_on_decision_grid(_scene_hrefs(scenes, CLOUD_BAND), w20, threads)
+        refs[:, 1] = _mean_on_decision_grid(_scene_hrefs(scenes, WHITE_BAND), w20, threads)
+        refs[:, 2] = read_stack(_scene_hrefs(scenes, SHADOW_BAND), w20, threads=threads)
+        states[~refs.all(axis=1) & (states > mask.MASKED)] = mask.MASKED
+        offsets = _offsets(scenes)
+        if np.any(offsets):
+            from .harmonize import apply_offset
+
+            usable = states >= mask.SNOW
+            for c in range(3):
+                plane = np.ascontiguousarray(refs[:, c])
+                apply_offset(plane, offsets, usable)
+                refs[:, c] = plane
+    else:
+        refs.fill(0)
+    fuse_observations(refs, states, observation_groups(scenes))
+    use, _ = snow_fallback(states)
+    order = sorted(range(len(scenes)), key=lambda i: (str(scenes[i].get("datetime") or ""),
+                                                      str(scenes[i].get("id") or ""), i))
+    rejected = reject(*(np.ascontiguousarray(refs[:, c]) for c in range(3)), use, rule,
+                      order=order, kernel=kernel, threads=min(threads, 2))
+    return to_band_grid(rejected, band, window)
