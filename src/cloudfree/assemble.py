@@ -429,6 +429,7 @@ def band_window_uris(layout, year: int, tile: Tile | str, band: str,
 def merge_window_stats(stats: Sequence[dict]) -> dict[str, Any]:
     """Sum window statistics into band statistics (contributions, valid pixels, histogram)."""
     contributions: dict[str, int] = {}
+    per_scene: dict[str, dict[str, int]] = {"outliers": {}, "masked": {}}
     hist = np.zeros(0, dtype=np.int64)
     pixels = valid = observed = snow = 0
     seconds = 0.0
@@ -440,6 +441,9 @@ def merge_window_stats(stats: Sequence[dict]) -> dict[str, Any]:
         observed += int(s.get("observed_pixels", s.get("pixels", 0)))
         for k, v in (s.get("contributions") or {}).items():
             contributions[k] = contributions.get(k, 0) + int(v)
+        for name, sums in per_scene.items():  # outliers rejected, pixels SCL masked (issue 8)
+            for k, v in (s.get(name) or {}).items():
+                sums[k] = sums.get(k, 0) + int(v)
         h = np.asarray(s.get("count_histogram") or [], dtype=np.int64)
         if h.size > hist.size:
             hist = np.pad(hist, (0, h.size - hist.size))
@@ -448,7 +452,8 @@ def merge_window_stats(stats: Sequence[dict]) -> dict[str, Any]:
             "snow_pixels": snow,
             "median_seconds": round(seconds, 3),
             "valid_fraction": round(valid / pixels, 6) if pixels else 0.0,
-            "count_histogram": [int(v) for v in hist], "contributions": contributions}
+            "count_histogram": [int(v) for v in hist], "contributions": contributions,
+            **per_scene}
 
 
 def assemble_band(layout, year: int, tile: Tile | str, band: str,

@@ -66,7 +66,9 @@ def item_stats(count_stats: dict) -> dict:
     shares = {k: round(v / good, 6) if good else 0.0 for k, v in contributions.items()}
     return {"good_pixels": good, "footprint_pixels": max(footprint, 1),
             "observations": observation_stats(hist), "contributions": shares,
-            "snow_pixels": int(count_stats.get("snow_pixels") or 0)}
+            "snow_pixels": int(count_stats.get("snow_pixels") or 0),
+            "outliers": {k: int(v) for k, v in (count_stats.get("outliers") or {}).items()},
+            "masked": {k: int(v) for k, v in (count_stats.get("masked") or {}).items()}}
 
 
 def _band_stats(tile: str, year: int, settings: Settings) -> dict[str, dict]:

@@ -19,6 +19,14 @@ def _int_tuple(value: str, name: str) -> tuple[int, ...]:
         raise ConfigError(f"{name} must be a comma-separated list of integers: {value!r}") from err
 
 
+def _outlier_setting(value: str) -> str:
+    from .outliers import SETTING_VALUES, parse_rule
+
+    parse_rule(value)  # ConfigError on anything else
+    value = value.strip().lower()
+    return value if value in SETTING_VALUES else ("on" if parse_rule(value).enabled else "off")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a task needs to know about its deployment."""
@@ -37,6 +45,7 @@ class Settings:
     public_base_url: str | None = None
     stac_timeout_s: float = 30.0  # seconds to wait for each STAC API answer (select)
     local_root: str | None = None  # buckets as folders under this path (one-machine mode)
+    outlier_rejection: str = "on"  # cloudfree.outliers: "on" (default) or "off"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -67,6 +76,7 @@ class Settings:
                 data_prefix=env.get("DATA_PREFIX") or DATA_PREFIX,
                 public_base_url=env.get("PUBLIC_BASE_URL") or None,
                 stac_timeout_s=float(env.get("STAC_TIMEOUT_SECONDS") or 30),
+                outlier_rejection=_outlier_setting(env.get("OUTLIER_REJECTION") or "on"),
             )
         except ValueError as err:
             raise ConfigError(f"bad numeric setting: {err}") from err

@@ -153,6 +153,8 @@ class ItemStats:
     observations: ObservationStats
     contributions: dict[str, float] = field(default_factory=dict)
     snow_pixels: int = 0
+    outliers: dict[str, int] = field(default_factory=dict)  # scene -> pixels rejected
+    masked: dict[str, int] = field(default_factory=dict)  # scene -> pixels SCL masked
 
     @property
     def good_pixel_fraction(self) -> float:
@@ -186,6 +188,8 @@ class ItemStats:
                 observations=obs,
                 contributions={k: float(v) for k, v in data.get("contributions", {}).items()},
                 snow_pixels=int(data.get("snow_pixels") or 0),
+                outliers={k: int(v) for k, v in (data.get("outliers") or {}).items()},
+                masked={k: int(v) for k, v in (data.get("masked") or {}).items()},
             )
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"bad item stats: {err}") from err
@@ -316,7 +320,8 @@ def _skipped(manifest: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
 
 
 def _scene_record(scene: Mapping[str, Any], contributions: Mapping[str, float],
-                  skipped: list[dict[str, str]] | None = None) -> dict[str, Any]:
+                  skipped: list[dict[str, str]] | None = None,
+                  stats: ItemStats | None = None) -> dict[str, Any]:
     harm = scene.get("harmonization") or None
     share = float(contributions.get(scene["id"], 0.0))
     record = {
@@ -332,6 +337,11 @@ def _scene_record(scene: Mapping[str, Any], contributions: Mapping[str, float],
         ),
         "skipped": list(skipped or []),
     }
+    if stats is not None and (stats.outliers or stats.masked):
+        # on the count grid: pixels of this scene SCL masked, and observations SCL let through
+        # that the outlier test rejected (missed cloud, haze, shadow; cloudfree.outliers)
+        record["masked_pixels"] = int(stats.masked.get(scene["id"], 0))
+        record["outlier_pixels"] = int(stats.outliers.get(scene["id"], 0))
     if scene.get("observation"):  # a granule fused with the others of its split acquisition
         record["observation"] = scene["observation"]
     return record
@@ -385,7 +395,7 @@ def _properties(
     created: datetime,
 ) -> dict[str, Any]:
     skipped = _skipped(manifest)
-    scenes = [_scene_record(s, stats.contributions, skipped.get(s["id"]))
+    scenes = [_scene_record(s, stats.contributions, skipped.get(s["id"]), stats)
               for s in manifest["scenes"]]
     stamp = created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {

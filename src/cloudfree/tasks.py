@@ -337,7 +337,8 @@ def median(tile: str, year: int, band: str, batch: int, options: dict | None,
     for part in (windows[:half], windows[half:]):  # "during": after the first half is written
         done += composite_band_windows(manifest, band, part, settings.layout, int(year), t,
                                        overwrite=opts.force,
-                                       mask_classes=manifest.mask_classes)
+                                       mask_classes=manifest.mask_classes,
+                                       outliers=settings.outlier_rejection)
         if part and len(done) < len(windows):
             fault.check("during")
     fault.check("after")
@@ -373,7 +374,8 @@ def assemble(tile: str, year: int, band: str, options: dict | None, settings: Se
     t0 = time.perf_counter()
     fault.check("before")
     recomputed = reconcile_band(manifest, band, windows, layout, year, t,
-                                mask_classes=manifest.mask_classes)
+                                mask_classes=manifest.mask_classes,
+                                outliers=settings.outlier_rejection)
     info = assemble_band(layout, year, t.id, band, windows, write_count=wants_count,
                          on_written=lambda: fault.check("during"))
     fault.check("after")

@@ -1,0 +1,81 @@
+"""Outlier rejection inside ``composite_window`` (issue 8): one decision for every band, the
+count band counts kept observations, per-scene outlier and SCL-masked counts in the stats.
+
+Six small scenes (vegetation; 64 x 64 px at 10 m, 32 x 32 SCL px) written as tiled GeoTIFFs at
+the tile's corner. Scene 4 has a cloud over rows/cols 16..31 (10 m) that its SCL does not flag;
+scene 5 has a real cloud that its SCL does flag; scene 1 carries the +1000 BOA offset, so the
+test fails if the decision forgets harmonization.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cloudfree.composite import composite_window
+from cloudfree.outliers import band_window_rejection
+from cloudfree.windows import Window
+
+from .test_composite import write_raster
+
+N = 64
+#: blue, red, nir08 (20 m), coastal (60 m) of vegetation, and of a cloud at opacity 0.8
+VEG = {"blue": 350, "red": 300, "nir08": 3600, "coastal": 300}
+CLOUD = {k: round(v * 0.2 + 6000 * 0.8) for k, v in VEG.items()}
+RES = {"blue": 10, "red": 10, "nir08": 20, "coastal": 60}
+OFFSETS = (0, 1000, 0, 0, 0, 0)
+
+
+def make_scenes(root):
+    scenes = []
+    for i, offset in enumerate(OFFSETS):
+        scl = np.full((N // 2, N // 2), 4, np.uint8)
+        if i == 5:
+            scl[:8, :8] = 9  # flagged cloud
+        assets = {"scl": write_raster(root / f"s{i}_SCL.tif", scl, 20, 256)}
+        for key, res in RES.items():
+            n = N * 10 // res
+            rng = np.random.default_rng([i, res])
+            band = VEG[key] + offset + rng.integers(-20, 21, (n, n))
+            if i == 4:  # the missed cloud: 10 m rows/cols 16..31 = 20 m 8..15 = 60 m ~5..10
+                lo, hi = 16 * 10 // res, 32 * 10 // res
+                band[lo:hi, lo:hi] = CLOUD[key] + offset
+            if i == 5:
+                band[: 16 * 10 // res, : 16 * 10 // res] = CLOUD[key]
+            assets[key] = write_raster(root / f"s{i}_{key}.tif", band.astype(np.uint16), res, 256)
+        scenes.append({"id": f"S2A_33UUP_2023060{i}_0_L2A", "datetime": f"2023-06-0{i + 1}",
+                       "harmonization": {"offset": offset, "reason": "test"}, "assets": assets})
+    return {"tile": "33UUP", "year": 2023, "scenes": scenes}
+
+
+def test_missed_cloud_rejected_in_every_band_counted_and_recorded(tmp_path):
+    manifest = make_scenes(tmp_path)
+    window = Window(0, 0, N, N)
+    on = composite_window(manifest, "blue", window, threads=2)
+    off = composite_window(manifest, "blue", window, threads=2, outliers="off")
+    missed = np.zeros((N, N), bool)
+    missed[16:32, 16:32] = True
+    flagged = np.zeros((N, N), bool)
+    flagged[:16, :16] = True
+    # plain: the missed cloud is one of 6 obs (5 where scene 5 is flagged): the median moves
+    assert (off.count[missed] == 6).all()
+    assert (on.count[missed] == 5).all() and (on.count[~missed & ~flagged] == 6).all()
+    assert (on.count[flagged & ~missed] == 5).all()
+    assert np.abs(on.median.astype(int) - VEG["blue"]).max() <= 20
+    # one bright value of six pulls the plain median up (the mean of ranks 3 and 4 moves)
+    assert (off.median[missed] >= on.median[missed]).all()
+    assert (off.median[missed] > on.median[missed]).mean() > 0.8
+    ids = [s["id"] for s in manifest["scenes"]]
+    assert on.outliers == {**dict.fromkeys(ids, 0), ids[4]: int(missed.sum())}
+    assert on.masked[ids[5]] == 16 * 16 and on.masked[ids[0]] == 0
+    assert on.stats()["outliers"][ids[4]] == 256 and off.outliers[ids[4]] == 0
+    assert on.contributions[ids[4]] == N * N - 256
+    # the same decision in the 20 m band, and in red (10 m): no band keeps that observation
+    nir = composite_window(manifest, "nir08", Window(0, 0, N // 2, N // 2), threads=2)
+    assert nir.outliers[ids[4]] == 64 and (nir.count[8:16, 8:16] == 5).all()
+    red = band_window_rejection(manifest["scenes"], "red", window, threads=2)
+    np.testing.assert_array_equal(red[4], missed)
+    assert not red[[0, 1, 2, 3, 5]].any()
+    # 60 m: a pixel goes when any of its nine 20 m pixels does (20 m 8..15 -> 60 m 2..5)
+    co = band_window_rejection(manifest["scenes"], "coastal", Window(0, 0, 10, 10), threads=2)
+    assert np.argwhere(co[4]).min(axis=0).tolist() == [2, 2]
+    assert np.argwhere(co[4]).max(axis=0).tolist() == [5, 5]
