@@ -161,7 +161,7 @@ def persistent(cand: np.ndarray, used: np.ndarray, order: Sequence[int], min_run
     clear-like used one) and those that close it are *runs*; a run of at least ``min_run``
     observations is a surface change: a roof all year, a building from some date on, a
     surface bright until some date. With ``blue`` given, a run must also be steady: its blue
-    DNs within ``max(tolerance_dn, max / 8)`` of each other (clouds of different days differ by
+    DNs within ``max(tolerance_dn, max / 16)`` of each other (clouds of different days differ by
     far more; noise and a roof's seasonal change do not). A pixel whose used observations are
     all cloud-like is a surface too. Missed clouds come and go, so they rarely form a run.
     """
@@ -174,7 +174,7 @@ def persistent(cand: np.ndarray, used: np.ndarray, order: Sequence[int], min_run
         if blue is not None:
             hi = np.where(members, blue, 0).max(axis=0).astype(np.int32)
             lo = np.where(members, blue, 65535).min(axis=0).astype(np.int32)
-            ok &= (hi - lo <= np.maximum(tolerance_dn, hi // 8)) | (n == n_used)
+            ok &= (hi - lo <= np.maximum(tolerance_dn, hi // 16)) | (n == n_used)
         out |= members & ok[None]
     return out
 
@@ -239,7 +239,7 @@ def _reference_runs(idx: list[int], flags: dict[int, bool], bl: dict[int, int],
             run.append(s)
         vals = [bl[s] for s in run]
         steady = not run or max(vals) - min(vals) <= max(2 * rule.cloud_floor_dn,
-                                                          max(vals) // 8)
+                                                          max(vals) // 16)
         if len(run) == len(idx) or (len(run) >= rule.persistent_run and steady):
             protected |= set(run)
     return protected
