@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CLOUDFREE := $(VENV)/bin/cloudfree
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status env demo demo-desert view test test-heavy test-unit test-integration bench bench-peer plan lint asl build deploy clean
+.PHONY: help setup up down status env demo demo-desert view test test-heavy test-unit test-integration bench bench-peer plan quality lint asl build deploy clean
 
 help:
 	@echo "make demo   - install, start the local stack, synthesize an archive, deploy, run a year"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench  - benchmarks (median kernel vs np.nanmedian, full tile vs codec floor)"
 	@echo "make bench-peer - cloudfree composite vs odc-stac + dask on the same scenes (3 rounds)"
 	@echo "make plan   - what a world-year costs on AWS (cloudfree plan --world --offline)"
+	@echo "make quality - composite quality vs the synthetic truth: plain median vs outlier rejection"
 	@echo "make lint   - ruff, sam validate --lint, cfn-lint, checkov, Retry blocks up to date"
 	@echo "make asl    - render the state machine's Retry/TimeoutSeconds from cloudfree.retry"
 
@@ -93,6 +94,13 @@ bench-peer: setup
 PLAN_YEAR ?= 2023
 plan: setup
 	$(CLOUDFREE) plan --world --year $(PLAN_YEAR) --offline
+
+# quality: plain median vs robust composite against the synthetic truth (issue 8): six
+# scenarios x 3-5 small AOIs on local files, no stack; archives cached in $(QUALITY_DIR).
+QUALITY_DIR ?= /tmp/cloudfree-quality
+QUALITY_ARGS ?=
+quality: setup
+	QUALITY_DIR=$(QUALITY_DIR) $(PY) bench/quality.py $(QUALITY_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests functions bench

@@ -44,6 +44,7 @@ window from the reference bands (read cost: +1.25 band reads of a 10 m window pe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -59,6 +60,9 @@ CLOUD_BAND, WHITE_BAND, SHADOW_BAND = "blue", "red", "nir08"
 #: Grid of the decision (m): the SCL grid.
 DECISION_RESOLUTION = mask.SCL_RESOLUTION
 SETTING_VALUES = ("on", "off")
+#: Side (20 m pixels) of the squares the decision is computed in: bounds memory at about
+#: S x 1020^2 x 22 bytes (3 reference planes + 10 m reads + temporaries), 370 MB at S = 16.
+DECISION_CHUNK = 1020
 
 
 @dataclass(frozen=True)
@@ -338,17 +342,10 @@ def _mean_on_decision_grid(hrefs: Sequence[str], w20: Window, threads: int) -> n
     return mean
 
 
-def band_window_rejection(scenes: Sequence[dict], band: Band | str, window: Window, *,
-                          rule: OutlierRule = DEFAULT_RULE,
-                          mask_classes: Iterable[int] | None = None, dilate_nodata: int = 0,
-                          threads: int = DEFAULT_THREADS,
-                          kernel: str | None = None) -> np.ndarray | None:
-    """The outlier decision (S, h, w) bool on a band window, or None when the rule is off.
-
-    Reads the SCL and the reference bands under the window's 20 m footprint, applies the same
-    masking, harmonization, fusion and snow fallback as ``composite.composite_window`` and runs
-    :func:`reject` there; then carries the decision to the band grid (:func:`to_band_grid`).
-    """
+def _decide(scenes: Sequence[dict], w20: Window, rule: OutlierRule,
+            mask_classes: Iterable[int] | None, dilate_nodata: int, threads: int,
+            kernel: str | None) -> np.ndarray:
+    """The decision (S, h, w) bool on one 20 m window (see :func:`band_window_rejection`)."""
     from .composite import (
         _offsets,
         _scene_hrefs,
@@ -358,35 +355,72 @@ def band_window_rejection(scenes: Sequence[dict], band: Band | str, window: Wind
         snow_fallback,
     )
 
-    rule = parse_rule(rule)
-    if not rule.enabled:
-        return None
-    band = get_band(band) if isinstance(band, str) else band
-    ref20 = get_band(SHADOW_BAND)
-    w20 = decision_window(band, window)
-    states = build_states(_scene_hrefs(scenes, "scl"), ref20, w20, mask_classes,
-                          dilate_nodata, threads=threads)
+    states = build_states(_scene_hrefs(scenes, "scl"), get_band(SHADOW_BAND), w20,
+                          mask_classes, dilate_nodata, threads=threads)
+    if not (states >= mask.SNOW).any():  # nothing usable: nothing to test, nothing to read
+        return np.zeros(states.shape, bool)
     refs = np.empty((len(scenes), 3, w20.height, w20.width), np.uint16)
-    if (states >= mask.SNOW).any():
-        refs[:, 0] = _mean_on_decision_grid(_scene_hrefs(scenes, CLOUD_BAND), w20, threads)
-        refs[:, 1] = _mean_on_decision_grid(_scene_hrefs(scenes, WHITE_BAND), w20, threads)
-        refs[:, 2] = read_stack(_scene_hrefs(scenes, SHADOW_BAND), w20, threads=threads)
-        states[~refs.all(axis=1) & (states > mask.MASKED)] = mask.MASKED
-        offsets = _offsets(scenes)
-        if np.any(offsets):
-            from .harmonize import apply_offset
+    refs[:, 0] = _mean_on_decision_grid(_scene_hrefs(scenes, CLOUD_BAND), w20, threads)
+    refs[:, 1] = _mean_on_decision_grid(_scene_hrefs(scenes, WHITE_BAND), w20, threads)
+    refs[:, 2] = read_stack(_scene_hrefs(scenes, SHADOW_BAND), w20, threads=threads)
+    states[~refs.all(axis=1) & (states > mask.MASKED)] = mask.MASKED
+    offsets = _offsets(scenes)
+    if np.any(offsets):
+        from .harmonize import apply_offset
 
-            usable = states >= mask.SNOW
-            for c in range(3):
-                plane = np.ascontiguousarray(refs[:, c])
-                apply_offset(plane, offsets, usable)
-                refs[:, c] = plane
-    else:
-        refs.fill(0)
+        usable = states >= mask.SNOW
+        for c in range(3):
+            plane = np.ascontiguousarray(refs[:, c])
+            apply_offset(plane, offsets, usable)
+            refs[:, c] = plane
     fuse_observations(refs, states, observation_groups(scenes))
     use, _ = snow_fallback(states)
     order = sorted(range(len(scenes)), key=lambda i: (str(scenes[i].get("datetime") or ""),
                                                       str(scenes[i].get("id") or ""), i))
-    rejected = reject(*(np.ascontiguousarray(refs[:, c]) for c in range(3)), use, rule,
-                      order=order, kernel=kernel, threads=min(threads, 2))
-    return to_band_grid(rejected, band, window)
+    return reject(*(np.ascontiguousarray(refs[:, c]) for c in range(3)), use, rule,
+                  order=order, kernel=kernel, threads=min(threads, 2))
+
+
+def band_window_rejection(scenes: Sequence[dict], band: Band | str, window: Window, *,
+                          rule: OutlierRule = DEFAULT_RULE,
+                          mask_classes: Iterable[int] | None = None, dilate_nodata: int = 0,
+                          threads: int = DEFAULT_THREADS, kernel: str | None = None,
+                          chunk: int = DECISION_CHUNK) -> np.ndarray | None:
+    """The outlier decision (S, h, w) bool on a band window, or None when the rule is off.
+
+    Reads the SCL and the reference bands under the window's 20 m footprint, applies the same
+    masking, harmonization, fusion and snow fallback as ``composite.composite_window`` and runs
+    :func:`reject` there; then carries the decision to the band grid (:func:`to_band_grid`).
+    The footprint is processed in squares of ``chunk`` 20 m pixels (a multiple of 6, so chunks
+    map onto whole 10 m and 60 m pixels): memory stays bounded whatever the band's resolution
+    (a 60 m window's footprint is 9 times its pixels, its blue 36 times). The test is per pixel
+    and the states are read with their margin, so the result does not depend on ``chunk``.
+    """
+    rule = parse_rule(rule)
+    if not rule.enabled:
+        return None
+    if chunk < 6 or chunk % 6:
+        raise ConfigError(f"decision chunk must be a positive multiple of 6, got {chunk}")
+    band = get_band(band) if isinstance(band, str) else band
+    w20 = decision_window(band, window)
+    out = np.zeros((len(scenes), window.height, window.width), bool)
+    f = band.resolution / DECISION_RESOLUTION  # band pixel -> 20 m pixels
+    for r in range(0, w20.height, chunk):
+        for c in range(0, w20.width, chunk):
+            sub20 = Window(w20.row_off + r, w20.col_off + c, min(chunk, w20.height - r),
+                           min(chunk, w20.width - c))
+            # the band pixels inside this chunk, clipped to the window
+            r0 = max(window.row_off, math.ceil(sub20.row_off / f - 1e-9))
+            c0 = max(window.col_off, math.ceil(sub20.col_off / f - 1e-9))
+            r1 = min(window.row_off + window.height,
+                     math.ceil((sub20.row_off + sub20.height) / f - 1e-9))
+            c1 = min(window.col_off + window.width,
+                     math.ceil((sub20.col_off + sub20.width) / f - 1e-9))
+            if r1 <= r0 or c1 <= c0:
+                continue
+            sub_band = Window(r0, c0, r1 - r0, c1 - c0)
+            sub20 = decision_window(band, sub_band)
+            rej20 = _decide(scenes, sub20, rule, mask_classes, dilate_nodata, threads, kernel)
+            out[:, r0 - window.row_off:r1 - window.row_off,
+                c0 - window.col_off:c1 - window.col_off] = to_band_grid(rej20, band, sub_band)
+    return out

@@ -79,3 +79,12 @@ def test_missed_cloud_rejected_in_every_band_counted_and_recorded(tmp_path):
     co = band_window_rejection(manifest["scenes"], "coastal", Window(0, 0, 10, 10), threads=2)
     assert np.argwhere(co[4]).min(axis=0).tolist() == [2, 2]
     assert np.argwhere(co[4]).max(axis=0).tolist() == [5, 5]
+
+
+def test_decision_does_not_depend_on_the_chunking(tmp_path):
+    scenes = make_scenes(tmp_path)["scenes"]
+    for band, window in (("blue", Window(2, 6, 50, 41)), ("coastal", Window(1, 0, 9, 10))):
+        whole = band_window_rejection(scenes, band, window, threads=1)
+        pieces = band_window_rejection(scenes, band, window, threads=1, chunk=18)
+        np.testing.assert_array_equal(pieces, whole)
+        assert whole[4].any()
