@@ -141,13 +141,15 @@ def test_assemble_band_with_count(small, tmp_path):
 def test_merge_window_stats():
     merged = merge_window_stats([
         {"pixels": 10, "valid_pixels": 8, "count_histogram": [2, 3, 5],
-         "contributions": {"x": 4}},
+         "contributions": {"x": 4}, "outliers": {"x": 3}, "masked": {"x": 1, "y": 0}},
         {"pixels": 6, "valid_pixels": 6, "observed_pixels": 5, "count_histogram": [0, 1, 2, 3],
          "contributions": {"x": 1, "y": 2}, "snow_pixels": 2}])
+    # outliers / masked (issue 8): per-scene sums; windows written before them have none
     assert merged == {"pixels": 16, "valid_pixels": 14, "observed_pixels": 15, "snow_pixels": 2,
                       "median_seconds": 0.0,
                       "valid_fraction": 0.875,
-                      "count_histogram": [2, 4, 7, 3], "contributions": {"x": 5, "y": 2}}
+                      "count_histogram": [2, 4, 7, 3], "contributions": {"x": 5, "y": 2},
+                      "outliers": {"x": 3}, "masked": {"x": 1, "y": 0}}
 
 
 def test_bad_zoom_option(small, tmp_path):

@@ -412,3 +412,24 @@ def test_item_stats_carry_snow_pixels_from_the_count_band_stats():
     assert got["snow_pixels"] == 9 and got["footprint_pixels"] == 90
     assert ItemStats.from_dict(got).snow_pixel_fraction == 0.1
     assert item_stats({"pixels": 4, "valid_pixels": 4})["snow_pixels"] == 0  # older stats
+
+
+def test_scene_records_carry_outlier_and_masked_pixels():
+    """Issue 8: per scene, the pixels the outlier test rejected beside those SCL masked."""
+    from cloudfree.publish import item_stats
+
+    m = manifest()
+    ids = [s["id"] for s in m["scenes"]]
+    count_stats = {"pixels": 10, "valid_pixels": 8, "observed_pixels": 10,
+                   "count_histogram": [2, 3, 5], "contributions": {ids[0]: 8},
+                   "outliers": {ids[0]: 2, ids[1]: 5}, "masked": {ids[0]: 1, ids[1]: 4}}
+    item = build_item(TILE, YEAR, asset_infos(), m, item_stats(count_stats),
+                      software_version="9.9")
+    validate_item(item)
+    records = {s["id"]: s for s in item.to_dict()["properties"]["cloudfree:scenes"]}
+    assert (records[ids[0]]["outlier_pixels"], records[ids[0]]["masked_pixels"]) == (2, 1)
+    assert (records[ids[1]]["outlier_pixels"], records[ids[1]]["masked_pixels"]) == (5, 4)
+    assert (records[ids[2]]["outlier_pixels"], records[ids[2]]["masked_pixels"]) == (0, 0)
+    old = build_item(TILE, YEAR, asset_infos(), m, item_stats({"pixels": 4, "valid_pixels": 4}),
+                     software_version="9.9")  # stats from before issue 8: no such fields
+    assert "outlier_pixels" not in old.to_dict()["properties"]["cloudfree:scenes"][0]
