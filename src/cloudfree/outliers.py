@@ -183,6 +183,20 @@ def persistent(cand: np.ndarray, used: np.ndarray, order: Sequence[int], min_run
     return out
 
 
+def _shaded(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, keep: np.ndarray,
+            rule: OutlierRule) -> np.ndarray:
+    """(S, h, w): kept observations that look like the pixel's brightest-NIR kept one in shade
+    (see :func:`reject`, step 2); never that one itself."""
+    n32 = nir.astype(np.int32)
+    best = np.argmax(np.where(keep, n32, -1), axis=0)[None]  # (1, h, w) scene index
+    nb = np.take_along_axis(n32, best, axis=0)
+    bb = np.take_along_axis(blue, best, axis=0)
+    rb = np.take_along_axis(red, best, axis=0)
+    drop = nb - n32
+    return keep & (drop > np.maximum(rule.shadow_floor_dn, nb // rule.shadow_rel_den)) & (
+        blue <= bb) & (red <= rb)
+
+
 def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
            rule: OutlierRule = DEFAULT_RULE, *, order: Sequence[int] | None = None,
            kernel: str | None = None, threads: int = 1) -> np.ndarray:
@@ -212,10 +226,16 @@ def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
 
         c_cl = masked_median(blue, clear_like, kernel=kernel, threads=threads).median
         cand &= (b32 - c_cl.astype(np.int32) > rule.cloud_floor_dn) & has_clear
-    # 2. temporal: robust centre and MAD of what is left, cloud (blue) and shadow (NIR)
-    testable = np.count_nonzero(used, axis=0) >= rule.min_obs
+    # 2. shade: darker than the pixel's brightest-NIR clear-like observation in NIR by more than
+    # a quarter (and the NIR floor) while not brighter in blue or red: a shadow dims every band
+    # (direct beam gone); real changes that darken the NIR (harvest, senescence, a burn, a
+    # flood) brighten the blue or red. Works with two observations, where no MAD exists.
     keep = used & ~cand
-    rejected = cand
+    shade = _shaded(blue, red, nir, keep, rule)
+    # 3. temporal: robust centre and MAD of what is left, cloud (blue) and shadow (NIR)
+    testable = np.count_nonzero(used, axis=0) >= rule.min_obs
+    keep &= ~shade
+    rejected = cand | shade
     for _ in range(rule.passes):
         c_b, mad_b = _centre_spread(blue, keep, kernel, threads)
         thr_b = np.maximum(mad_b * rule.k_num // rule.k_den, rule.cloud_floor_dn)
@@ -224,7 +244,7 @@ def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
         thr_n = np.maximum(np.maximum(mad_n * rule.k_num // rule.k_den, rule.shadow_floor_dn),
                            c_n // rule.shadow_rel_den)
         shadow = c_n - nir.astype(np.int32) > thr_n
-        rejected = cand | ((cloud | shadow) & used & testable)
+        rejected = cand | shade | ((cloud | shadow) & used & testable)
         rejected &= np.any(used & ~rejected, axis=0)  # never every used observation
         keep = used & ~rejected
     out = rejected
@@ -284,8 +304,13 @@ def reference_reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np
                 c = med(clear_like)
                 cand = {s for s in idx if flags[s] and s not in protected
                         and bl[s] - c > rule.cloud_floor_dn}
-            rej = set(cand)
-            keep = [s for s in idx if s not in cand]
+            rest = [s for s in idx if s not in cand]
+            best = max(rest, key=lambda s: (nr[s], -s))  # lowest index of the max, like argmax
+            shade = {s for s in rest if nr[best] - nr[s] > max(rule.shadow_floor_dn,
+                                                               nr[best] // rule.shadow_rel_den)
+                     and bl[s] <= bl[best] and int(red[s, y, x]) <= int(red[best, y, x])}
+            rej = cand | shade
+            keep = [s for s in idx if s not in rej]
             for _ in range(rule.passes):
                 cb = med([bl[s] for s in keep])
                 tb = max(med([abs(bl[s] - cb) for s in keep]) * rule.k_num // rule.k_den,
@@ -293,7 +318,7 @@ def reference_reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np
                 cn = med([nr[s] for s in keep])
                 tn = max(med([abs(nr[s] - cn) for s in keep]) * rule.k_num // rule.k_den,
                          rule.shadow_floor_dn, cn // rule.shadow_rel_den)
-                rej = set(cand)
+                rej = cand | shade
                 if len(idx) >= rule.min_obs:
                     rej |= {s for s in idx if (bl[s] - cb > tb and s not in protected)
                             or cn - nr[s] > tn}

@@ -93,6 +93,21 @@ def test_missed_shadow_is_rejected(kernel):
     assert rejected_of(obs, kernel) == [6]
 
 
+def test_missed_shadow_with_two_observations_is_rejected(kernel):
+    """No MAD with two observations: the shade test sees every band dimmed."""
+    assert rejected_of([shadowed(VEG), VEG], kernel) == [0]
+    assert rejected_of([shadowed(VEG), VEG, cloudy(VEG)], kernel) == [0, 2]
+
+
+def test_darker_nir_from_real_change_is_not_a_shadow(kernel):
+    """Harvest (vegetation -> bare soil: NIR -30 %, blue and red up) and a burn (NIR -65 %,
+    blue up): darker in the NIR but not dimmed in every band."""
+    soil, burn = (1000, 1700, 2550), (400, 450, 1200)
+    assert rejected_of([VEG, soil], kernel) == []
+    assert rejected_of([VEG] * 5 + [soil] * 5, kernel) == []
+    assert rejected_of([VEG] * 4 + [burn] * 4, kernel) == []
+
+
 @pytest.mark.parametrize("surface", [SAND, ROOF, WATER], ids=["sand", "roof", "water"])
 def test_bright_or_dark_surfaces_all_year_stay(kernel, surface):
     assert rejected_of([surface] * 9, kernel, seed=1) == []
