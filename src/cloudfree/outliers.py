@@ -78,6 +78,7 @@ class OutlierRule:
     min_obs: int = 3  # fewer used observations: no temporal test
     passes: int = 2
     hot_dn: int = 800  # Fmask HOT test: blue - red / 2 > 0.08 reflectance = cloud-like
+    haze_dn: int = 250  # HOT above the pixel's clearest observation's by more = haze
     persistent_run: int = 3  # cloud-like obs forming a run this long at either end of the
     # year (in time order) are a surface change (a new roof), not clouds
 
@@ -165,7 +166,7 @@ def persistent(cand: np.ndarray, used: np.ndarray, order: Sequence[int], min_run
     clear-like used one) and those that close it are *runs*; a run of at least ``min_run``
     observations is a surface change: a roof all year, a building from some date on, a
     surface bright until some date. With ``blue`` given, a run must also be steady: its blue
-    DNs within ``max(tolerance_dn, max / 16)`` of each other (clouds of different days differ by
+    DNs within ``max(tolerance_dn, max / 32)`` of each other (clouds of different days differ by
     far more; noise and a roof's seasonal change do not). A pixel whose used observations are
     all cloud-like is a surface too. Missed clouds come and go, so they rarely form a run.
     """
@@ -178,7 +179,7 @@ def persistent(cand: np.ndarray, used: np.ndarray, order: Sequence[int], min_run
         if blue is not None:
             hi = np.where(members, blue, 0).max(axis=0).astype(np.int32)
             lo = np.where(members, blue, 65535).min(axis=0).astype(np.int32)
-            ok &= (hi - lo <= np.maximum(tolerance_dn, hi // 16)) | (n == n_used)
+            ok &= (hi - lo <= np.maximum(tolerance_dn, hi // 32)) | (n == n_used)
         out |= members & ok[None]
     return out
 
@@ -216,8 +217,7 @@ def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
     # 1. spectral: Fmask's HOT test, B - 0.5 R - 0.08 > 0, in DN: 2 B - R > 2 x 800
     b32 = blue.astype(np.int32)
     cand = used & (2 * b32 - red.astype(np.int32) > 2 * rule.hot_dn)
-    surface = persistent(cand, used, order, rule.persistent_run, blue,
-                         2 * rule.cloud_floor_dn)
+    surface = persistent(cand, used, order, rule.persistent_run, blue, rule.cloud_floor_dn)
     cand &= ~surface
     clear_like = used & ~cand
     has_clear = clear_like.any(axis=0)
@@ -232,6 +232,14 @@ def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
     # flood) brighten the blue or red. Works with two observations, where no MAD exists.
     keep = used & ~cand
     shade = _shaded(blue, red, nir, keep, rule)
+    # haze: HOT (blue - red / 2) is the distance from the clear-sky line in blue-red space, the
+    # same for dark and bright clear surfaces and raised by haze (Zhang, Guindon & Cihlar 2002);
+    # an observation whose HOT exceeds the pixel's lowest (clear-like, unshaded) by more than
+    # ``haze_dn`` is hazy. Works with two observations; steady bright runs are exempt.
+    hot = 2 * b32 - red.astype(np.int32)  # 2 x HOT + const, exact in int32
+    clear_keep = keep & ~shade
+    low = np.where(clear_keep, hot, np.iinfo(np.int32).max).min(axis=0)
+    shade |= keep & (hot - low > 2 * rule.haze_dn) & ~surface
     # 3. temporal: robust centre and MAD of what is left, cloud (blue) and shadow (NIR)
     testable = np.count_nonzero(used, axis=0) >= rule.min_obs
     keep &= ~shade
@@ -262,8 +270,7 @@ def _reference_runs(idx: list[int], flags: dict[int, bool], bl: dict[int, int],
                 break
             run.append(s)
         vals = [bl[s] for s in run]
-        steady = not run or max(vals) - min(vals) <= max(2 * rule.cloud_floor_dn,
-                                                          max(vals) // 16)
+        steady = not run or max(vals) - min(vals) <= max(rule.cloud_floor_dn, max(vals) // 32)
         if len(run) == len(idx) or (len(run) >= rule.persistent_run and steady):
             protected |= set(run)
     return protected
@@ -309,6 +316,9 @@ def reference_reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np
             shade = {s for s in rest if nr[best] - nr[s] > max(rule.shadow_floor_dn,
                                                                nr[best] // rule.shadow_rel_den)
                      and bl[s] <= bl[best] and int(red[s, y, x]) <= int(red[best, y, x])}
+            hot = {s: 2 * bl[s] - int(red[s, y, x]) for s in idx}
+            low = min(hot[s] for s in rest if s not in shade)
+            shade |= {s for s in rest if hot[s] - low > 2 * rule.haze_dn and s not in protected}
             rej = cand | shade
             keep = [s for s in idx if s not in rej]
             for _ in range(rule.passes):

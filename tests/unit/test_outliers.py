@@ -93,6 +93,13 @@ def test_missed_shadow_is_rejected(kernel):
     assert rejected_of(obs, kernel) == [6]
 
 
+def test_haze_with_two_observations_is_rejected(kernel):
+    """Haze raises HOT (blue - red / 2) above the clear observation's; a brighter clear
+    surface (soil after harvest) does not."""
+    assert rejected_of([VEG, cloudy(VEG, 0.18)], kernel) == [1]
+    assert rejected_of([VEG, (1000, 1700, 2550)], kernel) == []
+
+
 def test_missed_shadow_with_two_observations_is_rejected(kernel):
     """No MAD with two observations: the shade test sees every band dimmed."""
     assert rejected_of([shadowed(VEG), VEG], kernel) == [0]
