@@ -13,12 +13,15 @@ more than 45 TCI levels in any channel, 500 DN through ESA's TCI stretch x 255 x
 ``rmse`` and ``bias`` (composite - reference, DN or TCI levels). Pixels where the reference
 or the composite has no observation are left out (``n`` pixels compared).
 
-Scenarios (every one with edge haze 0.2, so "slightly hazy" shows in the bias): a normal year
-(16 scenes), a cloudy year (12 scenes), a normal year with 10 % and a cloudy year with 30 % of
-cloud/shadow patches missing from SCL, and a desert year with 10 % missed.
+Scenarios: ``faithful``, a normal year (16 scenes) where SCL is right and there is no edge haze
+(rejection can only cost observations there); then, with unflagged edge haze (peak opacity
+0.2, so "slightly hazy" shows in the bias): a normal year, a cloudy year (12 scenes), a normal
+year with 10 % and a cloudy year with 30 % of cloud/shadow patches missing from SCL, and a
+desert year with 10 % missed.
 
 Goals (issue 8): cloudy + 30 % missed: contamination <= 0.1 % in every band and the visual,
-blue bias <= 20 DN; normal year: robust RMSE <= 1.05 x plain in every band.
+blue bias <= 20 DN; normal years (faithful and normal): robust RMSE <= 1.05 x plain in every
+band.
 Usage: ``python bench/quality.py [--scenario NAME ...] [--json FILE]``.
 """
 
@@ -55,13 +58,15 @@ AOIS = {
               "-11.80,24.50,-11.77,24.52", "-11.20,24.50,-11.17,24.52",
               "-11.45,24.78,-11.42,24.80"],
 }
-#: (name, tile, scenes, landscape, sky)
+#: (name, tile, scenes, landscape, sky, AOIs used): the goal rows (normal, cloudy-miss30) use
+#: all five AOIs, the others three (the bench stays at a few minutes on 2 shared cores).
 SCENARIOS = [
-    ("normal", "33UUP", 16, "temperate", Sky("normal", 0.0, HAZE)),
-    ("cloudy", "33UUP", 12, "temperate", Sky("cloudy", 0.0, HAZE)),
-    ("normal-miss10", "33UUP", 16, "temperate", Sky("normal", 0.1, HAZE)),
-    ("cloudy-miss30", "33UUP", 12, "temperate", Sky("cloudy", 0.3, HAZE)),
-    ("desert-miss10", "29RKH", 16, "desert", Sky("normal", 0.1, HAZE)),
+    ("faithful", "33UUP", 16, "temperate", Sky("normal", 0.0, 0.0), 3),
+    ("normal", "33UUP", 16, "temperate", Sky("normal", 0.0, HAZE), 5),
+    ("cloudy", "33UUP", 12, "temperate", Sky("cloudy", 0.0, HAZE), 3),
+    ("normal-miss10", "33UUP", 16, "temperate", Sky("normal", 0.1, HAZE), 3),
+    ("cloudy-miss30", "33UUP", 12, "temperate", Sky("cloudy", 0.3, HAZE), 5),
+    ("desert-miss10", "29RKH", 16, "desert", Sky("normal", 0.1, HAZE), 3),
 ]
 SEED = 5
 CONTAM_DN = 500
@@ -185,13 +190,13 @@ def metrics(diffs: list[np.ndarray], offs: list[np.ndarray], counts: list[np.nda
 
 
 def run_scenario(spec: tuple, root: Path, bands: list[str] | None = None) -> dict:
-    name, tile, n_scenes, landscape, sky = spec
+    name, tile, n_scenes, landscape, sky, n_aois = spec
     keys = bands or [b.key for b in REFLECTANCE_BANDS] + ["visual"]
     acc = {k: {m: ([], [], []) for m in ("plain", "robust")} for k in keys}
     timing = {"generate": 0.0, "plain": 0.0, "robust": 0.0}
     outliers = n_scenes_used = 0
     clear_obs: list[np.ndarray] = []
-    for i, aoi in enumerate(AOIS[tile]):
+    for i, aoi in enumerate(AOIS[tile][:n_aois]):
         t0 = time.perf_counter()
         truth = archive(f"{name}/aoi{i}", tile, aoi, n_scenes, landscape, sky, root)
         timing["generate"] += time.perf_counter() - t0
@@ -217,7 +222,7 @@ def run_scenario(spec: tuple, root: Path, bands: list[str] | None = None) -> dic
                     outliers += sum(res.outliers.values())
     rows = {k: {m: metrics(*acc[k][m]) for m in acc[k]} for k in keys}
     return {"scenario": name, "scenes": n_scenes_used, "sky": sky.to_dict(),
-            "landscape": landscape, "aois": len(AOIS[tile]),
+            "landscape": landscape, "aois": n_aois,
             "mean_truly_clear_obs": round(float(np.concatenate(clear_obs).mean()), 2),
             "blue_outliers_rejected": outliers,
             "seconds": {k: round(v, 1) for k, v in timing.items()}, "bands": rows}
@@ -248,11 +253,13 @@ def goals(results: list[dict]) -> list[tuple[str, bool]]:
                     f"(worst {100 * worst:.3f} %)", worst <= 0.001))
         bias = bands["blue"]["robust"]["bias"]
         out.append((f"cloudy-miss30 |blue bias| <= 20 DN ({bias:+.1f})", abs(bias) <= 20))
-    if "normal" in by:
+    for name in ("faithful", "normal"):
+        if name not in by:
+            continue
         ratios = {k: b["robust"]["rmse"] / b["plain"]["rmse"]
-                  for k, b in by["normal"]["bands"].items() if b["plain"]["rmse"]}
+                  for k, b in by[name]["bands"].items() if b["plain"]["rmse"]}
         worst = max(ratios, key=ratios.get)
-        out.append((f"normal RMSE <= 1.05 x plain (worst {worst} {ratios[worst]:.3f})",
+        out.append((f"{name} RMSE <= 1.05 x plain (worst {worst} {ratios[worst]:.3f})",
                     ratios[worst] <= 1.05))
     return out
 

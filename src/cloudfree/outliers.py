@@ -1,45 +1,53 @@
-"""Clouds and shadows that SCL misses: a per-pixel temporal outlier test before the median.
+"""Clouds and shadows that SCL misses: per-pixel outlier tests before the median (issue 8).
 
-Sen2Cor's SCL misses thin cloud, cloud edges and many shadows (issue 8). A per-pixel median
-hides a missed cloud only while most observations are clear; in a cloudy year (3-5 clear
-observations per pixel) one or two missed clouds move it. So, per pixel, before the median,
-the observations SCL let through are tested against the pixel's own robust centre:
+Sen2Cor's SCL misses thin cloud, cloud edges and many shadows. A per-pixel median hides a missed
+cloud only while most observations are clear; in a cloudy year (3-5 clear observations per
+pixel) one or two missed clouds move it. So, per pixel, the observations SCL let through are
+tested before the median (:func:`reject`), on uint16/int32 integers (exact, deterministic):
 
-* **cloud / haze** (blue, B02): a cloud or haze adds scattered light, most in the blue
-  (Rayleigh and Mie scattering; the "haze optimized transform" of Zhang et al. 2002 and Fmask's
-  HOT test build on it). An observation is rejected when its blue is above the centre by more
-  than ``k`` robust sigmas *and* by more than ``cloud_floor_dn``. The floor (150 DN =
-  0.015 reflectance) sits above the L2A surface-reflectance uncertainty in the blue (about
-  0.005 + 5 %) and above sensor noise over dark water (~40 DN), so dark-water noise, which has a
-  tiny MAD, does not trigger it.
-* **shadow** (narrow NIR, B8A): a cloud shadow removes the direct beam; in the NIR the diffuse
-  share of irradiance is small, so a shadowed observation loses well over a quarter of its NIR.
-  Rejected when the NIR is below the centre by more than ``k`` robust sigmas, more than
-  ``shadow_floor_dn`` and more than ``1/shadow_rel_den`` of the centre (so dark water, whose NIR
-  is ~100 DN, is never called a shadow).
+1. **cloud, spectral** - Fmask's HOT test (Zhu & Woodcock 2012, after Zhang et al. 2002):
+   ``blue - 0.5 red > 0.08`` reflectance marks a cloud-like observation: clouds are bright and
+   white, clear land and water are not (vegetation 0.035 - 0.015, bright sand 0.22 - 0.18,
+   both below 0.08). A cloud-like observation is rejected when the pixel also has clear-like
+   ones and its blue is above their median by more than ``cloud_floor_dn``. This works when
+   missed clouds are the *majority* of a pixel's observations.
+   A **surface** is protected: cloud-like observations that open or close the year as one run
+   (in time order) of at least ``persistent_run`` steady observations (blue within
+   ``max(cloud_floor_dn, max / 32)``) are a roof, a new building from some date on, bright sand
+   - a persistent change, not an outlier; so is a pixel whose observations are all cloud-like.
+   Clouds of different days differ far more than that.
+2. **shade** - an observation darker than the pixel's brightest-NIR clear-like one by more than a
+   quarter of the NIR (and ``shadow_floor_dn``) and not brighter in blue or red: a shadow removes
+   the direct beam and dims every band; real changes that darken the NIR (harvest, senescence, a
+   burn, a flood) brighten the blue or the red.
+3. **haze** - HOT (``blue - red / 2``) is the distance from the clear-sky line in blue-red space:
+   about the same for dark and bright clear surfaces, raised by haze (Zhang, Guindon & Cihlar
+   2002). An observation whose HOT exceeds the pixel's lowest clear-like one by more than
+   ``haze_dn`` (0.025 reflectance) is hazy. Tests 2 and 3 work with two observations.
+4. **temporal** - on what is left, the exact median and the median absolute deviation (MAD) of
+   blue and NIR (``median.masked_median``; ``kernel`` picks the compiled or numpy kernel): blue
+   above the centre by more than 4.45 MAD (3 robust sigmas, ``k_num / k_den``) and
+   ``cloud_floor_dn`` (cloud/haze), NIR below by more than 4.45 MAD, ``shadow_floor_dn`` and a
+   quarter of the centre (shadow); two passes, the second with the centre of what the first kept.
 
-Robust centre and spread: the exact median of the used observations and the median absolute
-deviation (MAD) around it, both with the exact uint16 median kernel (``median.masked_median``;
-``kernel`` picks the compiled or numpy implementation); ``k`` robust sigmas = ``k_num / k_den``
-x MAD (4.45 x MAD = 3 x 1.4826 x MAD: 3 sigmas of a normal). A second pass recomputes centre
-and MAD from the observations the first pass kept and tests every used observation again, so
-two missed clouds out of six do not drag the centre. Everything is integer arithmetic on
-uint16/int32: exact and deterministic.
+Thresholds' physical basis: ``cloud_floor_dn`` / ``shadow_floor_dn`` = 150 DN = 0.015
+reflectance, above the L2A surface-reflectance uncertainty in the blue (about 0.005 + 5 %) and
+sensor noise over dark water (~40 DN), so dark-water noise, with its tiny MAD, does not trigger
+a test; a shadow loses far more than a quarter of the NIR (the diffuse share of NIR irradiance
+is small). Pixels keep at least one used observation; fewer than ``min_obs`` used observations
+skip the temporal test (no robust centre).
 
-What it must not reject: a surface that is bright all year (sand, a roof) is its own centre; a
-persistent change (a building that appears mid-year) puts half the observations on each side,
-so the MAD is half the step and nothing is more than 4.45 MAD away. Pixels with fewer than
-``min_obs`` used observations are not tested (no robust centre), and a pixel never loses all
-of its used observations.
-
-**One decision for every band.** The test runs on the 20 m grid (the SCL grid), from the
-reference bands blue (10 m, each 20 m pixel the exact integer mean of its 2 x 2 10 m pixels)
-and nir08 (20 m), with the same states as the band (SCL, nodata, harmonization offsets,
-granule fusion, snow fallback). The 20 m decision is carried to a band grid like SCL: 10 m
-repeats it, 60 m rejects an observation when any of the nine 20 m pixels inside is rejected
-(as ``mask.scene_state``'s all-nine rule). Each band's median Lambda computes it inside its own
-window from the reference bands (read cost: +1.25 band reads of a 10 m window per scene; see
-``bench/quality.py``): no extra state, no extra step, the same bits in every band.
+**One decision for every band.** The tests run on the 20 m grid (the SCL grid), from the
+reference bands blue and red (10 m; each 20 m pixel the exact integer mean of its 2 x 2) and
+nir08 (20 m), with the same states as the band (SCL, nodata, harmonization offsets, granule
+fusion, snow fallback). The 20 m decision is carried to a band grid like SCL: 10 m repeats it,
+60 m rejects an observation when any of the nine 20 m pixels inside is rejected (as
+``mask.scene_state``'s all-nine rule). Each band's median Lambda computes it inside its own
+window from the reference bands, in chunks of ``DECISION_CHUNK`` 20 m pixels (bounded memory for
+every resolution): no extra state or step, the same bits in every band. The price is reading
+the three reference bands in every band's window (for a 10 m window: 2.25 extra 10 m reads per
+scene; for 20 m and 60 m windows more, per band pixel); a per-window decision computed once
+and shared by the bands (a small bit-packed file) is the cheaper design when that matters.
 """
 
 from __future__ import annotations
