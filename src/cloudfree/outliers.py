@@ -68,9 +68,11 @@ CLOUD_BAND, WHITE_BAND, SHADOW_BAND = "blue", "red", "nir08"
 #: Grid of the decision (m): the SCL grid.
 DECISION_RESOLUTION = mask.SCL_RESOLUTION
 SETTING_VALUES = ("on", "off")
-#: Side (20 m pixels) of the squares the decision is computed in: bounds memory at about
-#: S x 1020^2 x 22 bytes (3 reference planes + 10 m reads + temporaries), 370 MB at S = 16.
-DECISION_CHUNK = 1020
+#: Side (20 m pixels) of the squares the decision is computed in: the SCL's 512 px blocks, so
+#: reads stay block-aligned (10 m windows of 1024 px have a 512 px footprint: one chunk);
+#: memory about S x 512^2 x 22 bytes (3 reference planes, the 10 m reads, temporaries):
+#: 92 MB at S = 16, beside the window's own stack.
+DECISION_CHUNK = 512
 
 
 @dataclass(frozen=True)
@@ -434,17 +436,20 @@ def band_window_rejection(scenes: Sequence[dict], band: Band | str, window: Wind
     Reads the SCL and the reference bands under the window's 20 m footprint, applies the same
     masking, harmonization, fusion and snow fallback as ``composite.composite_window`` and runs
     :func:`reject` there; then carries the decision to the band grid (:func:`to_band_grid`).
-    The footprint is processed in squares of ``chunk`` 20 m pixels (a multiple of 6, so chunks
-    map onto whole 10 m and 60 m pixels): memory stays bounded whatever the band's resolution
-    (a 60 m window's footprint is 9 times its pixels, its blue 36 times). The test is per pixel
-    and the states are read with their margin, so the result does not depend on ``chunk``.
+    The footprint is processed in squares of ``chunk`` 20 m pixels (for 60 m bands rounded
+    down to a multiple of 3, so chunks hold whole 60 m pixels): memory stays bounded whatever
+    the band's resolution (a 60 m window's footprint is 9 times its pixels, its blue 36
+    times). The test is per pixel and the states are read with their margin, so the result
+    does not depend on ``chunk``.
     """
     rule = parse_rule(rule)
     if not rule.enabled:
         return None
-    if chunk < 6 or chunk % 6:
-        raise ConfigError(f"decision chunk must be a positive multiple of 6, got {chunk}")
     band = get_band(band) if isinstance(band, str) else band
+    if band.resolution == 60:
+        chunk -= chunk % 3
+    if chunk < 3:
+        raise ConfigError(f"decision chunk must be at least 3 pixels, got {chunk}")
     w20 = decision_window(band, window)
     out = np.zeros((len(scenes), window.height, window.width), bool)
     f = band.resolution / DECISION_RESOLUTION  # band pixel -> 20 m pixels

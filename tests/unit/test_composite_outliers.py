@@ -85,6 +85,6 @@ def test_decision_does_not_depend_on_the_chunking(tmp_path):
     scenes = make_scenes(tmp_path)["scenes"]
     for band, window in (("blue", Window(2, 6, 50, 41)), ("coastal", Window(1, 0, 9, 10))):
         whole = band_window_rejection(scenes, band, window, threads=1)
-        pieces = band_window_rejection(scenes, band, window, threads=1, chunk=18)
+        pieces = band_window_rejection(scenes, band, window, threads=1, chunk=17)
         np.testing.assert_array_equal(pieces, whole)
         assert whole[4].any()
