@@ -400,8 +400,11 @@ def _decide(scenes: Sequence[dict], w20: Window, rule: OutlierRule,
         snow_fallback,
     )
 
+    # the nodata fringe of the finest band (``dilate_nodata`` 10 m pixels) on the 20 m grid:
+    # every observation any band uses is tested (testing one a band drops costs nothing)
+    fringe20 = math.ceil(dilate_nodata * 10 / DECISION_RESOLUTION)
     states = build_states(_scene_hrefs(scenes, "scl"), get_band(SHADOW_BAND), w20,
-                          mask_classes, dilate_nodata, threads=threads)
+                          mask_classes, fringe20, threads=threads)
     if not (states >= mask.SNOW).any():  # nothing usable: nothing to test, nothing to read
         return np.zeros(states.shape, bool)
     refs = np.empty((len(scenes), 3, w20.height, w20.width), np.uint16)
