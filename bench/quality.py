@@ -237,7 +237,7 @@ def print_table(result: dict) -> None:
           f"{'robust contam%':>14} {'rmse':>7} {'bias':>7} {'cnt':>5} | rmse ratio")
     for key, row in result["bands"].items():
         p, r = row["plain"], row["robust"]
-        ratio = r["rmse"] / p["rmse"] if p["rmse"] else float("nan")
+        ratio = r["rmse"] / p["rmse"] if p["rmse"] else 1.0 if r["rmse"] == 0 else float("inf")
         print(f"{key:9} {p['n']:>7} | {100 * p['contam']:>13.3f} {p['rmse']:>7.1f} "
               f"{p['bias']:>7.1f} {p['mean_count']:>5.1f} | {100 * r['contam']:>14.3f} "
               f"{r['rmse']:>7.1f} {r['bias']:>7.1f} {r['mean_count']:>5.1f} | {ratio:.3f}")
@@ -256,8 +256,9 @@ def goals(results: list[dict]) -> list[tuple[str, bool]]:
     for name in ("faithful", "normal"):
         if name not in by:
             continue
-        ratios = {k: b["robust"]["rmse"] / b["plain"]["rmse"]
-                  for k, b in by[name]["bands"].items() if b["plain"]["rmse"]}
+        ratios = {k: (b["robust"]["rmse"] / b["plain"]["rmse"] if b["plain"]["rmse"] else
+                      1.0 if b["robust"]["rmse"] == 0 else float("inf"))
+                  for k, b in by[name]["bands"].items()}
         worst = max(ratios, key=ratios.get)
         out.append((f"{name} RMSE <= 1.05 x plain (worst {worst} {ratios[worst]:.3f})",
                     ratios[worst] <= 1.05))
