@@ -257,9 +257,11 @@ def native_window(tile: str, bbox: tuple[float, float, float, float]) -> Window:
 
 
 def composite_bands(manifest: dict, window10: Window, bands: Iterable[str], out: str | Path, *,
-                    progress: Progress | None = None, threads: int = 2) -> dict[str, dict]:
+                    progress: Progress | None = None, threads: int = 2,
+                    outliers: str | None = None) -> dict[str, dict]:
     """Composite ``bands`` over one window (given on the 10 m grid, scaled to each band's
     native grid) and write ``OUT/{band}.tif`` (median, count; UTM) and its statistics.
+    ``outliers``: ``composite_window``'s outlier rejection (None: the default, on).
 
     The SCL of the window is read and turned into states once per resolution: every band of
     that resolution gets a copy (``composite_window(states=...)``); the Lambdas read it once
@@ -287,7 +289,8 @@ def composite_bands(manifest: dict, window10: Window, bands: Iterable[str], out:
                               DEFAULT_DILATE_NODATA, threads=max(threads, 4))
         for key in keys:
             result = composite_window(manifest, key, window, mask_classes=classes,
-                                      states=states.copy(), threads=max(threads, 4))
+                                      states=states.copy(), threads=max(threads, 4),
+                                      outliers=outliers)
             stats[key] = write_window_result(result, str(Path(out) / f"{key}.tif"),
                                              manifest["tile"], key)
             tick(key, 1)
