@@ -238,11 +238,14 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
                      dilate_nodata: int = DEFAULT_DILATE_NODATA,
                      threads: int = DEFAULT_THREADS,
                      states: np.ndarray | None = None,
-                     outliers: Any = None) -> WindowResult:
+                     outliers: Any = None,
+                     outlier_cache: str | None = None) -> WindowResult:
     """Composite one window of one band from every scene of the manifest (module docstring).
 
     ``outliers``: ``outliers.OutlierRule``, ``"on"`` / ``"off"``, or None for the default
-    rule (on).
+    rule (on). ``outlier_cache``: where the decision is shared between bands
+    (``outliers.band_window_rejection``'s ``cache``; ``composite_band_windows`` puts it under
+    the tile's work prefix).
 
     Valid = SCL not in ``mask_classes`` (class-0 edges dilated) AND the pixel is not nodata (0);
     snow observations stand in where a pixel has no other; granules of one observation are
@@ -291,7 +294,7 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
     del states
     removed = _reject_outliers(scenes, band, window, use, sources, outliers,
                                mask_classes=mask_classes, dilate_nodata=dilate_nodata,
-                               threads=threads)
+                               threads=threads, cache=outlier_cache)
     if band.count > 1:
         median, res = _visual_median(stack, use)
     else:
@@ -450,6 +453,8 @@ def composite_band_windows(manifest: Manifest | dict, band: str,
     tile = parse_tile(tile)
     runtime = band_exclusions(layout, year, tile.id, band)
     base = manifest.to_dict() if isinstance(manifest, Manifest) else dict(manifest)
+    if hasattr(layout, "outlier_decisions"):  # one outlier decision per place, for every band
+        options.setdefault("outlier_cache", layout.outlier_decisions(year, tile.id))
     out = []
     for w in windows:
         window = Window.from_dict(w)

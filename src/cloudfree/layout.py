@@ -54,6 +54,11 @@ class Layout:
     def run_prefix(self, year: int, tile: str) -> str:
         return f"{self._bucket(self.work_bucket)}/{WORK_PREFIX}{_tile_year(tile, year)}"
 
+    def outlier_decisions(self, year: int, tile: str) -> str:
+        """Folder of the outlier decisions shared by a tile's bands (``outliers``: one file per
+        768 px square of the 20 m grid, under a key of what the decision depends on)."""
+        return f"{self.run_prefix(year, tile)}/outliers"
+
     def manifest(self, year: int, tile: str) -> str:
         """Scene manifest written by *select* (the selected scenes and their decisions)."""
         return f"{self.run_prefix(year, tile)}/manifest.json"

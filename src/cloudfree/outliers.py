@@ -52,8 +52,12 @@ and shared by the bands (a small bit-packed file) is the cheaper design when tha
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import math
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -429,11 +433,128 @@ def _decide(scenes: Sequence[dict], w20: Window, rule: OutlierRule,
                   order=order, kernel=kernel, threads=min(threads, 2))
 
 
+# --- one decision per place, shared by the bands ------------------------------------------------
+#: Squares (20 m px) of the shared decision, on a grid anchored at the tile's origin: whole 60 m
+#: pixels (a multiple of 3) and half the 20 m footprint of a 3072 px 10 m window (1536).
+CACHE_CHUNK = 768
+#: Bumped whenever the rule's code changes what it decides (old cached decisions then unused).
+DECISION_VERSION = 1
+
+
+def decision_key(scenes: Sequence[dict], rule: OutlierRule, mask_classes: Iterable[int] | None,
+                 dilate_nodata: int) -> str:
+    """What a decision depends on, hashed: the scenes (ids, dates, granule groups, offsets, the
+    hrefs read), the rule, the mask classes and the nodata fringe. Bands whose scene sets differ
+    (a scene-band excluded) get different keys, so never each other's decisions."""
+    doc = {
+        "version": DECISION_VERSION, "rule": asdict(rule), "dilate": int(dilate_nodata),
+        "classes": None if mask_classes is None else sorted(int(c) for c in mask_classes),
+        "scenes": [[s.get("id"), s.get("datetime"), s.get("observation"),
+                    (s.get("harmonization") or {}).get("offset", 0),
+                    [(s.get("assets") or {}).get(k) for k in
+                     ("scl", CLOUD_BAND, WHITE_BAND, SHADOW_BAND)]] for s in scenes],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def pack_decision(rejected: np.ndarray) -> bytes:
+    """(S, h, w) bool -> bytes: the shape, then the bits, zlib-compressed."""
+    head = np.asarray(rejected.shape, dtype="<u4").tobytes()
+    return zlib.compress(head + np.packbits(rejected, axis=None).tobytes(), 1)
+
+
+def unpack_decision(data: bytes, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The decision packed by :func:`pack_decision`, or None when it is not of ``shape`` or
+    damaged (the caller computes it again)."""
+    try:
+        raw = zlib.decompress(data)
+    except zlib.error:
+        return None
+    if len(raw) < 12 or tuple(int(v) for v in np.frombuffer(raw[:12], "<u4")) != tuple(shape):
+        return None
+    n = int(np.prod(shape))
+    bits = np.frombuffer(raw[12:], np.uint8)
+    if bits.size != (n + 7) // 8:
+        return None
+    return np.unpackbits(bits, count=n).reshape(shape).astype(bool)
+
+
+def _shared(uri: str, shape: tuple[int, int, int], compute: Callable[[], np.ndarray]
+            ) -> np.ndarray:
+    """The decision stored at ``uri``, else computed and stored. Concurrent invocations may
+    both compute one square: the rule is deterministic, so they write the same bytes."""
+    from . import storage
+
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError:
+        data = None
+    except Exception as err:  # noqa: BLE001 - "not there yet" is an answer, the rest re-raised
+        if not storage.is_not_found(err):
+            raise
+        data = None
+    if data is not None:
+        got = unpack_decision(data, shape)
+        if got is not None:
+            return got
+    rejected = compute()
+    storage.write_bytes(uri, pack_decision(rejected), "application/octet-stream")
+    return rejected
+
+
+@functools.lru_cache(maxsize=64)
+def _scl_shape(href: str) -> tuple[int, int]:
+    """(height, width) of an SCL raster: the tile on the 20 m grid (one header read)."""
+    import rasterio
+
+    from . import storage
+
+    with rasterio.Env(**storage.gdal_env_options()), rasterio.open(href) as src:
+        return src.height, src.width
+
+
+def _shared_rejection(scenes: Sequence[dict], band: Band, window: Window, rule: OutlierRule,
+                      cache: str, mask_classes: Iterable[int] | None, dilate_nodata: int,
+                      threads: int, kernel: str | None) -> np.ndarray:
+    """:func:`band_window_rejection` from the shared squares under ``cache`` (see there)."""
+    h20, w20_ = _scl_shape(str((scenes[0].get("assets") or {}).get("scl")))  # 5490 x 5490
+    key = decision_key(scenes, rule, mask_classes, dilate_nodata)
+    w20 = decision_window(band, window)
+    out = np.zeros((len(scenes), window.height, window.width), bool)
+    k = CACHE_CHUNK
+    for gr in range(w20.row_off // k * k, w20.row_off + w20.height, k):
+        for gc in range(w20.col_off // k * k, w20.col_off + w20.width, k):
+            chunk20 = Window(gr, gc, min(k, h20 - gr), min(k, w20_ - gc))
+            odd = band.resolution == 60 and (chunk20.height % 3 or chunk20.width % 3)
+            if odd:  # an SCL not a whole number of 60 m pixels (never on the 5490 px grid)
+                chunk20 = Window(gr, gc, chunk20.height // 3 * 3, chunk20.width // 3 * 3)
+            on_band = chunk20.scaled(DECISION_RESOLUTION / band.resolution)
+            r0 = max(window.row_off, on_band.row_off)
+            c0 = max(window.col_off, on_band.col_off)
+            r1 = min(window.row_off + window.height, on_band.row_off + on_band.height)
+            c1 = min(window.col_off + window.width, on_band.col_off + on_band.width)
+            if r1 <= r0 or c1 <= c0:
+                continue
+            def decide(c: Window = chunk20) -> np.ndarray:
+                return _decide(scenes, c, rule, mask_classes, dilate_nodata, threads, kernel)
+
+            rej20 = decide() if odd else _shared(f"{cache.rstrip('/')}/{key}/{gr}_{gc}.bits",
+                                                 (len(scenes), chunk20.height, chunk20.width),
+                                                 decide)
+            part = to_band_grid(rej20, band, on_band)
+            out[:, r0 - window.row_off:r1 - window.row_off,
+                c0 - window.col_off:c1 - window.col_off] = \
+                part[:, r0 - on_band.row_off:r1 - on_band.row_off,
+                     c0 - on_band.col_off:c1 - on_band.col_off]
+    return out
+
+
 def band_window_rejection(scenes: Sequence[dict], band: Band | str, window: Window, *,
                           rule: OutlierRule = DEFAULT_RULE,
                           mask_classes: Iterable[int] | None = None, dilate_nodata: int = 0,
                           threads: int = DEFAULT_THREADS, kernel: str | None = None,
-                          chunk: int = DECISION_CHUNK) -> np.ndarray | None:
+                          chunk: int = DECISION_CHUNK,
+                          cache: str | None = None) -> np.ndarray | None:
     """The outlier decision (S, h, w) bool on a band window, or None when the rule is off.
 
     Reads the SCL and the reference bands under the window's 20 m footprint, applies the same
@@ -444,11 +565,21 @@ def band_window_rejection(scenes: Sequence[dict], band: Band | str, window: Wind
     the band's resolution (a 60 m window's footprint is 9 times its pixels, its blue 36
     times). The test is per pixel and the states are read with their margin, so the result
     does not depend on ``chunk``.
+
+    ``cache`` (a folder or S3 prefix, e.g. under the tile's work prefix): the decision is made
+    once per square of ``CACHE_CHUNK`` 20 m pixels on a grid anchored at the tile origin and
+    stored there (:func:`decision_key` names what it depends on); every band window, of any
+    band and resolution, takes its part from the stored squares. The 13 outputs of a tile then
+    read the three reference bands about once, instead of once per band. Same result either way
+    (the test is per pixel).
     """
     rule = parse_rule(rule)
     if not rule.enabled:
         return None
     band = get_band(band) if isinstance(band, str) else band
+    if cache:
+        return _shared_rejection(scenes, band, Window.from_dict(window), rule, cache,
+                                 mask_classes, dilate_nodata, threads, kernel)
     if band.resolution == 60:
         chunk -= chunk % 3
     if chunk < 3:

@@ -88,3 +88,58 @@ def test_decision_does_not_depend_on_the_chunking(tmp_path):
         pieces = band_window_rejection(scenes, band, window, threads=1, chunk=17)
         np.testing.assert_array_equal(pieces, whole)
         assert whole[4].any()
+
+
+def test_shared_decision_equals_the_per_window_one_and_is_made_once(tmp_path, monkeypatch):
+    """With a cache folder, every band takes its rejection from squares decided once on a grid
+    anchored at the tile origin; the result equals the per-window decision bit for bit (10, 20
+    and 60 m, windows not aligned with the squares), and a second band decides nothing anew."""
+    from cloudfree import outliers
+
+    (tmp_path / "scenes").mkdir()
+    manifest = make_scenes(tmp_path / "scenes")
+    scenes = manifest["scenes"]
+    monkeypatch.setattr(outliers, "CACHE_CHUNK", 12)  # squares of 12 px: several per window
+    made = {}
+    real = outliers._decide
+    cache = str(tmp_path / "decisions")
+    cases = [("blue", Window(0, 0, N, N)), ("red", Window(5, 7, 40, 50)),
+             ("nir08", Window(3, 0, 29, 32)), ("coastal", Window(1, 1, 9, 9))]
+    for band, window in cases:
+        plain = band_window_rejection(scenes, band, window, threads=2)
+        calls = made.setdefault(band, [])
+        monkeypatch.setattr(outliers, "_decide",
+                            lambda *a, _c=calls, **k: _c.append(a[1]) or real(*a, **k))
+        shared = band_window_rejection(scenes, band, window, threads=2, cache=cache)
+        monkeypatch.setattr(outliers, "_decide", real)
+        np.testing.assert_array_equal(shared, plain, err_msg=band)
+        if band == "blue":
+            assert plain[4].sum() == 256  # the missed cloud is in there
+    # blue decided the 3 x 3 squares of the 32 px 20 m grid; the other bands reused them
+    assert sorted((w.row_off, w.col_off) for w in made["blue"]) == [
+        (r, c) for r in (0, 12, 24) for c in (0, 12, 24)]
+    assert made["red"] == made["nir08"] == []
+    # 60 m reuses them too, except the test SCL's last 8 px (not whole 60 m pixels; the real
+    # 5490 px grid has no such edge): those are decided in place, not stored
+    assert made["coastal"] and all(24 in (w.row_off, w.col_off) for w in made["coastal"])
+    # a damaged square is decided again, not trusted
+    key_dir = next((tmp_path / "decisions").iterdir())
+    victim = sorted(key_dir.iterdir())[0]
+    victim.write_bytes(b"garbage")
+    again = band_window_rejection(scenes, "blue", Window(0, 0, N, N), threads=2, cache=cache)
+    np.testing.assert_array_equal(again, band_window_rejection(scenes, "blue",
+                                                                Window(0, 0, N, N), threads=2))
+    # another scene set (an excluded scene-band) gets its own key
+    other = band_window_rejection(scenes[:5], "blue", Window(0, 0, N, N), threads=2,
+                                  cache=cache)
+    assert other.shape[0] == 5 and len(list((tmp_path / "decisions").iterdir())) == 2
+
+
+def test_pack_unpack_round_trip():
+    from cloudfree.outliers import pack_decision, unpack_decision
+
+    rng = np.random.default_rng(3)
+    a = rng.random((5, 13, 7)) < 0.3
+    np.testing.assert_array_equal(unpack_decision(pack_decision(a), a.shape), a)
+    assert unpack_decision(pack_decision(a), (5, 13, 8)) is None
+    assert unpack_decision(b"not zlib", a.shape) is None
