@@ -46,13 +46,13 @@ VIEW_PORT ?= 8765
 view: up
 	@eval "$$($(CLOUDFREE) local env)" && $(CLOUDFREE) view --port $(VIEW_PORT)
 
-# make test: unit + realdata tests on TEST_WORKERS processes (pytest-xdist; tests that build the
-# SAM layer share one worker), then the integration tests in order on the local stack.
+# make test: unit + realdata tests on TEST_WORKERS processes (pytest-xdist, one file per worker at
+# a time; `sam build` is serialized by a lock), then the integration tests in order on the stack.
 # PYTEST_ARGS=...: one plain pytest run with those arguments instead.
 TEST_WORKERS ?= 2
 test: up
 ifeq ($(strip $(PYTEST_ARGS)),)
-	$(PY) -m pytest -m "not integration" -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -m "not integration" -n $(TEST_WORKERS) --dist loadfile
 	$(PY) -m pytest -m integration
 else
 	$(PY) -m pytest $(PYTEST_ARGS)

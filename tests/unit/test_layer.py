@@ -24,9 +24,6 @@ DEV_ONLY = ("synth", "local", "pipeline", "viewer", "cli.py", "catalog_search.py
 #: What the python3.11 Lambda runtime provides besides the standard library.
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 
-# `sam build` writes one .aws-sam/ per checkout: tests that build it share one xdist worker
-pytestmark = pytest.mark.xdist_group("sam-build")
-
 needs_sam = pytest.mark.skipif(not SAM.exists(), reason="no .venv-sam")
 
 PROBE = r'''

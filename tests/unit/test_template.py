@@ -19,9 +19,6 @@ from cloudfree import layout, retry
 from cloudfree.errors import TRANSIENT_ERRORS
 from cloudfree.events import MODELS
 
-# `sam build` writes one .aws-sam/ per checkout: tests that build it share one xdist worker
-pytestmark = pytest.mark.xdist_group("sam-build")
-
 REPO = Path(__file__).resolve().parents[2]
 SAM_VENV = REPO / ".venv-sam" / "bin"
 ASL = REPO / "statemachine" / "composite.asl.json"

@@ -93,20 +93,27 @@ def _run(cmd: list[str], repo: Path, env: dict[str, str] | None = None) -> str:
 
 def build(repo: Path = REPO, force: bool = False) -> Path:
     """``sam build`` unless nothing changed since the last one; returns the built template."""
+    import fcntl
+
     repo = Path(repo)
     built = repo / ".aws-sam" / "build" / "template.yaml"
     stamp = repo / ".aws-sam" / "cloudfree-build.sha256"
-    digest = source_hash(repo)
-    if not force and built.exists() and stamp.exists() and stamp.read_text() == digest:
-        say(f"sam build skipped (inputs unchanged, {digest[:12]})")
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    # one build at a time per checkout (parallel test workers, a demo beside the tests): the
+    # others wait, then find the stamp current and skip
+    with open(stamp.parent / "cloudfree-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        digest = source_hash(repo)
+        if not force and built.exists() and stamp.exists() and stamp.read_text() == digest:
+            say(f"sam build skipped (inputs unchanged, {digest[:12]})")
+            return built
+        say("sam build ...")
+        t0 = time.monotonic()
+        env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+        _run([_sam(repo), "build", "--template-file", "template.yaml"], repo, env)
+        stamp.write_text(digest)
+        say(f"sam build done in {time.monotonic() - t0:.1f}s")
         return built
-    say("sam build ...")
-    t0 = time.monotonic()
-    env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
-    _run([_sam(repo), "build", "--template-file", "template.yaml"], repo, env)
-    stamp.write_text(digest)
-    say(f"sam build done in {time.monotonic() - t0:.1f}s")
-    return built
 
 
 def _endpoint() -> str:
