@@ -132,6 +132,17 @@ def test_http_answers(item):
     assert status == 200 and b"maplibre-gl.js" in body and ctype == "text/html"
 
 
+def test_point_answers_the_item_the_page_shows(item):
+    """Years of one tile overlap: a click answers the item the page chose (drawn on top), the
+    newest year only when none is chosen (CI found the 2022 item answering over 2021's map)."""
+    newer = {**item, "id": "32TNT_2022"}
+    catalog = Catalog(lambda: [item, newer])
+    ask = f"/api/point?lon={LON}&lat={LAT}"
+    assert json.loads(answer(catalog, ask)[1])["item"] == "32TNT_2022"
+    assert json.loads(answer(catalog, ask + "&item=32TNT_2021")[1])["item"] == "32TNT_2021"
+    assert json.loads(answer(catalog, ask + "&item=32TNT_2022")[1])["item"] == "32TNT_2022"
+
+
 def test_data_bounds_is_where_the_count_has_data(item, tmp_path):
     whole = layers.data_bounds(item)
     assert whole == pytest.approx(item["bbox"], abs=1e-4)

@@ -7,7 +7,7 @@
     GET /api/layers                         the layer menu
     GET /api/legend?layer=L&item=ID         title, colour ramp, end labels
     GET /api/tiles/<item>/<z>/<x>/<y>.png?layer=L[&stretch=lo,hi]   a map tile (204 outside)
-    GET /api/point?lon=..&lat=..            every asset's value at a point, the count
+    GET /api/point?lon=..&lat=..[&item=..]  every asset's value at a point (of that item), the count
     GET /api/extent?item=ID                 lon/lat bounds of the item's pixels with data
 
 Items come from a :class:`Catalog` (the deployed stack's published items, read once at start
@@ -141,7 +141,9 @@ def _legend(catalog: Catalog, q: dict[str, str]) -> Answer:
 
 def _point(catalog: Catalog, q: dict[str, str]) -> Answer:
     lon, lat = _float(q, "lon"), _float(q, "lat")
-    item = catalog.at(lon, lat)
+    item = catalog.get(q["item"]) if q.get("item") else None  # the item the page shows on top
+    if item is None or not point_in_bbox(item["bbox"], lon, lat):
+        item = catalog.at(lon, lat)
     if item is None:
         return _json({"error": f"no published item at {lon}, {lat}"}, 404)
     return _json(layers.point_values(item, lon, lat))

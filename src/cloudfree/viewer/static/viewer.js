@@ -55,6 +55,9 @@
   async function zoomTo(item) {
     const r = await fetch(`/api/extent?item=${encodeURIComponent(item.id)}`);
     const bbox = r.ok ? (await r.json()).bbox : item.bbox;
+    // the chosen item is drawn on top and answers clicks (tiles of several years overlap)
+    map.moveLayer(`item-${item.id}`);
+    map.moveLayer(`outline-${item.id}`);
     map.fitBounds(bbox, { padding: 20, animate: false });
     state.zoomedTo = item.id;
   }
@@ -84,7 +87,8 @@
 
   map.on("click", async (e) => {
     const { lng, lat } = e.lngLat;
-    const r = await fetch(`/api/point?lon=${lng}&lat=${lat}`);
+    const chosen = state.zoomedTo ? `&item=${encodeURIComponent(state.zoomedTo)}` : "";
+    const r = await fetch(`/api/point?lon=${lng}&lat=${lat}${chosen}`);
     const v = await r.json();
     state.lastPoint = v;
     const box = $("values");
