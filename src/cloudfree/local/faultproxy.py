@@ -22,8 +22,10 @@ import http.client
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from ..httpserver import BackgroundServer
 
 #: Request headers not forwarded (hop-by-hop, RFC 9110 7.6.1).
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
@@ -63,8 +65,10 @@ class Fault:
                 and (self.match is None or self.match in body))
 
 
-class FaultProxy:
+class FaultProxy(BackgroundServer):
     """The proxy server; ``url`` is what the STAC API URL of a deployment points at."""
+
+    thread_name = "stac-fault-proxy"
 
     def __init__(self, upstream: str, host: str = "127.0.0.1", port: int = 0,
                  upstream_timeout: float = 60.0) -> None:
@@ -75,24 +79,11 @@ class FaultProxy:
         self._lock = threading.Lock()
         self.injected: list[tuple[str, str, str, bytes]] = []  # (kind, method, path, body)
         self.forwarded: list[tuple[str, str, int, bytes]] = []  # (method, path, status, body)
-        self._server = ThreadingHTTPServer((host, port), self._handler())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        super().__init__(self._handler(), host, port)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FaultProxy:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="stac-fault-proxy")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return self.base_url
 
     def inject(self, fault: Fault, times: int | None = None) -> None:
         """Queue a fault for the next ``times`` matching requests (``None``: until cleared)."""

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import CloudfreeError, InputError
+from ..httpserver import BackgroundServer
 from . import layers
 
 log = logging.getLogger(__name__)
@@ -229,31 +230,16 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class ViewerServer:
+class ViewerServer(BackgroundServer):
     """The server on ``host:port`` (0: a free port) in a background thread, or the foreground."""
+
+    thread_name = "cloudfree-viewer"
+    server_class = _Server
 
     def __init__(self, catalog: Catalog, host: str = "127.0.0.1", port: int = 0) -> None:
         self.catalog = catalog
-        self._server = _Server((host, port), make_handler(catalog))
-        self._thread: threading.Thread | None = None
+        super().__init__(make_handler(catalog), host, port)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/"
-
-    def start(self) -> ViewerServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="cloudfree-viewer")
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        try:
-            self._server.serve_forever()
-        finally:
-            self._server.server_close()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return self.base_url + "/"
