@@ -114,6 +114,15 @@ def band_reads(band: str, scenes: int, memory_mb: int) -> tuple[int, int, int]:
     return len(plan.windows), len(plan.batches), gets
 
 
+def decide_batches() -> int:
+    """*decide* invocations per tile (the shared outlier decision's squares, in batches)."""
+    from .bands import get_band
+    from .manifest import SQUARES_PER_DECIDE
+    from .outliers import SHADOW_BAND, decision_squares
+
+    return math.ceil(len(decision_squares(get_band(SHADOW_BAND).size)) / SQUARES_PER_DECIDE)
+
+
 def tile_cost(tile: str, scenes: int, memory_mb: int = 3008, *,
               scenes_found: int | None = None, cal: dict | None = None) -> TileCost:
     """Project one tile (module docstring formula)."""
@@ -134,8 +143,9 @@ def tile_cost(tile: str, scenes: int, memory_mb: int = 3008, *,
         c.source_gets += gets
         n_batches += batches
         work.append({"band": band, "batches": list(range(batches))})
-    c.transitions = tile_transitions(work)
-    c.invocations = 3 + n_batches + len(OUTPUT_BANDS)  # select, complete, publish
+    decide = decide_batches()
+    c.transitions = tile_transitions(work, decide)
+    c.invocations = 3 + decide + n_batches + len(OUTPUT_BANDS)  # select, complete, publish
     sizes = cal["bytes_per_scene"]
     c.bytes_read = scenes * (sum(sizes.values()) + (len(OUTPUT_BANDS) - 1) * sizes["scl"])
     out_parts = math.ceil(cal["output_bytes_per_tile"] / PART_BYTES)

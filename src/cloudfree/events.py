@@ -36,6 +36,13 @@ class SelectEvent(_Event):
     options: dict[str, Any] | None = None
 
 
+class DecideEvent(_Event):
+    tile: str = Field(min_length=5, max_length=5)
+    year: int
+    batch: int = Field(ge=0)
+    options: dict[str, Any] | None = None
+
+
 class MedianEvent(_Event):
     tile: str = Field(min_length=5, max_length=5)
     year: int
@@ -101,6 +108,7 @@ class S3Notification(S3Model):
 MODELS: dict[str, type[BaseModel]] = {
     "plan": PlanEvent,
     "select": SelectEvent,
+    "decide": DecideEvent,
     "median": MedianEvent,
     "assemble": AssembleEvent,
     "complete": CompleteEvent,
@@ -117,5 +125,5 @@ def s3_objects(event: S3Model) -> list[tuple[str, str]]:
 
 
 __all__ = ["MODELS", "S3Model", "S3Notification", "s3_objects", "PlanEvent", "SelectEvent",
-           "MedianEvent", "AssembleEvent", "CompleteEvent", "RecordFailureEvent", "ReportEvent",
-           "StepError"]
+           "DecideEvent", "MedianEvent", "AssembleEvent", "CompleteEvent", "RecordFailureEvent",
+           "ReportEvent", "StepError"]

@@ -81,6 +81,13 @@ class Layout:
         """The exclusion record of one (band, scene), written by *median* after bounded retries."""
         return f"{self.exclusions_prefix(year, tile, band)}{scene}.json"
 
+    def decide_stats_prefix(self, year: int, tile: str) -> str:
+        return f"{self.run_prefix(year, tile)}/decide"
+
+    def decide_stats(self, year: int, tile: str, batch: int) -> str:
+        """What one *decide* invocation did (squares computed, seconds): the tile's cost."""
+        return f"{self.decide_stats_prefix(year, tile)}/{int(batch):03d}.json"
+
     def band_stats(self, year: int, tile: str, band: str) -> str:
         """Per-band statistics written by *assemble* beside the COG (count, contributions)."""
         return f"{self.run_prefix(year, tile)}/bands/{band}.json"

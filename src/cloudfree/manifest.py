@@ -41,6 +41,10 @@ from .windows import Window, batch_windows, plan_windows
 MANIFEST_VERSION = 2
 #: Windows one median invocation handles (fewer Step Functions transitions per tile).
 WINDOWS_PER_BATCH = 8
+#: Squares of the shared outlier decision one *decide* invocation computes (a tile has 64 on
+#: its 20 m grid, ``outliers.decision_squares``): 4 invocations per tile, one round at the
+#: default BandConcurrency (4), the *Decide* map's MaxConcurrency.
+SQUARES_PER_DECIDE = 16
 #: The SCL asset key: a scene without a readable SCL cannot be masked at all.
 SCL_KEY = "scl"
 #: Asset keys the plan reads per scene: every output band plus the SCL.
@@ -173,6 +177,30 @@ class Manifest:
         """What *select* returns per band: the batch indices only (small state payload)."""
         return [{"band": b, "batches": list(range(len(self.plan[b].batches)))}
                 for b in OUTPUT_BANDS if b in self.plan]
+
+    def decision_plan(self) -> BandPlan:
+        """The squares of the shared outlier decision (``outliers.decision_squares`` on the
+        nominal 20 m grid) and their batches, one per *decide* invocation."""
+        from .outliers import SHADOW_BAND, decision_squares
+
+        squares = decision_squares(get_band(SHADOW_BAND).size)  # the 20 m grid: 5490 px
+        index = {w: i for i, w in enumerate(squares)}
+        return BandPlan(tuple(squares), tuple(tuple(index[w] for w in b)
+                                              for b in batch_windows(squares,
+                                                                     SQUARES_PER_DECIDE)))
+
+    def decision_scenes(self) -> list[dict[str, Any]]:
+        """The scene set the *decide* step decides for: the one most output bands use (all of
+        them, unless select excluded a scene-band). A band with another set (its key differs,
+        ``outliers.decision_key``) decides its own squares while it composites."""
+        sets: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        count: dict[tuple[str, ...], int] = {}
+        for band in OUTPUT_BANDS:
+            scenes = self.scenes_for(band)
+            ids = tuple(s["id"] for s in scenes)
+            sets[ids] = scenes
+            count[ids] = count.get(ids, 0) + 1
+        return sets[max(count, key=lambda ids: (count[ids], len(ids), ids))]
 
     def window_count(self) -> int:
         return sum(len(p.windows) for p in self.plan.values())

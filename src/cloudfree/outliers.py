@@ -42,12 +42,13 @@ reference bands blue and red (10 m; each 20 m pixel the exact integer mean of it
 nir08 (20 m), with the same states as the band (SCL, nodata, harmonization offsets, granule
 fusion, snow fallback). The 20 m decision is carried to a band grid like SCL: 10 m repeats it,
 60 m rejects an observation when any of the nine 20 m pixels inside is rejected (as
-``mask.scene_state``'s all-nine rule). Each band's median Lambda computes it inside its own
-window from the reference bands, in chunks of ``DECISION_CHUNK`` 20 m pixels (bounded memory for
-every resolution): no extra state or step, the same bits in every band. The price is reading
-the three reference bands in every band's window (for a 10 m window: 2.25 extra 10 m reads per
-scene; for 20 m and 60 m windows more, per band pixel); a per-window decision computed once
-and shared by the bands (a small bit-packed file) is the cheaper design when that matters.
+``mask.scene_state``'s all-nine rule). Without a cache, each band window computes it from the
+reference bands in chunks of ``DECISION_CHUNK`` 20 m pixels (bounded memory for every
+resolution). In the pipeline the decision is made once per tile: the *decide* step
+(:func:`decide_squares`, before the bands' medians) stores it per ``CACHE_CHUNK`` square as a
+small bit-packed file, and every band window takes its part from those
+(:func:`band_window_rejection` with ``cache``), so the reference bands are read once per tile
+instead of once per band. Same bits either way.
 """
 
 from __future__ import annotations
@@ -502,6 +503,50 @@ def _shared(uri: str, shape: tuple[int, int, int], compute: Callable[[], np.ndar
     return rejected
 
 
+def decision_uri(cache: str, key: str, square: Window) -> str:
+    """Where the decision of one square (its 20 m origin) is stored under ``cache``."""
+    return f"{cache.rstrip('/')}/{key}/{square.row_off}_{square.col_off}.bits"
+
+
+def decision_squares(height20: int, width20: int | None = None) -> list[Window]:
+    """The squares of the shared decision covering a 20 m grid, row-major (the last row and
+    column clipped at the edge): the units the *decide* step computes, one file each."""
+    width20 = height20 if width20 is None else width20
+    k = CACHE_CHUNK
+    return [Window(r, c, min(k, height20 - r), min(k, width20 - c))
+            for r in range(0, height20, k) for c in range(0, width20, k)]
+
+
+def decide_squares(scenes: Sequence[dict], squares: Iterable[Window | dict], cache: str, *,
+                   rule: OutlierRule | str | bool | None = DEFAULT_RULE,
+                   mask_classes: Iterable[int] | None = None, dilate_nodata: int = 0,
+                   threads: int = DEFAULT_THREADS, kernel: str | None = None) -> dict:
+    """Compute and store the shared decision of ``squares`` (the *decide* step, before the
+    bands' medians): each square once per tile, instead of once per band that reaches it first.
+    Squares already stored (a rerun) are skipped. Returns counts: squares, computed, skipped.
+
+    The files are exactly those :func:`band_window_rejection` reads and would otherwise write
+    itself (same key, same squares), so a band finding a square missing (a decide invocation
+    lost) still computes it: this step saves work, it never changes a byte.
+    """
+    rule = parse_rule(rule)
+    squares = [Window.from_dict(s) for s in squares]
+    if not rule.enabled or not squares:
+        return {"squares": len(squares), "computed": 0, "skipped": len(squares)}
+    mask_classes = None if mask_classes is None else tuple(mask_classes)
+    key = decision_key(scenes, rule, mask_classes, dilate_nodata)
+    computed = 0
+    for square in squares:
+        def decide(c: Window = square) -> np.ndarray:
+            nonlocal computed
+            computed += 1
+            return _decide(scenes, c, rule, mask_classes, dilate_nodata, threads, kernel)
+
+        _shared(decision_uri(cache, key, square),
+                (len(scenes), square.height, square.width), decide)
+    return {"squares": len(squares), "computed": computed, "skipped": len(squares) - computed}
+
+
 @functools.lru_cache(maxsize=64)
 def _scl_shape(href: str) -> tuple[int, int]:
     """(height, width) of an SCL raster: the tile on the 20 m grid (one header read)."""
@@ -538,7 +583,7 @@ def _shared_rejection(scenes: Sequence[dict], band: Band, window: Window, rule: 
             def decide(c: Window = chunk20) -> np.ndarray:
                 return _decide(scenes, c, rule, mask_classes, dilate_nodata, threads, kernel)
 
-            rej20 = decide() if odd else _shared(f"{cache.rstrip('/')}/{key}/{gr}_{gc}.bits",
+            rej20 = decide() if odd else _shared(decision_uri(cache, key, chunk20),
                                                  (len(scenes), chunk20.height, chunk20.width),
                                                  decide)
             part = to_band_grid(rej20, band, on_band)

@@ -238,13 +238,24 @@ def check_execution_name(name: str) -> str:
 # --------------------------------------------------------------------------------------------
 # select
 # --------------------------------------------------------------------------------------------
-def tile_transitions(work: list[dict]) -> int:
-    """State transitions of one tile's child execution for a select ``work`` list.
+def tile_transitions(work: list[dict], decide: int = 0) -> int:
+    """State transitions of one tile's child execution for a select ``work`` list and
+    ``decide`` batches.
 
-    Select, Selected (choice), Bands (map), Complete = 4; per band: Windows (map), Assemble,
-    plus one Median per batch. Independent of the window count within a batch.
+    Select, Selected (choice), Decide (map), Bands (map), Complete = 5; one Decide task per
+    decide batch; per band: Windows (map), Assemble, plus one Median per batch. Independent of
+    the window count within a batch.
     """
-    return 4 + sum(2 + len(w["batches"]) for w in work)
+    return 5 + int(decide) + sum(2 + len(w["batches"]) for w in work)
+
+
+def _decide_work(manifest: Manifest, settings: Settings) -> list[int]:
+    """The *decide* batches select hands to the state machine (none when the rule is off)."""
+    from .outliers import parse_rule
+
+    if not parse_rule(settings.outlier_rejection).enabled:
+        return []
+    return list(range(len(manifest.decision_plan().batches)))
 
 
 
@@ -267,13 +278,13 @@ def select(tile: str, year: int, options: dict | None, settings: Settings,
     layout = settings.layout
     base = {"tile": t.id, "year": year, "options": opts.to_dict()}
     if not opts.force and storage.exists(layout.item(year, t.id)):
-        return {**base, "status": "complete", "work": [], "scenes": 0}
+        return {**base, "status": "complete", "decide": [], "work": [], "scenes": 0}
     manifest_uri = layout.manifest(year, t.id)
     if not opts.force and storage.exists(manifest_uri):
         manifest = Manifest.read(manifest_uri)  # a rerun keeps the scenes it started with
         return {**base, "status": "ready", "manifest": manifest_uri,
                 "scenes": len(manifest.scenes), "excluded": len(manifest.excluded),
-                "work": manifest.work()}
+                "decide": _decide_work(manifest, settings), "work": manifest.work()}
     if items is None:
         items = search_items(settings.stac_api_url, t, year,
                              collection=settings.source_collection, months=opts.months,
@@ -302,7 +313,8 @@ def select_items(items: list[dict], tile: str, year: int, opts: RunOptions,
         storage.write_json(layout.tile_empty(year, t.id),
                            {"tile": t.id, "year": year, "reason": str(err),
                             "searched": len(items)})
-        return {**base, "status": "empty", "work": [], "scenes": 0, "reason": str(err)}
+        return {**base, "status": "empty", "decide": [], "work": [], "scenes": 0,
+                "reason": str(err)}
     doc = checked.selection.to_manifest()
     harmonize_scenes(doc["scenes"])  # fills each scene's "harmonization"
     manifest = Manifest.build(doc, mask_classes=opts.masks(settings),
@@ -313,12 +325,38 @@ def select_items(items: list[dict], tile: str, year: int, opts: RunOptions,
     manifest_uri = layout.manifest(year, t.id)
     manifest.write(manifest_uri)
     return {**base, "status": "ready", "manifest": manifest_uri, "scenes": len(manifest.scenes),
-            "excluded": len(manifest.excluded), "work": manifest.work()}
+            "excluded": len(manifest.excluded), "decide": _decide_work(manifest, settings),
+            "work": manifest.work()}
 
 
 # --------------------------------------------------------------------------------------------
 # median, assemble, complete
 # --------------------------------------------------------------------------------------------
+def decide(tile: str, year: int, batch: int, options: dict | None, settings: Settings) -> dict:
+    """Compute one batch of the tile's shared outlier decision squares before the bands'
+    medians (``outliers.decide_squares``): each square is then decided once per tile instead
+    of by every band that reaches it first. Squares already stored are skipped (rerun-safe);
+    a lost invocation costs time only, as the medians compute a missing square themselves."""
+    from .composite import DEFAULT_DILATE_NODATA
+    from .outliers import decide_squares
+
+    t = parse_tile(tile)
+    year = int(year)
+    RunOptions.from_dict(options)  # validated like every task's options
+    layout = settings.layout
+    manifest = Manifest.read(layout.manifest(year, t.id))
+    squares = manifest.decision_plan().batch(int(batch))
+    t0 = time.perf_counter()
+    done = decide_squares(manifest.decision_scenes(), squares, layout.outlier_decisions(year, t.id),
+                          rule=settings.outlier_rejection, mask_classes=manifest.mask_classes,
+                          dilate_nodata=DEFAULT_DILATE_NODATA)
+    seconds = round(time.perf_counter() - t0, 3)
+    if done["computed"]:
+        storage.write_json(layout.decide_stats(year, t.id, int(batch)),
+                           {**done, "batch": int(batch), "seconds": seconds})
+    return {"batch": int(batch), **done, "seconds": seconds}
+
+
 def median(tile: str, year: int, band: str, batch: int, options: dict | None,
            settings: Settings) -> dict:
     """Composite one batch of windows of one band (the windows come from the manifest's plan;
@@ -407,9 +445,13 @@ def tile_cost(tile: str, year: int, settings: Settings) -> dict:
     """What a tile cost: Lambda seconds and GB-s of median + assemble, state transitions."""
     layout = settings.layout
     stats = [storage.read_json(layout.band_stats(year, tile, b)) for b in OUTPUT_BANDS]
-    median_s = sum(float(s.get("median_seconds", 0)) for s in stats)
+    decide_s = sum(float(storage.read_json(u).get("seconds", 0)) for u in
+                   storage.list_uris(layout.decide_stats_prefix(year, tile))
+                   if u.endswith(".json"))
+    median_s = sum(float(s.get("median_seconds", 0)) for s in stats) + decide_s
     assemble_s = sum(float(s.get("assemble_seconds", 0)) for s in stats)
-    transitions = tile_transitions(Manifest.read(layout.manifest(year, tile)).work())
+    manifest = Manifest.read(layout.manifest(year, tile))
+    transitions = tile_transitions(manifest.work(), len(_decide_work(manifest, settings)))
     gb_s = (median_s * settings.median_memory_mb + assemble_s * settings.assemble_memory_mb)
     return {"median_seconds": round(median_s, 2), "assemble_seconds": round(assemble_s, 2),
             "lambda_gb_seconds": round(gb_s / 1024, 1), "state_transitions": transitions}

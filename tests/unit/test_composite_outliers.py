@@ -135,6 +135,39 @@ def test_shared_decision_equals_the_per_window_one_and_is_made_once(tmp_path, mo
     assert other.shape[0] == 5 and len(list((tmp_path / "decisions").iterdir())) == 2
 
 
+def test_decide_step_makes_every_square_once_and_the_bands_only_read(tmp_path, monkeypatch):
+    """The *decide* step stores every square of the 20 m grid before the bands run: then no
+    band decides anything itself, the bands' rejections equal the plain per-window decision,
+    and a rerun of the step computes nothing."""
+    from cloudfree import outliers
+
+    (tmp_path / "scenes").mkdir()
+    scenes = make_scenes(tmp_path / "scenes")["scenes"]
+    monkeypatch.setattr(outliers, "CACHE_CHUNK", 12)
+    cache = str(tmp_path / "decisions")
+    squares = outliers.decision_squares(N // 2)  # the test's 32 px SCL grid
+    assert [(w.row_off, w.col_off, w.height, w.width) for w in squares][-1] == (24, 24, 8, 8)
+    done = outliers.decide_squares(scenes, squares[:4], cache, threads=2)
+    assert done == {"squares": 4, "computed": 4, "skipped": 0}
+    done = outliers.decide_squares(scenes, squares, cache, threads=2)
+    assert done == {"squares": 9, "computed": 5, "skipped": 4}
+    assert outliers.decide_squares(scenes, squares, cache, rule="off")["computed"] == 0
+    real = outliers._decide
+    calls = []
+    monkeypatch.setattr(outliers, "_decide", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    for band, window in [("blue", Window(0, 0, N, N)), ("red", Window(5, 7, 40, 50)),
+                         ("nir08", Window(3, 0, 29, 32))]:
+        shared = band_window_rejection(scenes, band, window, threads=2, cache=cache)
+        monkeypatch.setattr(outliers, "_decide", real)
+        np.testing.assert_array_equal(
+            shared, band_window_rejection(scenes, band, window, threads=2), err_msg=band)
+        monkeypatch.setattr(outliers, "_decide",
+                            lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    assert calls == []  # every band read the stored squares
+    assert outliers.decide_squares(scenes, squares, cache, threads=2)["computed"] == 0
+    assert calls == []
+
+
 def test_pack_unpack_round_trip():
     from cloudfree.outliers import pack_decision, unpack_decision
 

@@ -33,6 +33,7 @@ OPTIONS = {"scenes": 16, "months": None, "max_cloud": None, "mask_classes": None
 #: What each recorder returns (the fields the handlers log or turn into metrics).
 RESULTS = {
     "plan": {"year": 2023, "count": 1}, "select": {"status": "ready", "scenes": 16},
+    "decide": {"batch": 0, "squares": 13, "computed": 13, "skipped": 0, "seconds": 1.0},
     "median": {"band": "red", "batch": 1, "windows": 8, "skipped": 0, "seconds": 1.0},
     "assemble": {"band": "red", "cog": "s3://test-data/x.tif", "bytes": 1234},
     "complete": {"tile": "33UUP", "status": "done"},
@@ -93,6 +94,7 @@ def expected_calls(name: str, settings: Settings) -> list[tuple]:
         s3 = e["Records"][0]["s3"]
         return [((s3["bucket"]["name"], s3["object"]["key"], settings), {})]
     fields = {"select": ("tile", "year", "options"),
+              "decide": ("tile", "year", "batch", "options"),
               "median": ("tile", "year", "band", "batch", "options"),
               "assemble": ("tile", "year", "band", "options"),
               "complete": ("tile", "year", "execution"),

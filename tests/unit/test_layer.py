@@ -107,7 +107,7 @@ def test_every_handler_imports_from_the_layer_alone(layer, tmp_path):
     stdlib = [sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"],
               str(Path(sysconfig.get_paths()["stdlib"]) / "lib-dynload")]
     functions = sorted(str(p.parent) for p in (REPO / "functions").glob("*/app.py"))
-    assert len(functions) == 9
+    assert len(functions) == 10
     path = [str(layer), str(runtime), *stdlib]
     code = f"import sys; sys.path[:] = {path!r}\n" + PROBE
     env = {"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1", "HOME": str(tmp_path),
@@ -117,7 +117,7 @@ def test_every_handler_imports_from_the_layer_alone(layer, tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-4000:]
     report = json.loads(res.stdout.strip().splitlines()[-1])
-    assert all(report["handlers"].values()) and len(report["handlers"]) == 9
+    assert all(report["handlers"].values()) and len(report["handlers"]) == 10
     assert {"cloudfree.tasks", "cloudfree.publish", "cloudfree.median"} <= set(report["modules"])
     assert not [m for m in report["modules"] if m.split(".")[1] in ("synth", "local", "pipeline")]
     assert report["unresolved"] == [], f"imports missing from the layer: {report['unresolved']}"

@@ -67,6 +67,26 @@ def test_scenes_for_a_band_leave_out_its_exclusions(manifest):
     assert [s["id"] for s in manifest.scenes_for("blue", runtime)] == ids[1:]
 
 
+def test_decision_plan_covers_the_20m_grid_once_in_four_batches(manifest):
+    plan = manifest.decision_plan()
+    covered = {(r, c) for w in plan.windows
+               for r in range(w.row_off, w.row_off + w.height, 6)
+               for c in range(w.col_off, w.col_off + w.width, 6)}
+    assert len(plan.windows) == 64 and len(plan.batches) == 4  # 768 px squares of 5490
+    assert covered == {(r, c) for r in range(0, 5490, 6) for c in range(0, 5490, 6)}
+    assert sum(w.height * w.width for w in plan.windows) == 5490 ** 2  # no overlap
+    assert all(w.height % 3 == 0 and w.width % 3 == 0 for w in plan.windows)  # whole 60 m px
+
+
+def test_decision_scenes_are_the_set_most_bands_use(manifest):
+    ids = [s["id"] for s in manifest.scenes]
+    # rededge2 lost a scene at select; the 12 other bands decide with all 16 scenes
+    assert [s["id"] for s in manifest.decision_scenes()] == ids
+    most = Manifest.build(selection_doc(), mask_classes=[0], median_memory_mb=3008,
+                          excluded=[Exclusion(b, ids[2], "404") for b in OUTPUT_BANDS[:7]])
+    assert [s["id"] for s in most.decision_scenes()] == ids[:2] + ids[3:]
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.pop("version"), "version None"),
     (lambda d: d.update(version=1), "version 1"),

@@ -90,7 +90,8 @@ def test_settings_from_env_requires_the_buckets():
 
 def test_tile_transitions_grow_with_bands_and_batches_not_windows():
     work = [{"band": "blue", "batches": [0, 1]}, {"band": "coastal", "batches": [0]}]
-    assert tile_transitions(work) == 4 + (2 + 2) + (2 + 1)
+    assert tile_transitions(work) == 5 + (2 + 2) + (2 + 1)
+    assert tile_transitions(work, decide=5) == 5 + 5 + (2 + 2) + (2 + 1)
 
 
 def test_band_work_for_a_full_tile_keeps_transitions_low():
@@ -206,6 +207,11 @@ def test_median_and_cost_take_the_plan_from_the_manifest_not_the_settings(monkey
     out = tasks.median("33UUP", 2023, "blue", 1, None, s)
     assert seen["windows"] == manifest.band_plan("blue").batch(1) and seen["masks"] == (0, 3)
     assert out["windows"] == len(seen["windows"]) and out["excluded"] == ["s3"]
-    monkeypatch.setattr(storage, "read_json", lambda uri: {"median_seconds": 1.0})
+    monkeypatch.setattr(storage, "read_json", lambda uri: {"median_seconds": 1.0,
+                                                           "seconds": 2.0})
+    monkeypatch.setattr(storage, "list_uris", lambda prefix: iter(
+        [f"{prefix}/000.json", f"{prefix}/001.json"] if prefix.endswith("/decide") else []))
     cost = tasks.tile_cost("33UUP", 2023, s)
-    assert cost["state_transitions"] == tile_transitions(manifest.work())
+    # outlier rejection on (the default): 4 decide batches, whose seconds count as median time
+    assert cost["state_transitions"] == tile_transitions(manifest.work(), 4)
+    assert cost["median_seconds"] == 13 * 1.0 + 2 * 2.0

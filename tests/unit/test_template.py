@@ -22,9 +22,9 @@ from cloudfree.events import MODELS
 REPO = Path(__file__).resolve().parents[2]
 SAM_VENV = REPO / ".venv-sam" / "bin"
 ASL = REPO / "statemachine" / "composite.asl.json"
-FUNCTIONS = {"Plan": "plan", "Select": "select", "Median": "median", "Assemble": "assemble",
-             "Complete": "complete", "RecordFailure": "record_failure", "Report": "report",
-             "Publish": "publish", "Reprocess": "reprocess"}
+FUNCTIONS = {"Plan": "plan", "Select": "select", "Decide": "decide", "Median": "median",
+             "Assemble": "assemble", "Complete": "complete", "RecordFailure": "record_failure",
+             "Report": "report", "Publish": "publish", "Reprocess": "reprocess"}
 AWS_RETRY = {"Lambda.ServiceException", "Lambda.TooManyRequestsException",
              "Lambda.SdkClientException", "Lambda.ClientExecutionTimeoutException",
              "Lambda.AWSLambdaException", "Lambda.Unknown", "Sandbox.Timedout", "States.Timeout"}
@@ -257,7 +257,7 @@ def test_the_committed_definition_is_the_rendering_of_the_error_table():
 def test_every_task_retries_from_the_table_and_times_out_after_its_function():
     tasks = [(p + n, s) for p, n, s in walk_states(substituted_asl()["States"])
              if s["Type"] == "Task"]
-    assert len(tasks) == 7
+    assert len(tasks) == 8
     for where, state in tasks:
         assert state["Retry"] == retry.retriers(), where
         assert state["TimeoutSeconds"] == 7, where  # ${<Function>TaskTimeout}, substituted

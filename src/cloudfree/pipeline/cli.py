@@ -83,6 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--landscape", choices=("temperate", "desert"), default="temperate",
                    help="desert: one bright desert tile; prints every scene's offset decision "
                         "against the synthetic truth")
+    p.add_argument("--outliers", choices=("on", "off"), default=None,
+                   help="deploy with OutlierRejection on/off (default: the template's, on); "
+                        "to measure what the rejection costs and changes")
     p.set_defaults(func=_demo)
 
 
@@ -228,4 +231,4 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(out=args.out, stack_name=args.stack, scenes=args.scenes,
-                    landscape=args.landscape)
+                    landscape=args.landscape, outliers=args.outliers)

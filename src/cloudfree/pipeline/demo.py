@@ -302,8 +302,10 @@ def announce_viewer(deployed, out: Path) -> None:
 
 
 def run_demo(out: Path | None = None, stack_name: str = "cloudfree",
-             scenes: int | None = None, landscape: str = "temperate") -> int:
-    """The demo, end to end; returns a process exit code."""
+             scenes: int | None = None, landscape: str = "temperate",
+             outliers: str | None = None) -> int:
+    """The demo, end to end; returns a process exit code. ``outliers``: deploy with
+    ``OutlierRejection`` "on" or "off" (None: the template's default)."""
     from ..local import stack
     from . import deploy, run
 
@@ -316,7 +318,8 @@ def run_demo(out: Path | None = None, stack_name: str = "cloudfree",
     out = out.resolve()
     truth = ensure_archive(scenes, spec.tiles, spec.year, spec.aoi, spec.landscape)
     say("deploying the SAM application to MiniStack (sam build + sam deploy)")
-    deploy.deploy_local(stack_name=stack_name)
+    deploy.deploy_local(stack_name=stack_name,
+                        parameters={"OutlierRejection": outliers} if outliers else None)
     deployed = run.find_stack(stack_name)
     payload = run.execution_input(spec.year, list(spec.tiles), None, {})
     arn = run.start(deployed, payload)
