@@ -46,6 +46,20 @@ def test_tile_cost_by_hand():
     assert costs.tile_cost("x", 0).total_usd == 0
 
 
+def test_decide_step_counted_as_the_manifest_plans_it():
+    from cloudfree.manifest import Manifest
+    from cloudfree.tasks import tile_transitions
+
+    doc = {"tile": "33UUP", "year": 2023, "scenes": [{"id": f"s{i}", "assets": {}}
+                                                     for i in range(16)]}
+    m = Manifest.build(doc, mask_classes=(0,), median_memory_mb=3008)
+    n = len(m.decision_plan().batches)
+    assert costs.decide_batches() == n == 4
+    c = costs.tile_cost("33UUP", 16, 3008, cal=CAL)
+    assert c.transitions == tile_transitions(m.work(), n)
+    assert c.invocations == 3 + n + sum(len(p.batches) for p in m.plan.values()) + 13
+
+
 def test_projection_sums_tiles_and_spreads_them_over_the_concurrency():
     tiles = [f"{z:02d}UUP" for z in range(1, 11)]
     p = costs.project(2023, tiles, scenes=16, found={t: (3 if t == "01UUP" else 40)
