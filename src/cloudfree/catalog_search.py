@@ -9,7 +9,8 @@ reads the same listing and
   collection beside the source archive: ``POST /collections/{id}/bulk_items`` with
   ``"method": "upsert"`` (stac-fastapi-pgstac's bulk transactions, ``pypgstac``'s upsert
   underneath), so a reload replaces instead of failing. It is **incremental**: an item whose
-  ``cloudfree:run`` (the computation that produced it) is already in the API is not read again;
+  ``cloudfree:run`` (the computation that produced it) is already in the API is not upserted
+  again (nor read, when no geoparquet is written: the index records say which are stale);
 - **writes** a stac-geoparquet file of the whole collection (``rustac``), rebuilt
   on every load, so a year of the world can be queried with DuckDB or GeoPandas without a
   server (:func:`search_parquet`).
@@ -30,6 +31,7 @@ from typing import Any
 from . import storage
 from .errors import InputError, StacApiError
 from .layout import COLLECTION_ID
+from .publish import indexed_items
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,22 +56,29 @@ class LoadResult:
         return self.loaded + self.unchanged
 
 
-def index_records(settings: Settings) -> list[dict[str, Any]]:
-    """Every index record of the deployment (``{id, href, bbox, year, tile, cloudfree:run}``):
-    one listing per year and zone shard, then one small read per record."""
-    from .status import scan_index
-
+def index_records(settings: Settings, keys: Sequence[tuple[int, str]] | None = None
+                  ) -> list[dict[str, Any]]:
+    """The index records (``{id, href, bbox, year, tile, cloudfree:run}``) of ``keys`` (default:
+    every published ``(year, tile)``, :func:`publish.indexed_items`), one small read each."""
     layout = settings.layout
-    uris = [layout.index_part(year, tile)
-            for year, tiles in sorted(scan_index(layout).items()) for tile in sorted(tiles)]
+    uris = [layout.index_part(year, tile) for year, tile in
+            (indexed_items(settings) if keys is None else keys)]
     with ThreadPoolExecutor(READ_THREADS) as pool:
         return list(pool.map(storage.read_json, uris))
 
 
-def read_item(record: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """The published item of an index record (read from the bucket, not the public URL)."""
-    tile, year = record["tile"], int(record["year"])
-    return storage.read_json(settings.layout.item(year, tile))
+def read_items(settings: Settings, keys: Sequence[tuple[int, str]],
+               progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """The published items at ``(year, tile)`` keys, read concurrently from the bucket (not the
+    public URL); ``progress(done, total)`` after each."""
+    items = []
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        for i, item in enumerate(pool.map(
+                lambda k: storage.read_json(settings.layout.item(*k)), keys), 1):
+            items.append(item)
+            if progress:
+                progress(i, len(keys))
+    return items
 
 
 def api_runs(api_url: str, collection_id: str = COLLECTION_ID) -> dict[str, str]:
@@ -103,31 +112,27 @@ def load(settings: Settings, api_url: str | None, parquet: str | Path | None,
     """
     from .local.stacapi import load_items, upsert_collection
 
-    records = index_records(settings)
-    if not records:
+    keys = indexed_items(settings)  # the index listing: (year, tile), no reads
+    if not keys:
         raise InputError(f"nothing published in s3://{settings.data_bucket}/ yet: run a year "
                          "first (`cloudfree run --year YEAR --tiles TILE`)")
     collection = storage.read_json(settings.layout.collection())
     known = api_runs(api_url, collection["id"]) if api_url and not force else {}
-    stale = [r for r in records if known.get(r["id"]) != r.get(RUN_PROPERTY)]
-    need = records if parquet is not None else stale
-    items: dict[str, dict[str, Any]] = {}
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        for i, (record, item) in enumerate(zip(need, pool.map(
-                lambda r: read_item(r, settings), need), strict=True), 1):
-            items[record["id"]] = item
-            if progress:
-                progress(i, len(need))
+    if parquet is not None:  # the parquet holds every item: read them all, compare their runs
+        items = read_items(settings, keys, progress)
+        stale = [i for i in items if known.get(i["id"]) != i["properties"].get(RUN_PROPERTY)]
+    elif api_url:  # the API only: the small index records say which items to read
+        stale = read_items(settings, [(r["year"], r["tile"]) for r in index_records(
+            settings, keys) if known.get(r["id"]) != r.get(RUN_PROPERTY)], progress)
+    else:
+        stale = []
     loaded = 0
-    if api_url:
+    if api_url and stale:  # load_items upserts the collection first
+        loaded = load_items(api_url, _api_collection(collection), iter(stale))
+    elif api_url:
         upsert_collection(api_url, _api_collection(collection))
-        if stale:
-            loaded = load_items(api_url, _api_collection(collection),
-                                (items[r["id"]] for r in stale))
-    target = None
-    if parquet is not None:
-        target = write_parquet(list(items.values()), parquet)
-    return LoadResult(collection["id"], loaded, len(records) - len(stale) if api_url else 0,
+    target = write_parquet(items, parquet) if parquet is not None else None
+    return LoadResult(collection["id"], loaded, len(keys) - len(stale) if api_url else 0,
                       target)
 
 

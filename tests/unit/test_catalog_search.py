@@ -79,7 +79,88 @@ def test_load_with_nothing_published_says_to_run_a_year(monkeypatch):
     from cloudfree import catalog_search
     from cloudfree.settings import Settings
 
-    monkeypatch.setattr(catalog_search, "index_records", lambda settings: [])
+    monkeypatch.setattr(catalog_search, "indexed_items", lambda settings: [])
     with pytest.raises(InputError, match=r"nothing published in s3://data/ yet: run a year "
                                          r"first \(`cloudfree run --year YEAR"):
         catalog_search.load(Settings("work", "data", "control"), None, None)
+
+
+def _published(tmp_path, rows):
+    """A local deployment (``Layout.root``) with ``rows`` published: item, index record,
+    collection, as publish writes them."""
+    from cloudfree import storage
+    from cloudfree.publish import index_record
+    from cloudfree.settings import Settings
+
+    settings = Settings("work", "data", "control", local_root=str(tmp_path))
+    layout = settings.layout
+    for tile, year in rows:
+        item = build_item(tile, year, asset_infos(), {**manifest(), "tile": tile, "year": year},
+                          stats(), software_version="0.1.0",
+                          created=datetime(2024, 5, 6, tzinfo=UTC)).to_dict(
+                              include_self_link=False)
+        item["properties"]["cloudfree:run"] = {"execution": "e1", "version": f"v-{tile}",
+                                               "completed_at": f"{year}-12-31T00:00:00Z"}
+        storage.write_json(layout.item(year, tile), item)
+        storage.write_json(layout.index_part(year, tile),
+                           index_record(item, layout.item(year, tile), settings))
+    storage.write_json(layout.collection(), {"id": "sentinel-2-annual-median", "links": []})
+    return settings
+
+
+def test_load_reads_each_item_once_and_upserts_only_stale_ones(tmp_path, monkeypatch):
+    """The parquet needs every item, so their own ``cloudfree:run`` decides what is stale: the
+    index records are not read (here: corrupt, and never noticed). Without a parquet, the index
+    records pick the stale items and only those are read. The collection is upserted once."""
+    from cloudfree import catalog_search, storage
+    from cloudfree.local import stacapi
+
+    settings = _published(tmp_path, ROWS)
+    layout = settings.layout
+    runs = {f"{t}_{y}": storage.read_json(layout.item(y, t))["properties"]["cloudfree:run"]
+            for t, y in ROWS}
+    reads: list[str] = []
+    real_read = storage.read_json
+    monkeypatch.setattr(storage, "read_json", lambda uri: reads.append(uri) or real_read(uri))
+    calls: list[tuple] = []
+    monkeypatch.setattr(stacapi, "load_items", lambda api, coll, items: calls.append(
+        ("items", sorted(i["id"] for i in items))) or len(calls[-1][1]))
+    monkeypatch.setattr(stacapi, "upsert_collection", lambda api, coll: calls.append(
+        ("collection", coll["id"])))
+    # the API already has 32UNU_2020 at its current run: two items are stale
+    monkeypatch.setattr(catalog_search, "api_runs",
+                        lambda api, cid: {"32UNU_2020": runs["32UNU_2020"]})
+    for t, y in ROWS:
+        storage.write_bytes(layout.index_part(y, t), b"{not json")
+    out = catalog_search.load(settings, "http://api", tmp_path / "all.parquet")
+    assert (out.loaded, out.unchanged, out.total) == (2, 1, 3)
+    assert calls == [("items", ["32UNU_2021", "33UUP_2021"])]
+    assert sorted(reads) == sorted([layout.collection()]
+                                   + [layout.item(y, t) for t, y in ROWS])
+    assert [r["id"] for r in search_parquet(out.parquet)] == sorted(runs)
+
+    for t, y in ROWS:  # the index records again, as publish wrote them
+        storage.write_json(layout.index_part(y, t),
+                           {"id": f"{t}_{y}", "tile": t, "year": y,
+                            "cloudfree:run": runs[f"{t}_{y}"]})
+    reads.clear()
+    calls.clear()
+    out = catalog_search.load(settings, "http://api", None)
+    assert (out.loaded, out.unchanged, out.parquet) == (2, 1, None)
+    assert calls == [("items", ["32UNU_2021", "33UUP_2021"])]
+    items_read = [u for u in reads if u.endswith(".json") and "/index/" not in u
+                  and u != layout.collection()]
+    assert sorted(items_read) == sorted([layout.item(2021, "32UNU"), layout.item(2021, "33UUP")])
+
+    monkeypatch.setattr(catalog_search, "api_runs", lambda api, cid: dict(runs))
+    calls.clear()
+    out = catalog_search.load(settings, "http://api", None)
+    assert (out.loaded, out.unchanged) == (0, 3)
+    assert calls == [("collection", "sentinel-2-annual-median")]
+
+
+def test_viewer_catalog_reads_the_items_of_the_index_listing(tmp_path):
+    from cloudfree.viewer.server import stack_catalog
+
+    settings = _published(tmp_path, ROWS)
+    assert sorted(stack_catalog(settings).items) == sorted(f"{t}_{y}" for t, y in ROWS)

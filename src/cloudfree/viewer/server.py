@@ -91,9 +91,10 @@ class Catalog:
 
 def stack_catalog(settings) -> Catalog:
     """The published items of a deployment (its index listing, then each item)."""
-    from ..catalog_search import index_records, read_item
+    from ..catalog_search import read_items
+    from ..publish import indexed_items
 
-    return Catalog(lambda: [read_item(r, settings) for r in index_records(settings)])
+    return Catalog(lambda: read_items(settings, indexed_items(settings)))
 
 
 def _query(url: str) -> dict[str, str]:
