@@ -422,15 +422,8 @@ def _failed_scenes(err: SourceReadError, scenes: Sequence[dict]) -> dict[str, st
 
 def _window_done(uri: str, stats_uri: str, ids: list[str]) -> bool:
     """The window exists and was computed from exactly the scenes ``ids``."""
-    try:
-        stats = storage.read_json(stats_uri)
-    except FileNotFoundError:
-        return False
-    except Exception as err:  # noqa: BLE001 - only "not written yet" means not done
-        if storage.is_not_found(err):
-            return False
-        raise
-    return stats.get("scenes") == ids and storage.exists(uri)
+    stats = storage.read_json_if_exists(stats_uri)
+    return stats is not None and stats.get("scenes") == ids and storage.exists(uri)
 
 
 def composite_band_windows(manifest: Manifest | dict, band: str,

@@ -210,12 +210,36 @@ def download_file(uri: str, path: str | Path) -> None:
         Path(path).write_bytes(Path(uri).read_bytes())
 
 
-def read_json(uri: str) -> Any:
-    """Parse a JSON object; a corrupt one raises CorruptObjectError naming it."""
+def read_if_exists(uri: str) -> bytes | None:
+    """The object's bytes, or None when it does not exist: one GET instead of a HEAD then a
+    GET, and one answer for both backends (S3 ``NoSuchKey``, a missing local file)."""
     try:
-        return json.loads(read_bytes(uri))
+        return read_bytes(uri)
+    except FileNotFoundError:
+        return None
+    except Exception as err:  # noqa: BLE001 - "not found" is an answer, the rest re-raised
+        if is_not_found(err):
+            return None
+        raise
+
+
+def parse_json(uri: str, data: bytes) -> Any:
+    """``data`` (the bytes of ``uri``) as JSON; CorruptObjectError naming ``uri`` if it is not."""
+    try:
+        return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CorruptObjectError(f"{uri} is not valid JSON: {err}") from err
+
+
+def read_json(uri: str) -> Any:
+    """Parse a JSON object; a corrupt one raises CorruptObjectError naming it."""
+    return parse_json(uri, read_bytes(uri))
+
+
+def read_json_if_exists(uri: str) -> Any:
+    """:func:`read_json`, or None when the object does not exist (:func:`read_if_exists`)."""
+    data = read_if_exists(uri)
+    return None if data is None else parse_json(uri, data)
 
 
 def write_json(uri: str, obj: Any) -> None:

@@ -115,3 +115,47 @@ def test_progress_bar_draws_done_of_total(capsys):
     with progress_bar("quiet", force=False) as advance:
         advance(1, 1)
     assert capsys.readouterr().err == ""
+
+
+def test_fetch_reads_the_item_once_and_says_why_when_it_is_missing(monkeypatch, tmp_path):
+    """One GET gives the item (saved as read, no HEAD first); a missing item (NoSuchKey) is
+    answered with :func:`run.not_published`. botocore's Stubber fails on any other S3 call."""
+    import json
+
+    import boto3
+    from botocore.stub import Stubber
+
+    from cloudfree import storage
+    from cloudfree.pipeline import run
+
+    client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    monkeypatch.setattr(storage, "s3_client", lambda endpoint_url=None: client)
+    got: list[tuple[str, str]] = []
+    monkeypatch.setattr(storage, "download_file", lambda uri, path: got.append((uri, path.name)))
+    deployed = run.Deployed("s", "w", "d", "c", "arn")
+    key = "sentinel-2-annual-median/2021/33UUP/33UUP_2021.json"
+    body = json.dumps({"id": "33UUP_2021", "assets": {
+        "red": {"href": "https://d.s3.us-west-2.amazonaws.com/x/v1/33UUP_2021_red.tif"}}})
+    with Stubber(client) as stub:
+        stub.add_response("get_object", {"Body": _Body(body.encode())},
+                          {"Bucket": "d", "Key": key})
+        files = run.fetch(deployed, 2021, "33uup", tmp_path)
+        stub.add_client_error("get_object", service_error_code="NoSuchKey",
+                              http_status_code=404)
+        monkeypatch.setattr(run, "not_published", lambda d, y, t: f"nothing for {t} {y}")
+        with pytest.raises(InputError, match="nothing for 33UUP 2021"):
+            run.fetch(deployed, 2021, "33UUP", tmp_path / "again")
+    assert [f.name for f in files] == ["33UUP_2021.json", "33UUP_2021_red.tif"]
+    assert files[0].read_text() == body
+    assert got == [("s3://d/x/v1/33UUP_2021_red.tif", "33UUP_2021_red.tif")]
+
+
+class _Body:
+    """A GetObject body for the Stubber (botocore's StreamingBody reads like this)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self, *args) -> bytes:
+        return self.data

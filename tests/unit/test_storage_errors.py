@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from botocore.stub import ANY, Stubber
 
 from cloudfree import retry, storage
-from cloudfree.errors import TransientError
+from cloudfree.errors import CorruptObjectError, TransientError
 
 URI = "s3://bucket/work/2023/33UUP/x.json"
 THROTTLES = [("SlowDown", 503), ("ServiceUnavailable", 503), ("InternalError", 500),
@@ -39,6 +39,8 @@ def _calls(tmp_path):
     return [
         ("get_object", lambda: storage.read_bytes(URI)),
         ("get_object", lambda: storage.read_json(URI)),
+        ("get_object", lambda: storage.read_if_exists(URI)),
+        ("get_object", lambda: storage.read_json_if_exists(URI)),
         ("put_object", lambda: storage.write_bytes(URI, b"x")),
         ("put_object", lambda: storage.write_json(URI, {"a": 1})),
         ("put_object", lambda: storage.put_if(URI, b"x", None)),
@@ -80,6 +82,23 @@ def test_not_found_is_an_answer_not_an_error(stub):
     assert storage.etag(URI) is None
     stub.add_response("head_object", {"ETag": '"abc"'}, {"Bucket": "bucket", "Key": ANY})
     assert storage.etag(URI) == '"abc"'
+    for _ in range(2):
+        stub.add_client_error("get_object", service_error_code="NoSuchKey",
+                              http_status_code=404)
+    assert storage.read_if_exists(URI) is None
+    assert storage.read_json_if_exists(URI) is None
+
+
+def test_read_if_exists_on_local_files(tmp_path):
+    path = str(tmp_path / "a" / "x.json")
+    assert storage.read_if_exists(path) is None
+    assert storage.read_json_if_exists(path) is None
+    storage.write_json(path, {"a": 1})
+    assert storage.read_json_if_exists(path) == {"a": 1}
+    storage.write_bytes(path, b"{broken")
+    assert storage.read_if_exists(path) == b"{broken"
+    with pytest.raises(CorruptObjectError, match="x.json is not valid JSON"):
+        storage.read_json_if_exists(path)
 
 
 def test_conditional_put_reports_a_lost_race_and_retries_a_conflict(stub):

@@ -209,13 +209,15 @@ def fetch(deployed: Deployed, year: int, tile: str, dest: Path,
     ``progress(done, total)`` after each file."""
     from ..grid import parse_tile
 
-    layout = deployed.settings.layout
-    item_uri = layout.item(check_year(year), parse_tile(tile).id)
-    if not storage.exists(item_uri):
-        raise InputError(not_published(deployed, year, parse_tile(tile).id))
-    item = storage.read_json(item_uri)
+    tile = parse_tile(tile).id
+    item_uri = deployed.settings.layout.item(check_year(year), tile)
+    raw = storage.read_if_exists(item_uri)  # one GET: the item is parsed and saved as read
+    if raw is None:
+        raise InputError(not_published(deployed, year, tile))
+    item = storage.parse_json(item_uri, raw)
     files = [Path(dest) / item_uri.rsplit("/", 1)[-1]]
-    storage.download_file(item_uri, files[0])
+    files[0].parent.mkdir(parents=True, exist_ok=True)
+    files[0].write_bytes(raw)
     for i, asset in enumerate(item["assets"].values(), 1):
         uri = asset_uri(asset["href"], deployed.data_bucket)
         files.append(Path(dest) / uri.rsplit("/", 1)[-1])
