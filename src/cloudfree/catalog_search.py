@@ -136,11 +136,6 @@ def load(settings: Settings, api_url: str | None, parquet: str | Path | None,
                       target)
 
 
-def geoparquet_uri(settings: Settings) -> str:
-    """Where the collection's stac-geoparquet lives: beside ``collection.json``."""
-    return settings.layout.geoparquet()
-
-
 def load_with_progress(settings: Settings, api_url: str | None, parquet: str | Path | None,
                        force: bool = False) -> LoadResult:
     """:func:`load` with a progress bar on the terminal (items read)."""

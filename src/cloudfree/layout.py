@@ -152,7 +152,7 @@ class Layout:
 
     def geoparquet(self) -> str:
         """The stac-geoparquet file of the whole collection (``cloudfree catalog load``)."""
-        return f"s3://{self.data_bucket}/{self.data_prefix}/{GEOPARQUET}"
+        return f"{self._bucket(self.data_bucket)}/{self.data_prefix}/{GEOPARQUET}"
 
     def index_prefix(self, year: int | None = None) -> str:
         base = f"{self._bucket(self.data_bucket)}/{self.data_prefix}/{INDEX_PREFIX}"

@@ -195,19 +195,20 @@ def _catalog_rebuild(args: argparse.Namespace) -> int:
     result = rebuild_collection(settings)
     print(f"{result['collection']}: {result['items']} items ({result['status']})")
     if result["items"]:  # the geoparquet is rebuilt with the collection (CLI only: rustac)
-        from ..catalog_search import geoparquet_uri, load_with_progress
+        from ..catalog_search import load_with_progress
 
-        print(f"geoparquet {load_with_progress(settings, None, geoparquet_uri(settings)).parquet}")
+        loaded = load_with_progress(settings, None, settings.layout.geoparquet())
+        print(f"geoparquet {loaded.parquet}")
     return 0
 
 
 def _catalog_load(args: argparse.Namespace) -> int:
-    from ..catalog_search import geoparquet_uri, load_with_progress
+    from ..catalog_search import load_with_progress
     from . import run
 
     settings = run.publishing_settings(args.stack)
     api = None if (args.api or "").lower() == "none" else (args.api or _local_api())
-    result = load_with_progress(settings, api, args.parquet or geoparquet_uri(settings),
+    result = load_with_progress(settings, api, args.parquet or settings.layout.geoparquet(),
                                 force=args.force)
     where = f" into {api}" if api else ""
     print(f"{result.collection}: {result.loaded} item(s) loaded{where}, {result.unchanged} "
