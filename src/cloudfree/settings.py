@@ -20,11 +20,11 @@ def _int_tuple(value: str, name: str) -> tuple[int, ...]:
 
 
 def _outlier_setting(value: str) -> str:
-    from .outliers import SETTING_VALUES, parse_rule
+    """``OUTLIER_REJECTION`` as ``"on"`` / ``"off"`` (any spelling ``outliers.parse_rule``
+    takes; ConfigError on anything else)."""
+    from .outliers import parse_rule
 
-    parse_rule(value)  # ConfigError on anything else
-    value = value.strip().lower()
-    return value if value in SETTING_VALUES else ("on" if parse_rule(value).enabled else "off")
+    return "on" if parse_rule(value).enabled else "off"
 
 
 @dataclass(frozen=True)
