@@ -115,3 +115,14 @@ def test_cli_options(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["synth", "--tiles", "33UUP", "--year", "2023", "--scl-miss", "2"])
     assert "share in 0..1" in capsys.readouterr().err
+
+
+def test_a_faithful_sky_writes_the_true_classes_and_reports_nothing_missed(cloudy_acquisition):
+    """The default sky (the demo's, CI's): the written SCL is the true one, no edge haze."""
+    renderer = _renderer(Sky("cloudy"))
+    r = renderer.render(cloudy_acquisition, WIN)
+    assert np.isin(r.scl, (3, 8, 9)).any()  # clouds or shadows to miss, and none missed
+    np.testing.assert_array_equal(r.scl, r.scl_true)
+    assert not r.haze.any()
+    assert renderer.missed_report(WIN, r) == {"cloud_pixels": 0, "shadow_pixels": 0,
+                                              "haze_pixels": 0, "cells": set()}

@@ -189,12 +189,7 @@ class Renderer:
         return surf
 
     # --- classification -----------------------------------------------------------------------
-    def classify(self, acq: Acquisition, win: Win) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(written SCL uint8, cloud opacity float32, cirrus strength float32) on the 20 m grid."""
-        c = self.classify_full(acq, win)
-        return c.scl, c.opacity, c.cirrus
-
-    def classify_full(self, acq: Acquisition, win: Win) -> Classified:
+    def classify(self, acq: Acquisition, win: Win) -> Classified:
         """The written and the true classes, opacities and edge haze on the 20 m grid."""
         g = win.grid(self.origin, 20)
         surf = self.surface(win, 20)
@@ -244,22 +239,26 @@ class Renderer:
         if self.sky.scl_miss <= 0:
             z = np.zeros(g.shape, bool)
             return z, z
-        cx = np.floor((g.xs - self.origin[0]) / PATCH_CELL_M).astype(np.int64)
-        cy = np.floor((self.origin[1] - g.ys) / PATCH_CELL_M).astype(np.int64)
+        cx, cy = self.patch_cells(g)
         out = []
         for kind in (1, 2):
             u = _cell_uniform(acq.seed, cx[None, :], cy[:, None], kind)
             out.append(u < self.sky.scl_miss)
         return out[0], out[1]
 
+    def patch_cells(self, g: Grid) -> tuple[np.ndarray, np.ndarray]:
+        """(column, row) of the ``PATCH_CELL_M`` cell of each grid column and row, counted from
+        the tile's corner."""
+        cx = np.floor((g.xs - self.origin[0]) / PATCH_CELL_M).astype(np.int64)
+        cy = np.floor((self.origin[1] - g.ys) / PATCH_CELL_M).astype(np.int64)
+        return cx, cy
+
     def missed_report(self, win: Win, r: Rendered) -> dict:
         """What SCL missed in a rendered window: pixel counts and the missed patches' cells
         (``[kind, cell_col, cell_row]``, cells of ``PATCH_CELL_M`` from the tile's corner)."""
-        g = win.grid(self.origin, 20)
         cloud = np.isin(r.scl_true, CLOUD_CLASSES) & ~np.isin(r.scl, CLOUD_CLASSES)
         shadow = (r.scl_true == SHADOW_CLASS) & (r.scl != SHADOW_CLASS)
-        cx = np.floor((g.xs - self.origin[0]) / PATCH_CELL_M).astype(np.int64)
-        cy = np.floor((self.origin[1] - g.ys) / PATCH_CELL_M).astype(np.int64)
+        cx, cy = self.patch_cells(win.grid(self.origin, 20))
         cells = set()
         for kind, m in (("cloud", cloud), ("shadow", shadow)):
             rows, cols = np.nonzero(m)
@@ -289,7 +288,7 @@ class Renderer:
     # --- reflectance ------------------------------------------------------------------------
     def render(self, acq: Acquisition, win: Win) -> Rendered:
         """Every asset's pixels for an acquisition over a window."""
-        cls = self.classify_full(acq, win)
+        cls = self.classify(acq, win)
         s = season(acq.day)
         bands = {}
         refl_vis = {}
