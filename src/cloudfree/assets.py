@@ -55,9 +55,9 @@ def _head(href: str) -> int:
         except FileNotFoundError as err:
             raise _Bad("404") from err
     try:
-        info = storage.head(href)  # None when missing; throttling/5xx -> TransientError
-    except TransientError as err:
-        raise TransientError(f"HEAD {href}: {err}") from err
+        info = storage.head(href)  # None when missing; throttling/5xx: TransientError naming it
+    except TransientError:
+        raise
     except Exception as err:  # noqa: BLE001 - classified below
         code = storage.error_code(err)
         if code in {"403", "AccessDenied", "Forbidden"}:

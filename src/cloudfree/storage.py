@@ -379,12 +379,13 @@ def head(uri: str) -> ObjectInfo | None:
     if not is_s3(uri):
         return _local_head(uri)
     bucket, key = split_s3(uri)
-    try:
-        r = s3_client().head_object(Bucket=bucket, Key=key)
-    except Exception as err:  # noqa: BLE001
-        if is_not_found(err):
-            return None
-        raise _wrap_transient(err) from err
+    with _s3("head", uri):
+        try:
+            r = s3_client().head_object(Bucket=bucket, Key=key)
+        except Exception as err:  # noqa: BLE001 - not found is an answer, the rest re-raised
+            if is_not_found(err):
+                return None
+            raise
     return ObjectInfo(uri, int(r["ContentLength"]), r["LastModified"], r["ETag"])
 
 

@@ -103,7 +103,7 @@ def test_s3_head_classifies_404_403_and_retries_transient(monkeypatch, no_sleep)
     fake = FakeS3([_client_error("SlowDown")])
     monkeypatch.setattr(storage, "s3_client", lambda: fake)
     reason = assets.check_asset("s3://sentinel-cogs/x/B06.tif", "rededge2")
-    assert reason.startswith("unreadable: HEAD s3://sentinel-cogs/x/B06.tif")
+    assert reason.startswith("unreadable: S3 head s3://sentinel-cogs/x/B06.tif: ")
     assert fake.calls == assets.ATTEMPTS and no_sleep == [0.5, 1.0]  # bounded, with backoff
     fake = FakeS3([_client_error("503"), 0])  # transient once, then an empty object
     monkeypatch.setattr(storage, "s3_client", lambda: fake)
