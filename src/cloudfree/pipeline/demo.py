@@ -294,9 +294,10 @@ def announce_viewer(deployed, out: Path) -> None:
     from ..catalog_search import load
     from ..local import stack
 
-    result = load(deployed.settings, stack().endpoints().stac_api_url, out / "items.parquet")
+    api = stack().endpoints().stac_api_url
+    result = load(deployed.settings, api, out / "items.parquet")
     say(f"catalog: {result.total} item(s) in the local STAC API "
-        f"({stack().endpoints().stac_api_url}, collection {result.collection}) and "
+        f"({api}, collection {result.collection}) and "
         f"{result.parquet}")
     say("viewer: `make view`, then open http://127.0.0.1:8765/")
 
