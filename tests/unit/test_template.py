@@ -523,3 +523,27 @@ def test_checkov_passes_with_every_skip_explained():
     assert failed == [] and summary["failed"] == 0, failed
     assert summary["passed"] >= 30 and summary["skipped"] >= 40, summary
     assert res.returncode == 0
+
+
+def test_cost_plan_defaults_are_the_templates(template):
+    """``cloudfree plan`` projects the deployed defaults: its hand-copied concurrency, memory and
+    scene count (cloudfree.costs, its CLI) must follow template.yaml when that changes."""
+    import inspect
+
+    from cloudfree import costs
+
+    p = {name: int(v["Default"]) for name, v in template["Parameters"].items()
+         if name in ("TileConcurrency", "BandConcurrency", "WindowConcurrency", "SceneCount",
+                     "MedianMemoryMB", "AssembleMemoryMB")}
+    assert (costs.TILE_CONCURRENCY, costs.BAND_CONCURRENCY, costs.WINDOW_CONCURRENCY) == (
+        p["TileConcurrency"], p["BandConcurrency"], p["WindowConcurrency"])
+    project = inspect.signature(costs.project).parameters
+    assert project["scenes"].default == p["SceneCount"]
+    assert project["memory_mb"].default == p["MedianMemoryMB"] == p["AssembleMemoryMB"]
+    assert inspect.signature(costs.tile_cost).parameters["memory_mb"].default == \
+        p["MedianMemoryMB"]
+    from cloudfree.cli import build_parser
+
+    args = build_parser().parse_args(["plan", "--year", "2023", "--tiles", "33UUP"])
+    assert (args.scenes, args.memory_mb, args.tile_concurrency) == (
+        p["SceneCount"], p["MedianMemoryMB"], p["TileConcurrency"])
