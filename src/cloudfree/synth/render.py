@@ -32,7 +32,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .scenes import Acquisition
+from .scenes import CLOUDINESS, Acquisition
 from .truth import BAND_KEYS, NOISE_SIGMA_DN, Grid, Landscape, Surface, WaveField, season
 
 RESOLUTIONS = (10, 20, 60)
@@ -55,7 +55,7 @@ PATCH_CELL_M = 1920
 HAZE_WIDTH = 0.3
 CLOUD_CLASSES = (8, 9)
 SHADOW_CLASS = 3
-SKY_CLOUDINESS = ("normal", "cloudy")
+SKY_CLOUDINESS = tuple(CLOUDINESS)  # the weather regimes scenes.draw_weather knows
 #: Edge haze below this opacity counts as clear: it adds < 0.006 reflectance to the blue
 #: (cloud 0.6 - surface ~0.04, x 0.01), below the blue's sensor noise (40 DN).
 CLEAR_HAZE = 0.01
