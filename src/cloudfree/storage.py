@@ -271,18 +271,9 @@ def remove(uri: str) -> None:
 
 
 def list_uris(prefix: str) -> Iterator[str]:
-    """Every object URI under a prefix (s3) or every file under a folder (local)."""
-    if is_s3(prefix):
-        bucket, key = split_s3(prefix)
-        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-        with _s3("list", prefix):
-            for page in pages:
-                for obj in page.get("Contents", []):
-                    yield f"s3://{bucket}/{obj['Key']}"
-    else:
-        root = Path(prefix)
-        if root.is_dir():
-            yield from (str(p) for p in sorted(root.rglob("*")) if p.is_file())
+    """Every object URI under a prefix (s3) or every file under it (local): :func:`list_objects`
+    without the metadata."""
+    return (o.uri for o in list_objects(prefix))
 
 
 @dataclass(frozen=True)
@@ -323,9 +314,9 @@ def _local_head(uri: str) -> ObjectInfo | None:
                       f'"{st.st_size:x}-{st.st_mtime_ns:x}"')
 
 
-def list_objects(prefix: str, delimiter: str | None = None) -> Iterator[ObjectInfo]:
+def list_objects(prefix: str) -> Iterator[ObjectInfo]:
     """Every object under an ``s3://`` prefix with its size, LastModified and ETag (1 call per
-    1,000 keys: ListObjectsV2 pages); under a local prefix, every file (no delimiter)."""
+    1,000 keys: ListObjectsV2 pages); under a local prefix, every file (never a ``.part``)."""
     if not is_s3(prefix):
         for p in _local_files(prefix):
             info = _local_head(str(p))
@@ -334,16 +325,12 @@ def list_objects(prefix: str, delimiter: str | None = None) -> Iterator[ObjectIn
                                  info.etag)
         return
     bucket, key = split_s3(prefix)
-    extra = {"Delimiter": delimiter} if delimiter else {}
-    try:
-        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key,
-                                                                       **extra)
+    pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+    with _s3("list", prefix):
         for page in pages:
             for obj in page.get("Contents", []):
                 yield ObjectInfo(f"s3://{bucket}/{obj['Key']}", int(obj["Size"]),
                                  obj["LastModified"], obj["ETag"])
-    except Exception as err:  # noqa: BLE001 - re-raised, classified
-        raise _wrap_transient(err) from err
 
 
 def list_prefixes(prefix: str) -> list[str]:

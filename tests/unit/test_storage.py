@@ -48,3 +48,16 @@ def test_read_bytes_reads_at_most_max_bytes(tmp_path):
     assert storage.read_bytes(str(path)) == b"x" * 100
     (tmp_path / "empty.json").write_bytes(b"")
     assert storage.read_bytes(str(tmp_path / "empty.json"), max_bytes=10) == b""
+
+
+def test_local_listing_is_a_prefix_match_without_partial_writes(tmp_path):
+    """Local folders list like S3 keys (a prefix, not only a folder) and never show the
+    ``.part`` file of a write in progress; list_uris and list_objects agree."""
+    for name in ("red/a.json", "red/b.json", "red2/c.json", "red/d.json.part"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("{}")
+    folder, prefix = f"{tmp_path}/red/", f"{tmp_path}/red"
+    assert list(storage.list_uris(folder)) == [f"{folder}a.json", f"{folder}b.json"]
+    assert list(storage.list_uris(prefix)) == [f"{folder}a.json", f"{folder}b.json",
+                                               f"{tmp_path}/red2/c.json"]
+    assert [o.uri for o in storage.list_objects(prefix)] == list(storage.list_uris(prefix))

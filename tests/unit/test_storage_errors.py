@@ -49,6 +49,7 @@ def _calls(tmp_path):
         ("head_object", lambda: storage.etag(URI)),
         ("head_object", lambda: storage.head(URI)),
         ("list_objects_v2", lambda: list(storage.list_uris("s3://bucket/work/"))),
+        ("list_objects_v2", lambda: list(storage.list_objects("s3://bucket/work/"))),
         ("put_object", lambda: storage.upload_file(src, URI, "application/json")),
         ("head_object", lambda: storage.download_file(URI, tmp_path / "out.bin")),
     ]
