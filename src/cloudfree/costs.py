@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -251,8 +251,8 @@ def project(year: int, tiles: list[str], *, scenes: int = 16, memory_mb: int = 3
         n = scenes if n_found is None else min(n_found, scenes)
         if n not in cache:
             cache[n] = tile_cost("", n, memory_mb)
-        c = TileCost(**{**asdict(cache[n]), "tile": t, "scenes_found": n_found})
-        out.append(c)
+        # a shallow copy: tiles of one scene count share the (never modified) usd dict
+        out.append(replace(cache[n], tile=t, scenes_found=n_found))
     return Projection(year, out, memory_mb, tile_concurrency)
 
 
