@@ -8,7 +8,8 @@ from cloudfree.layout import Layout
 
 #: A value for each parameter name the Layout's methods take.
 ARGS = {"year": 2023, "tile": "33UUP", "band": "red", "row": 0, "col": 1024, "scene": "S2A_x",
-        "kind": "DONE", "version": "v1", "name": "req.json", "execution": "exec-1"}
+        "kind": "DONE", "version": "v1", "name": "req.json", "execution": "exec-1",
+        "batch": 2}
 
 
 def _uris(layout: Layout) -> dict[str, str]:
