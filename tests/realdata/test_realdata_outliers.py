@@ -21,6 +21,7 @@ each bound is the measured value with a margin, stated in the test.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import rasterio
 from cloudfree import outliers
 from cloudfree.harmonize import apply_offset, decide
 from cloudfree.mask import dilate, valid_mask
+from cloudfree.median import masked_median
 from cloudfree.windows import Window, read_stack
 
 from .test_realdata_mask_harmonize import RKH, UNU
@@ -107,6 +109,7 @@ def _rate(flags: np.ndarray) -> float:
     return float(flags.mean()) if flags.size else float("nan")
 
 
+@functools.lru_cache(maxsize=4)  # per scene (hashed by identity): shared by the tests
 def _surroundings(scene: Scene, reach: int) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel, the DNs of a nearby far-clear pixel (grown outwards from the far-clear ones,
     one 4-neighbour step at a time, at most ``reach`` steps), (3, h, w) float, and where
@@ -224,3 +227,140 @@ def test_haze_test_premise_hot_of_real_clear_surfaces(rkh: Scene, unu: Scene) ->
     assert -45 <= medians[("29RKH", 5)] <= -30
     assert max(medians.values()) - min(medians.values()) < RULE.haze_dn
     assert abs(medians[("29UNU", 5)] - medians[("29UNU", 4)]) < RULE.haze_dn / 2
+
+
+# --- several dates: pseudo-stacks of real pixels through ``reject`` ---------------------------
+@pytest.mark.parametrize("seed", [2, 3])
+def test_steady_real_surfaces_are_kept(rkh: Scene, unu: Scene, seed: int) -> None:
+    """Far-clear real pixels on 8 dates, no cloud: what the rule costs a steady surface.
+
+    Measured (50,000-pixel subsamples, seeds 1-4): 29RKH desert loses 0.1-1.0 % of its
+    observations (the brightest 1 % of pixels 1-4 %), nearly all to the haze test (see the
+    margin test below); pixels losing more than a quarter of their dates 0.002-0.2 %; the blue
+    median moves by -0.5..+1.6 DN on average, -3.9..+7.5 DN on the brightest 1 %. 29UNU
+    (vegetation, soil, water) loses 0.000-0.011 %. Bounds: about twice the worst seed.
+    """
+    for scene, lost_at_most, bright_at_most in ((rkh, 0.02, 0.08), (unu, 0.001, 0.02)):
+        surf = scene.bands()[:, scene.far_clear()].astype(np.float64)
+        surf = surf[:, _every(surf.shape[1], 50_000)]
+        stack = _pseudo_stack(surf, 8, seed)
+        rej = _reject(stack)
+        bright = surf[0] >= np.percentile(surf[0], 99)
+        assert _rate(rej) <= lost_at_most, scene.name
+        assert _rate(rej[:, bright]) <= bright_at_most, scene.name
+        assert _rate(rej.mean(axis=0) > 0.25) <= 0.005, scene.name
+        blue = np.clip(np.rint(stack[0]), 1, 32767).astype(np.uint16)[:, None, :]
+        every = masked_median(blue, np.ones(blue.shape, bool)).median[0].astype(np.int64)
+        kept = masked_median(blue, ~rej[:, None, :]).median[0].astype(np.int64)
+        assert abs(float(np.mean(kept - every))) <= 3, scene.name
+        assert abs(float(np.mean((kept - every)[bright]))) <= 15, scene.name
+
+
+def test_haze_test_margin_on_real_desert(rkh: Scene, unu: Scene) -> None:
+    """How far can blue and red drift apart between two dates before the haze test calls the
+    real desert hazy? Date B = date A with blue x (1 + x) and red x (1 - x) (a relative
+    calibration or aerosol-correction error between the two bands, no noise, no seed).
+
+    Measured on 29RKH far-clear desert: x = 4 %: nothing rejected; 5 %: 0.05 % of the pixels,
+    5 % of the brightest 1 %; 7 %: 29 % (all of the brightest 1 %). HOT's own change is
+    x (blue + red / 2), ~3,400 DN x x on this desert, so 250 DN is reached near 7 % (5 % on
+    its brightest sand). Darker 29UNU surfaces: nothing up to 7 %. So on real desert the
+    haze threshold leaves a 4-5 % margin for band-to-band drift, and what it rejects past it
+    is the hazier date (date A, the clearer, is never rejected); kept as is.
+    """
+    surf = rkh.bands()[:, rkh.far_clear()].astype(np.float64)
+    surf = surf[:, _every(surf.shape[1], 50_000)]
+    bright = surf[0] >= np.percentile(surf[0], 99)
+    for x, lo, hi, bright_lo, bright_hi in ((0.04, 0, 0, 0, 0), (0.05, 0, 0.003, 0.01, 0.12),
+                                            (0.07, 0.2, 0.4, 0.99, 1.0)):
+        stack = np.stack([surf, surf * np.array([1 + x, 1 - x, 1.0])[:, None]], axis=1)
+        rej = _reject(stack)
+        assert not rej[0].any()
+        assert lo <= _rate(rej[1]) <= hi, x
+        assert bright_lo <= _rate(rej[1][bright]) <= bright_hi, x
+    surf = unu.bands()[:, unu.far_clear()].astype(np.float64)
+    stack = np.stack([surf, surf * np.array([1.07, 0.93, 1.0])[:, None]], axis=1)
+    assert not _reject(stack).any()
+
+
+#: Real SCL cloud/shadow pixels put into a stack of their own surroundings (8 dates, seed 5):
+#: (lowest share caught, highest share of "harm") per (scene, class); measured values in the
+#: test's docstring.
+OWN_BOUNDS = {("29RKH", 8): (0.97, 0.03), ("29RKH", 9): (0.98, 0.01),
+              ("29RKH", 10): (0.55, 0.2), ("29UNU", SHADOW): (0.75, 0.1),
+              ("29UNU", 8): (0.97, 0.03), ("29UNU", 9): (0.99, 0.005),
+              ("29UNU", 10): (0.75, 0.15)}
+
+
+def test_real_clouds_in_a_stack_of_their_surroundings(rkh: Scene, unu: Scene) -> None:
+    """Each real SCL cloud (8, 9, 10) or shadow (3) pixel replaces one of 8 dates of its own
+    surroundings (the nearest far-clear pixel, within 30 px): is it rejected, and are the
+    clear dates kept? ``harm``: the cloud kept while a clear date is rejected.
+
+    Measured (up to 8,000 pixels per class), before -> after the shade test's haze guard:
+    29RKH medium cloud (8) caught 85.4 -> 99.2 %, harm 14.5 -> 0.7 %: a missed cloud whose HOT
+    stays under 800 was the brightest-NIR "reference" and every clear date looked like its
+    shadow. High cloud (9) 98.7 -> 99.9 %, harm 1.3 -> 0.1 %. 29UNU cloud (8) 98.8 %, harm
+    0.9 %; (9) 99.96 %, 0.04 %; cirrus (10) 84.3 %, harm 9.4 %; shadow (3) 82.6 %, harm 6.4 %.
+    Known gap: 29RKH "cirrus" (10) caught 65 %, harm 13.7 %: the harmed pixels are 1.55 x
+    brighter than their surroundings in NIR and 1.63 x in blue with the same HOT (+41 DN), a
+    uniform brightening the shade test cannot tell from its surroundings being shaded (the
+    synthetic shadows it was tuned on are uniform dimmings); part of it is surroundings taken
+    up to 6 km away on this 200 m decimated tile.
+    """
+    for scene in (rkh, unu):
+        surr, ok = _surroundings(scene, 30)
+        for (name, cls), (caught_at_least, harm_at_most) in OWN_BOUNDS.items():
+            if name != scene.name:
+                continue
+            sel = (scene.scl == cls) & scene.valid() & ok
+            k = _every(int(sel.sum()), 8000)
+            _, rates = _with_one_date(surr[:, sel][:, k], scene.bands()[:, sel][:, k]
+                                      .astype(np.float64), 8, seed=5)
+            assert rates["caught"] >= caught_at_least, (name, cls, rates)
+            assert rates["harm"] <= harm_at_most, (name, cls, rates)
+
+
+def test_other_scenes_clouds_over_real_surfaces(rkh: Scene, unu: Scene) -> None:
+    """One of 8 dates of far-clear real pixels replaced by real SCL cloud/shadow pixels of the
+    *other* scene, drawn at random (8,000 pixels, seed 6).
+
+    Measured over the 29RKH desert, 29UNU pixels: shadow (3) 99.2 %, clouds (8, 9, 10)
+    99.96 %, 99.99 %, 99.7 % rejected, clear dates lost 1.0 %, harm <= 0.08 %. Over 29UNU
+    vegetation/soil/water, 29RKH pixels: cloud (8) 95.1 % (87.7 % before the shade test's haze
+    guard), harm 4.9 % (12.3 %); (9) 99.8 %, harm 0.2 %; "cirrus" (10) 78 %, harm 22 %: those
+    are bright red desert spectra (HOT 121 DN) dropped on vegetation, against which the
+    vegetation looks dimmed in every band, i.e. shaded (a surface swap no real pixel makes; the
+    same-place test above is the realistic one).
+    """
+    cases = ((rkh, unu, {SHADOW: (0.98, 0.005), 8: (0.99, 0.005), 9: (0.99, 0.005),
+                         10: (0.98, 0.005)}),
+             (unu, rkh, {8: (0.92, 0.08), 9: (0.99, 0.01), 10: (0.7, 0.3)}))
+    for scene, donor, bounds in cases:
+        surf = scene.bands()[:, scene.far_clear()].astype(np.float64)
+        surf = surf[:, _every(surf.shape[1], 8000)]
+        for cls, (caught_at_least, harm_at_most) in bounds.items():
+            pool = donor.bands()[:, (donor.scl == cls) & donor.valid()].astype(np.float64)
+            pick = np.random.default_rng(6).integers(0, pool.shape[1], surf.shape[1])
+            _, rates = _with_one_date(surf, pool[:, pick], 8, seed=6)
+            assert rates["caught"] >= caught_at_least, (scene.name, cls, rates)
+            assert rates["harm"] <= harm_at_most, (scene.name, cls, rates)
+            assert rates["clear_lost"] <= 0.02 or scene is unu, (scene.name, cls, rates)
+
+
+def test_vectorised_rule_equals_reference_on_real_stacks(rkh: Scene, unu: Scene) -> None:
+    """``reject`` and the per-pixel ``reference_reject`` agree bit for bit on real stacks
+    (real clouds in their surroundings, 6 dates, shuffled time order)."""
+    for scene, cls in ((rkh, 8), (rkh, 10), (unu, 10), (unu, SHADOW)):
+        surr, ok = _surroundings(scene, 30)
+        sel = (scene.scl == cls) & scene.valid() & ok
+        k = _every(int(sel.sum()), 150)
+        stack = _pseudo_stack(surr[:, sel][:, k], 6, seed=7)
+        stack[:, 2] = scene.bands()[:, sel][:, k]
+        dn = np.clip(np.rint(stack), 1, 32767).astype(np.uint16)[:, :, None, :]
+        use = np.ones(dn.shape[1:], bool)
+        order = [3, 0, 5, 1, 4, 2]
+        got = outliers.reject(dn[0], dn[1], dn[2], use, order=order)
+        np.testing.assert_array_equal(
+            got, outliers.reference_reject(dn[0], dn[1], dn[2], use, order=order))
+        assert got.any()
