@@ -37,9 +37,9 @@ Thresholds' physical basis: ``cloud_floor_dn`` / ``shadow_floor_dn`` = 150 DN = 
 reflectance, above the L2A surface-reflectance uncertainty in the blue (about 0.005 + 5 %) and
 sensor noise over dark water (~40 DN; real 29UNU water: at most 22 DN at 20 m, see
 tests/realdata/test_realdata_outliers.py), so dark-water noise, with its tiny MAD, does not
-trigger a test; a shadow loses far more than a quarter of the NIR (the diffuse share of NIR irradiance
-is small). Pixels keep at least one used observation; fewer than ``min_obs`` used observations
-skip the temporal test (no robust centre).
+trigger a test; a shadow loses far more than a quarter of the NIR (the diffuse share of NIR
+irradiance is small). Pixels keep at least one used observation; fewer than ``min_obs`` used
+observations skip the temporal test (no robust centre).
 
 **One decision for every band.** The tests run on the 20 m grid (the SCL grid), from the
 reference bands blue and red (10 m; each 20 m pixel the exact integer mean of its 2 x 2) and
