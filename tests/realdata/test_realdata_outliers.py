@@ -115,13 +115,15 @@ def _surroundings(scene: Scene, reach: int) -> tuple[np.ndarray, np.ndarray]:
     one 4-neighbour step at a time, at most ``reach`` steps), (3, h, w) float, and where
     there is one."""
     have = scene.far_clear()
-    vals = np.where(have, scene.bands(), 0).astype(np.float64)
+    vals = np.where(have, scene.bands(), 0).astype(np.uint16)
     for _ in range(reach):
+        if have.all():
+            break
         for axis, shift in ((0, 1), (0, -1), (1, 1), (1, -1)):
             new = ~have & np.roll(have, shift, axis=axis)
-            vals[:, new] = np.roll(vals, shift, axis=axis + 1)[:, new]
+            np.copyto(vals, np.roll(vals, shift, axis=axis + 1), where=new[None])
             have |= new
-    return vals, have
+    return vals.astype(np.float64), have
 
 
 def _pseudo_stack(surface: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -304,43 +306,47 @@ def test_haze_test_margin_on_real_desert(rkh: Scene, unu: Scene) -> None:
     assert not _reject(stack).any()
 
 
-#: Real SCL cloud/shadow pixels put into a stack of their own surroundings (8 dates, seed 5):
-#: (lowest share caught, highest share of "harm") per (scene, class); measured values in the
-#: test's docstring.
-OWN_BOUNDS = {("29RKH", 8): (0.97, 0.03), ("29RKH", 9): (0.98, 0.01),
-              ("29RKH", 10): (0.55, 0.2), ("29UNU", SHADOW): (0.75, 0.1),
-              ("29UNU", 8): (0.97, 0.03), ("29UNU", 9): (0.99, 0.005),
-              ("29UNU", 10): (0.75, 0.15)}
+#: Real SCL cloud/shadow pixels put into a stack of their own surroundings (seed 5):
+#: (lowest share caught, highest share of "harm") per (scene, class), for 8 and 3 dates;
+#: measured values in the test's docstring.
+OWN_BOUNDS = {("29RKH", 8): (0.98, 0.01), ("29RKH", 9): (0.99, 0.005),
+              ("29RKH", 10): (0.65, 0.06), ("29UNU", SHADOW): (0.75, 0.04),
+              ("29UNU", 8): (0.98, 0.005), ("29UNU", 9): (0.99, 0.005),
+              ("29UNU", 10): (0.85, 0.04)}
+OWN_BOUNDS_3 = {**OWN_BOUNDS, ("29RKH", 10): (0.5, 0.04), ("29UNU", SHADOW): (0.7, 0.04),
+                ("29UNU", 10): (0.8, 0.04)}
 
 
-def test_real_clouds_in_a_stack_of_their_surroundings(rkh: Scene, unu: Scene) -> None:
-    """Each real SCL cloud (8, 9, 10) or shadow (3) pixel replaces one of 8 dates of its own
-    surroundings (the nearest far-clear pixel, within 30 px): is it rejected, and are the
-    clear dates kept? ``harm``: the cloud kept while a clear date is rejected.
+@pytest.mark.parametrize("n", [8, 3])
+def test_real_clouds_in_a_stack_of_their_surroundings(rkh: Scene, unu: Scene, n: int) -> None:
+    """Each real SCL cloud (8, 9, 10) or shadow (3) pixel replaces one of ``n`` dates of its
+    own surroundings (the nearest far-clear pixel, within 30 px): is it rejected, and are the
+    clear dates kept? ``harm``: the cloud kept while a clear date is rejected (worse than no
+    rejection at all).
 
-    Measured (up to 8,000 pixels per class), before -> after the shade test's haze guard:
-    29RKH medium cloud (8) caught 85.4 -> 99.2 %, harm 14.5 -> 0.7 %: a missed cloud whose HOT
-    stays under 800 was the brightest-NIR "reference" and every clear date looked like its
-    shadow. High cloud (9) 98.7 -> 99.9 %, harm 1.3 -> 0.1 %. 29UNU cloud (8) 98.8 %, harm
-    0.9 %; (9) 99.96 %, 0.04 %; cirrus (10) 84.3 %, harm 9.4 %; shadow (3) 82.6 %, harm 6.4 %
-    (83.2 % and 5.8 % before the guard: 41 of 6,812 shadows, all with "clear" surroundings
-    that are themselves hazy, HOT 578 DN against 67-170 for clear surfaces, so the guard
-    rightly refuses them as the reference).
-    Known gap: 29RKH "cirrus" (10) caught 65 %, harm 13.7 %: the harmed pixels are 1.55 x
-    brighter than their surroundings in NIR and 1.63 x in blue with the same HOT (+41 DN), a
-    uniform brightening the shade test cannot tell from its surroundings being shaded (the
-    synthetic shadows it was tuned on are uniform dimmings); part of it is surroundings taken
-    up to 6 km away on this 200 m decimated tile.
+    Measured, 8 dates (up to 8,000 pixels per class), rule of main -> this rule (the shade
+    test's two guards, ``outliers._shaded``): 29RKH medium cloud (8) caught 85.4 -> 99.8 %,
+    harm 14.5 -> 0.0 % (a missed cloud whose HOT stays under 800 DN was the brightest-NIR
+    reference of the shade test, and every clear date looked like its shadow); high cloud (9)
+    98.7 -> 100 %, harm 1.3 -> 0.0 %; "cirrus" (10) 58.2 -> 74.1 %, harm 20.6 -> 3.5 %.
+    29UNU cloud (8) 98.7 -> 99.5 %, harm 1.0 -> 0.05 %; (9) 99.95 -> 100 %; cirrus (10)
+    83.5 -> 90.1 %, harm 10.2 -> 1.9 %; shadow (3) 83.2 -> 81.8 %, harm 5.8 -> 2.1 %.
+    3 dates: 29RKH (8) 99.8 %, (10) 59.7 % harm 1.2 %; 29UNU (3) 76.9 % harm 2.1 %, (10)
+    85.1 % harm 1.7 %. What stays: 29RKH "cirrus" over the desert is often a uniform
+    brightening (x 1.55 NIR, x 1.63 blue, HOT +41 DN) that no spectral test tells from a
+    brighter surface; shadows whose stand-in surroundings are water (NIR ~140 DN beside a
+    shadow over land, 9 x brighter) are a mismatch of this test's stand-in, not of the rule.
     """
+    bounds = OWN_BOUNDS if n == 8 else OWN_BOUNDS_3
     for scene in (rkh, unu):
         surr, ok = _surroundings(scene, 30)
-        for (name, cls), (caught_at_least, harm_at_most) in OWN_BOUNDS.items():
+        for (name, cls), (caught_at_least, harm_at_most) in bounds.items():
             if name != scene.name:
                 continue
             sel = (scene.scl == cls) & scene.valid() & ok
             k = _every(int(sel.sum()), 8000)
             _, rates = _with_one_date(surr[:, sel][:, k], scene.bands()[:, sel][:, k]
-                                      .astype(np.float64), 8, seed=5)
+                                      .astype(np.float64), n, seed=5)
             assert rates["caught"] >= caught_at_least, (name, cls, rates)
             assert rates["harm"] <= harm_at_most, (name, cls, rates)
 
@@ -349,17 +355,17 @@ def test_other_scenes_clouds_over_real_surfaces(rkh: Scene, unu: Scene) -> None:
     """One of 8 dates of far-clear real pixels replaced by real SCL cloud/shadow pixels of the
     *other* scene, drawn at random (8,000 pixels, seed 6).
 
-    Measured over the 29RKH desert, 29UNU pixels: shadow (3) 99.2 %, clouds (8, 9, 10)
-    99.96 %, 99.99 %, 99.7 % rejected, clear dates lost 1.0 %, harm <= 0.08 %. Over 29UNU
-    vegetation/soil/water, 29RKH pixels: cloud (8) 95.1 % (87.7 % before the shade test's haze
-    guard), harm 4.9 % (12.3 %); (9) 99.8 %, harm 0.2 %; "cirrus" (10) 78 %, harm 22 %: those
-    are bright red desert spectra (HOT 121 DN) dropped on vegetation, against which the
-    vegetation looks dimmed in every band, i.e. shaded (a surface swap no real pixel makes; the
-    same-place test above is the realistic one).
+    Measured over the 29RKH desert, 29UNU pixels: shadow (3) 99.1 %, clouds (8, 9, 10)
+    99.96 %, 99.99 %, 99.7 % rejected, clear dates lost 1.0 %, harm <= 0.08 % (same with the
+    rule of main). Over 29UNU vegetation/soil/water, 29RKH pixels, rule of main -> this rule:
+    cloud (8) 87.7 -> 100 %, harm 12.3 -> 0.0 %; (9) 99.3 -> 100 %, harm 0.7 -> 0.0 %;
+    "cirrus" (10, bright red desert spectra, HOT 121 DN) 74.9 -> 98.8 %, harm 25.2 -> 1.2 %:
+    against a desert-bright date every vegetation date looked dimmed in every band, i.e.
+    shaded, until the shade test also asked for a date darker than the pixel's NIR median.
     """
     cases = ((rkh, unu, {SHADOW: (0.98, 0.005), 8: (0.99, 0.005), 9: (0.99, 0.005),
                          10: (0.98, 0.005)}),
-             (unu, rkh, {8: (0.92, 0.08), 9: (0.99, 0.01), 10: (0.7, 0.3)}))
+             (unu, rkh, {8: (0.98, 0.005), 9: (0.99, 0.005), 10: (0.95, 0.03)}))
     for scene, donor, bounds in cases:
         surf = scene.bands()[:, scene.far_clear()].astype(np.float64)
         surf = surf[:, _every(surf.shape[1], 8000)]
@@ -369,7 +375,7 @@ def test_other_scenes_clouds_over_real_surfaces(rkh: Scene, unu: Scene) -> None:
             _, rates = _with_one_date(surf, pool[:, pick], 8, seed=6)
             assert rates["caught"] >= caught_at_least, (scene.name, cls, rates)
             assert rates["harm"] <= harm_at_most, (scene.name, cls, rates)
-            assert rates["clear_lost"] <= 0.02 or scene is unu, (scene.name, cls, rates)
+            assert rates["clear_lost"] <= 0.03, (scene.name, cls, rates)
 
 
 def test_vectorised_rule_equals_reference_on_real_stacks(rkh: Scene, unu: Scene) -> None:
