@@ -175,7 +175,7 @@ def test_hot_test_single_date_on_real_clear_pixels(rkh: Scene, unu: Scene) -> No
     of the 800 DN threshold (real Saharan sand is redder than the synthetic "sand", whose HOT
     is 400 DN). On 29UNU, clear pixels more than ``EDGE`` px (180 m) from SCL cloud or shadow:
     vegetation 0 of 157,944, bare soil 8 of 3,743 (0.2 %), water 9 of 8,533 (0.1 %). Within
-    ``EDGE`` px of a cloud the rate is ten times higher or more: the cloud-like "clear" pixels
+    ``EDGE`` px of a cloud the rate is 37 times higher (60 of 16,025): the cloud-like "clear" pixels
     are missed cloud edges (over the whole tile 85 % of the cloud-like bare soil pixels lie
     within 3 px of SCL cloud or shadow), which is what the test is for. Bounds: the measured
     value with a margin of a few pixels.
@@ -194,7 +194,7 @@ def test_hot_test_single_date_on_real_clear_pixels(rkh: Scene, unu: Scene) -> No
         assert int(f.sum()) == n_far, cls
         assert _rate(cloud_like[f]) <= at_most, cls
     all_far = _rate(cloud_like[far & np.isin(unu.scl, (4, 5, 6))])
-    assert _rate(cloud_like[near & np.isin(unu.scl, (4, 5, 6))]) > 10 * all_far
+    assert _rate(cloud_like[near & np.isin(unu.scl, (4, 5, 6))]) > 20 * all_far
 
 
 def test_hot_test_single_date_on_real_scl_clouds(rkh: Scene, unu: Scene) -> None:
