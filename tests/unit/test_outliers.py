@@ -106,6 +106,18 @@ def test_missed_shadow_with_two_observations_is_rejected(kernel):
     assert rejected_of([shadowed(VEG), VEG, cloudy(VEG)], kernel) == [0, 2]
 
 
+def test_a_missed_cloud_is_no_shade_reference(kernel):
+    """Real 29RKH desert (blue 1660 / red 3400 / nir 3830, SCL 5 medians) under a missed cloud
+    whose HOT stays under 800 DN (2900 / 4300 / 5200, like the real SCL-8 pixels HOT misses):
+    the cloud is the brightest NIR, and every clear date is darker by more than a quarter in
+    every band. Those dates are not its shadow (they sit at the NIR median, the cloud is the
+    hazier one): the cloud goes, as haze, with 6 dates and with 2 (tests/realdata)."""
+    desert, cloud = (1660, 3400, 3830), (2900, 4300, 5200)
+    assert rejected_of([desert] * 5 + [cloud], kernel) == [5]
+    assert rejected_of([desert, cloud], kernel) == [1]
+    assert rejected_of([cloud, desert, desert, shadowed(desert)], kernel) == [0, 3]
+
+
 def test_darker_nir_from_real_change_is_not_a_shadow(kernel):
     """Harvest (vegetation -> bare soil: NIR -30 %, blue and red up) and a burn (NIR -65 %,
     blue up): darker in the NIR but not dimmed in every band."""
