@@ -243,20 +243,37 @@ def _shaded(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, keep: np.ndarray
     """
     from .median import masked_median
 
-    n64 = nir.astype(np.int64)
-    best = np.argmax(np.where(keep, n64, -1), axis=0)[None]  # (1, h, w) scene index
-    nb = np.take_along_axis(n64, best, axis=0)
+    n32 = nir.astype(np.int32)
+    best = np.argmax(np.where(keep, n32, -1), axis=0)[None]  # (1, h, w) scene index
+    nb = np.take_along_axis(n32, best, axis=0)
     bb = np.take_along_axis(blue, best, axis=0)
     rb = np.take_along_axis(red, best, axis=0)
-    centre = masked_median(nir, keep, kernel=kernel, threads=threads).median.astype(np.int64)
-    robust = np.count_nonzero(keep, axis=0) >= rule.min_obs  # else no robust centre
-    hot = hot2(blue, red).astype(np.int64)
-    hot_ref = hot2(bb, rb).astype(np.int64)
     floor = rule.shadow_floor_dn
-    below_best = nb - n64 > np.maximum(floor, nb // rule.shadow_rel_den)
-    below_centre = ~robust | (centre - n64 > np.maximum(floor, centre // rule.shadow_rel_den))
-    not_hazier = n64 * hot_ref - nb * hot <= 2 * rule.haze_dn * nb  # k hot_ref - hot <= haze
-    return keep & below_best & below_centre & (blue <= bb) & (red <= rb) & not_hazier
+    shade = keep & (nb - n32 > np.maximum(floor, nb // rule.shadow_rel_den)) & (
+        blue <= bb) & (red <= rb)
+    if not shade.any():
+        return shade
+    # the guards, on the few candidates only (shadows, and clear dates beside a bright one)
+    s_i, y_i, x_i = np.nonzero(shade)
+    n_c = n32[s_i, y_i, x_i].astype(np.int64)
+    nb_c = nb[0, y_i, x_i].astype(np.int64)
+    hot_c = hot2(blue[s_i, y_i, x_i], red[s_i, y_i, x_i]).astype(np.int64)
+    hot_ref = hot2(bb[0, y_i, x_i], rb[0, y_i, x_i]).astype(np.int64)
+    ok = n_c * hot_ref - nb_c * hot_c <= 2 * rule.haze_dn * nb_c  # k hot_ref - hot <= haze
+    pix = np.zeros(shade.shape[1:], bool)
+    pix[y_i, x_i] = True
+    ys, xs = np.nonzero(pix & (np.count_nonzero(keep, axis=0) >= rule.min_obs))  # robust
+    if ys.size:
+        centre = np.zeros(shade.shape[1:], np.int64)
+        centre[ys, xs] = masked_median(np.ascontiguousarray(nir[:, ys, xs][:, None]),
+                                       np.ascontiguousarray(keep[:, ys, xs][:, None]),
+                                       kernel=kernel, threads=threads).median[0]
+        robust = np.zeros(shade.shape[1:], bool)
+        robust[ys, xs] = True
+        c_c = centre[y_i, x_i]
+        ok &= ~robust[y_i, x_i] | (c_c - n_c > np.maximum(floor, c_c // rule.shadow_rel_den))
+    shade[s_i[~ok], y_i[~ok], x_i[~ok]] = False
+    return shade
 
 
 def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
