@@ -317,7 +317,17 @@ def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
     hot = hot2(blue, red)
     clear_keep = keep & ~shade
     low = np.where(clear_keep, hot, np.iinfo(np.int32).max).min(axis=0)
-    shade |= keep & (hot - low > 2 * rule.haze_dn) & ~surface
+    hazy = keep & (hot - low > 2 * rule.haze_dn) & ~surface
+    ys, xs = np.nonzero(hazy.any(axis=0))
+    if ys.size:  # a hazy date may have been the shade test's reference, sparing a shadow
+        # (the hazier-reference guard): the shade test once more on the dates left there
+        def cols(a: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(a[:, ys, xs][:, None])
+
+        left = keep & ~shade & ~hazy
+        shade[:, ys, xs] |= _shaded(cols(blue), cols(red), cols(nir), cols(left), rule,
+                                    kernel, threads)[:, 0]
+    shade |= hazy
     # 3. temporal: robust centre and MAD of what is left, cloud (blue) and shadow (NIR)
     testable = np.count_nonzero(used, axis=0) >= rule.min_obs
     keep &= ~shade
@@ -352,6 +362,20 @@ def _reference_runs(idx: list[int], flags: dict[int, bool], bl: dict[int, int],
         if len(run) == len(idx) or (len(run) >= rule.persistent_run and steady):
             protected |= set(run)
     return protected
+
+
+def _reference_shaded(dates: list[int], bl: dict[int, int], rd: dict[int, int],
+                      nr: dict[int, int], rule: OutlierRule,
+                      med: Callable[[list[int]], int]) -> set[int]:
+    """:func:`_shaded` for one pixel (``dates``: its kept scenes), with Python integers."""
+    best = max(dates, key=lambda s: (nr[s], -s))  # lowest index of the max, like argmax
+    cr = med([nr[s] for s in dates])
+    hot = {s: 2 * bl[s] - rd[s] for s in dates}
+    floor, den = rule.shadow_floor_dn, rule.shadow_rel_den
+    return {s for s in dates if nr[best] - nr[s] > max(floor, nr[best] // den)
+            and (len(dates) < rule.min_obs or cr - nr[s] > max(floor, cr // den))
+            and bl[s] <= bl[best] and rd[s] <= rd[best]
+            and nr[s] * hot[best] - nr[best] * hot[s] <= 2 * rule.haze_dn * nr[best]}
 
 
 def reference_reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
@@ -390,17 +414,15 @@ def reference_reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np
                 cand = {s for s in idx if flags[s] and s not in protected
                         and bl[s] - c > rule.cloud_floor_dn}
             rest = [s for s in idx if s not in cand]
-            best = max(rest, key=lambda s: (nr[s], -s))  # lowest index of the max, like argmax
-            cr = med([nr[s] for s in rest])
-            hot = {s: 2 * bl[s] - int(red[s, y, x]) for s in idx}
-            shade = {s for s in rest if nr[best] - nr[s] > max(rule.shadow_floor_dn,
-                                                               nr[best] // rule.shadow_rel_den)
-                     and (len(rest) < rule.min_obs
-                          or cr - nr[s] > max(rule.shadow_floor_dn, cr // rule.shadow_rel_den))
-                     and bl[s] <= bl[best] and int(red[s, y, x]) <= int(red[best, y, x])
-                     and nr[s] * hot[best] - nr[best] * hot[s] <= 2 * rule.haze_dn * nr[best]}
+            rd = {s: int(red[s, y, x]) for s in idx}
+            hot = {s: 2 * bl[s] - rd[s] for s in idx}
+            shade = _reference_shaded(rest, bl, rd, nr, rule, med)
             low = min(hot[s] for s in rest if s not in shade)
-            shade |= {s for s in rest if hot[s] - low > 2 * rule.haze_dn and s not in protected}
+            hazy = {s for s in rest if hot[s] - low > 2 * rule.haze_dn and s not in protected}
+            if hazy:
+                shade |= _reference_shaded([s for s in rest if s not in shade and s not in hazy],
+                                           bl, rd, nr, rule, med)
+            shade |= hazy
             rej = cand | shade
             keep = [s for s in idx if s not in rej]
             for _ in range(rule.passes):
