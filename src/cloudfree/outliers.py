@@ -26,7 +26,8 @@ tested before the median (:func:`reject`), on uint16/int32 integers (exact, dete
 3. **haze** - HOT (``blue - red / 2``) is the distance from the clear-sky line in blue-red space:
    about the same for dark and bright clear surfaces, raised by haze (Zhang, Guindon & Cihlar
    2002). An observation whose HOT exceeds the pixel's lowest clear-like one by more than
-   ``haze_dn`` (0.025 reflectance) is hazy. Tests 2 and 3 work with two observations.
+   ``haze_dn`` (0.025 reflectance) is hazy; without the hazy ones, the shade test runs again (a
+   hazy date may have been its reference). Tests 2 and 3 work with two observations.
 4. **temporal** - on what is left, the exact median and the median absolute deviation (MAD) of
    blue and NIR (``median.masked_median``; ``kernel`` picks the compiled or numpy kernel): blue
    above the centre by more than 4.45 MAD (3 robust sigmas, ``k_num / k_den``) and

@@ -118,6 +118,18 @@ def test_a_missed_cloud_is_no_shade_reference(kernel):
     assert rejected_of([cloud, desert, desert, shadowed(desert)], kernel) == [0, 3]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_shadow_beside_a_hazy_brightest_date_is_rejected(kernel, seed):
+    """A hazy date (HOT 795 DN, just under Fmask's 800) is the brightest NIR; the shade test
+    refuses it as a reference (it is the hazier one), which spared the shadow beside it
+    (seeds 0 and 2 before; the synthetic cloudy-30 %-missed year lost 0.002 % of its 20 m
+    pixels to it). The haze test removes the hazy date, then the shade test runs again on
+    the dates left and finds the shadow."""
+    hazy = (1345, 1100, 4300)
+    assert rejected_of([VEG, hazy, shadowed(VEG, 0.6)], kernel, seed=seed) == [1, 2]
+    assert rejected_of([hazy, VEG, shadowed(VEG, 0.6)], kernel, seed=seed) == [0, 2]
+
+
 def test_darker_nir_from_real_change_is_not_a_shadow(kernel):
     """Harvest (vegetation -> bare soil: NIR -30 %, blue and red up) and a burn (NIR -65 %,
     blue up): darker in the NIR but not dimmed in every band."""
