@@ -576,14 +576,7 @@ def _shared(uri: str, shape: tuple[int, int, int], compute: Callable[[], np.ndar
     both compute one square: the rule is deterministic, so they write the same bytes."""
     from . import storage
 
-    try:
-        data = storage.read_bytes(uri)
-    except FileNotFoundError:
-        data = None
-    except Exception as err:  # noqa: BLE001 - "not there yet" is an answer, the rest re-raised
-        if not storage.is_not_found(err):
-            raise
-        data = None
+    data = storage.read_if_exists(uri)
     if data is not None:
         got = unpack_decision(data, shape)
         if got is not None:
