@@ -239,7 +239,8 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
                      threads: int = DEFAULT_THREADS,
                      states: np.ndarray | None = None,
                      outliers: Any = None,
-                     outlier_cache: str | None = None) -> WindowResult:
+                     outlier_cache: str | None = None,
+                     rejection: np.ndarray | None = None) -> WindowResult:
     """Composite one window of one band from every scene of the manifest (module docstring).
 
     ``outliers``: ``outliers.OutlierRule``, ``"on"`` / ``"off"``, or None for the default
@@ -255,6 +256,11 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
     ``states``: the scenes' states of this window on the band's grid, already built with
     :func:`build_states` for another band of the same resolution (one SCL read per window and
     resolution; modified in place, pass a copy to reuse it again).
+
+    ``rejection``: the outlier decision on this window, (S, h, w) bool, already made for
+    several bands at once (``outliers.band_window_rejection`` on a 20 m footprint covering
+    them, carried with ``outliers.to_band_grid``: the same bits, the test is per pixel); used
+    instead of making it here (``outliers`` is then ignored).
     """
     band = get_band(band_key)
     window = Window.from_dict(window)
@@ -277,14 +283,18 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
     if band.count > 1:
         stack = read_stack(hrefs, window, threads=threads,
                            band_index=list(range(1, band.count + 1)))
-        no_data = ~stack.any(axis=1)
     else:
         stack = read_stack(hrefs, window, threads=threads)
-        no_data = stack == 0
         offsets = _offsets(scenes)
-    states[no_data & (states > mask.MASKED)] = mask.MASKED
+    # a band DN of 0 (all channels 0 for visual) demotes a usable pixel to masked; scene by
+    # scene, so the temporaries are one scene's, not the stack's
+    masked = np.zeros(len(scenes), np.int64)
+    for s in range(len(scenes)):
+        no_data = ~stack[s].any(axis=0) if band.count > 1 else stack[s] == 0
+        st = states[s]
+        st[no_data & (st > mask.MASKED)] = mask.MASKED
+        masked[s] = np.count_nonzero((st == mask.MASKED) | (st == mask.SNOW))
     del no_data
-    masked = np.count_nonzero((states == mask.MASKED) | (states == mask.SNOW), axis=(1, 2))
     if np.any(offsets):
         from .harmonize import apply_offset
 
@@ -292,9 +302,12 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
     sources = fuse_observations(stack, states, observation_groups(scenes))
     use, snow = snow_fallback(states)
     del states
+    if rejection is not None and rejection.shape != (len(scenes), *window.shape):
+        raise InputError(f"outlier decision of shape {rejection.shape} for {len(scenes)} "
+                         f"scenes and window {window.shape}")
     removed = _reject_outliers(scenes, band, window, use, sources, outliers,
                                mask_classes=mask_classes, dilate_nodata=dilate_nodata,
-                               threads=threads, cache=outlier_cache)
+                               threads=threads, cache=outlier_cache, rejection=rejection)
     if band.count > 1:
         median, res = _visual_median(stack, use)
     else:
@@ -309,17 +322,30 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
 
 
 def _reject_outliers(scenes: Sequence[dict], band: Band, window: Window, use: np.ndarray,
-                     sources: dict[int, np.ndarray], rule: Any, **options: Any) -> np.ndarray:
-    """Drop outlier observations from ``use`` in place; per-scene counts of those dropped."""
+                     sources: dict[int, np.ndarray], rule: Any, *,
+                     rejection: np.ndarray | None = None, **options: Any) -> np.ndarray:
+    """Drop outlier observations from ``use`` in place; per-scene counts of those dropped.
+    ``rejection``: the decision already made (not modified), else made here."""
     from .outliers import band_window_rejection
 
-    rejected = band_window_rejection(scenes, band, window, rule=rule, **options)
-    if rejected is None:
-        return np.zeros(len(scenes), np.int64)
-    rejected &= use.astype(bool)
-    use[rejected] = 0
-    counts = np.count_nonzero(rejected, axis=(1, 2)).astype(np.int64)
-    return _contributions(counts, rejected.view(np.uint8), sources)
+    if rejection is None:
+        rejection = band_window_rejection(scenes, band, window, rule=rule, **options)
+        if rejection is None:
+            return np.zeros(len(scenes), np.int64)
+    counts = np.zeros(len(scenes), np.int64)
+    kept = {}  # the rejected observations of fused layers, for their granules' counts
+    for s in range(len(scenes)):  # scene by scene: one scene's temporaries
+        rejected = rejection[s] & use[s].view(bool)
+        use[s][rejected] = 0
+        counts[s] = np.count_nonzero(rejected)
+        if s in sources:
+            kept[s] = rejected
+    if not sources:
+        return counts
+    full = np.zeros(use.shape, np.uint8)
+    for s, rejected in kept.items():
+        full[s] = rejected
+    return _contributions(counts, full, sources)
 
 
 def _empty_result(band: Band, window: Window, ids: list[str], scenes: Sequence[dict],

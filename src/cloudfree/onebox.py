@@ -27,12 +27,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import tasks
 from .errors import InputError
 from .settings import DEFAULT_STAC_API, Settings
 from .windows import Window
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Bucket names of the one-machine layout: folders under ``--out``.
 WORK, PUBLIC, CONTROL = "work", "public", "control"
@@ -41,13 +44,14 @@ EXECUTION = "onebox"
 
 
 def local_settings(out: str | Path, *, stac_url: str = DEFAULT_STAC_API, scene_count: int = 16,
-                   median_memory_mb: int = 3008, assemble_memory_mb: int = 3008) -> Settings:
+                   median_memory_mb: int = 3008, assemble_memory_mb: int = 3008,
+                   outliers: str = "on") -> Settings:
     """The deployment's settings with its three buckets as folders under ``out``."""
     root = Path(out).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return Settings(WORK, PUBLIC, CONTROL, stac_api_url=stac_url, scene_count=scene_count,
                     median_memory_mb=median_memory_mb, assemble_memory_mb=assemble_memory_mb,
-                    local_root=str(root))
+                    local_root=str(root), outlier_rejection=outliers)
 
 
 # --- items from a file -------------------------------------------------------------------------
@@ -186,9 +190,11 @@ def composite_tile(tile: str, year: int, settings: Settings, options: dict | Non
 
 def composite(tiles: list[str], year: int, out: str | Path, options: dict | None = None, *,
               items: list[dict] | None = None, stac_url: str = DEFAULT_STAC_API,
-              median_memory_mb: int = 3008, progress: bool = True) -> list[TileRun]:
+              median_memory_mb: int = 3008, progress: bool = True,
+              outliers: str = "on") -> list[TileRun]:
     """``cloudfree composite``: every tile in turn, a progress bar over each tile's steps."""
-    settings = local_settings(out, stac_url=stac_url, median_memory_mb=median_memory_mb)
+    settings = local_settings(out, stac_url=stac_url, median_memory_mb=median_memory_mb,
+                              outliers=outliers)
     runs = []
     for tile in tiles:
         with _Steps(f"{tile} {year}", progress) as steps:
@@ -256,16 +262,50 @@ def native_window(tile: str, bbox: tuple[float, float, float, float]) -> Window:
     return Window(r0, c0, r1 - r0, c1 - c0)
 
 
+def decision_footprint(window10: Window, resolutions: Iterable[int]) -> Window:
+    """The 20 m window whose outlier decision covers ``window10`` (10 m grid) at every
+    resolution in ``resolutions``: the bounding box of the bands' decision footprints (a 60 m
+    window's is whole 60 m pixels, so it can reach a little beyond the 10 m one's)."""
+    from .outliers import decision_window
+
+    parts = [decision_window(_res_band(res), window10.scaled(10 / res)) for res in resolutions]
+    r0, c0 = min(w.row_off for w in parts), min(w.col_off for w in parts)
+    r1 = max(w.row_off + w.height for w in parts)
+    c1 = max(w.col_off + w.width for w in parts)
+    return Window(r0, c0, r1 - r0, c1 - c0)
+
+
+def _res_band(res: int):
+    from .bands import REFLECTANCE_BANDS
+
+    return next(b for b in REFLECTANCE_BANDS if b.resolution == res)
+
+
+def _band_rejection(decision20: np.ndarray, w20: Window, band, window: Window) -> np.ndarray:
+    """The part of a decision made on ``w20`` (20 m) that ``band``'s ``window`` needs, on the
+    band's grid (``outliers.to_band_grid``)."""
+    from .outliers import decision_window, to_band_grid
+
+    fb = decision_window(band, window)
+    r, c = fb.row_off - w20.row_off, fb.col_off - w20.col_off
+    return to_band_grid(decision20[:, r:r + fb.height, c:c + fb.width], band, window)
+
+
 def composite_bands(manifest: dict, window10: Window, bands: Iterable[str], out: str | Path, *,
                     progress: Progress | None = None, threads: int = 2,
-                    outliers: str | None = None) -> dict[str, dict]:
+                    outliers: str | None = None,
+                    timings: dict[str, float] | None = None) -> dict[str, dict]:
     """Composite ``bands`` over one window (given on the 10 m grid, scaled to each band's
     native grid) and write ``OUT/{band}.tif`` (median, count; UTM) and its statistics.
     ``outliers``: ``composite_window``'s outlier rejection (None: the default, on).
 
-    The SCL of the window is read and turned into states once per resolution: every band of
-    that resolution gets a copy (``composite_window(states=...)``); the Lambdas read it once
-    per band (one band per invocation).
+    Work shared by the bands is done once: the SCL of the window is read and turned into
+    states once per resolution (every band of that resolution gets a copy,
+    ``composite_window(states=...)``), and the outlier decision is made once on the 20 m
+    footprint of all the bands (``outliers.band_window_rejection``; each band takes its part,
+    ``composite_window(rejection=...)``: the same bits, the test is per pixel). The Lambdas
+    make both per band (one band per invocation) and share the decision through storage.
+    ``timings``: filled with seconds per step (states, outliers, median, write).
     """
     from .bands import get_band
     from .composite import (
@@ -274,37 +314,69 @@ def composite_bands(manifest: dict, window10: Window, bands: Iterable[str], out:
         composite_window,
         write_window_result,
     )
+    from .outliers import DECISION_CHUNK, band_window_rejection, parse_rule
 
     tick = progress or (lambda _what, _n: None)
+    spent = timings if timings is not None else {}
+    for k in ("states", "outliers", "median", "write"):
+        spent.setdefault(k, 0.0)
     scenes = manifest["scenes"]
     classes = manifest.get("mask_classes")
     by_res: dict[int, list[str]] = {}
     for b in bands:
         by_res.setdefault(get_band(b).resolution, []).append(b)
+    rule = parse_rule(outliers)
+    decision20, w20 = None, None
+    if rule.enabled and by_res:
+        t = time.perf_counter()
+        w20 = decision_footprint(window10, by_res)
+        # chunks as even as possible near DECISION_CHUNK (1026 px -> 2 x 513, not 512 + 512 + 2)
+        side = max(w20.height, w20.width)
+        chunk = -(-side // max(1, round(side / DECISION_CHUNK)))
+        decision20 = band_window_rejection(
+            scenes, "nir08", w20, rule=rule, mask_classes=classes,
+            dilate_nodata=DEFAULT_DILATE_NODATA, threads=max(threads, 4),
+            chunk=chunk)
+        spent["outliers"] += time.perf_counter() - t
     stats = {}
     for res, keys in sorted(by_res.items()):
         band0 = get_band(keys[0])
         window = window10.scaled(10 / res)
+        t = time.perf_counter()
         states = build_states([s["assets"]["scl"] for s in scenes], band0, window, classes,
                               DEFAULT_DILATE_NODATA, threads=max(threads, 4))
+        rejection = None if decision20 is None else _band_rejection(decision20, w20, band0,
+                                                                    window)
+        spent["states"] += time.perf_counter() - t
         for key in keys:
+            t = time.perf_counter()
             result = composite_window(manifest, key, window, mask_classes=classes,
                                       states=states.copy(), threads=max(threads, 4),
-                                      outliers=outliers)
+                                      outliers=rule, rejection=rejection)
+            t2 = time.perf_counter()
             stats[key] = write_window_result(result, str(Path(out) / f"{key}.tif"),
                                              manifest["tile"], key)
+            del result
+            spent["median"] += t2 - t
+            spent["write"] += time.perf_counter() - t2
             tick(key, 1)
+        del states, rejection
     return stats
 
 
 def composite_region(tile: str, year: int, settings: Settings, bbox, bands: list[str],
                      options: dict | None = None, *, items: list[dict] | None = None,
-                     progress: bool = True) -> Path:
+                     progress: bool = True, timings: dict[str, float] | None = None) -> Path:
     """Select as the pipeline does (the manifest under ``settings``' work folder), then
-    :func:`composite_bands` over ``bbox`` (tile CRS) into ``OUT/{tile}_{year}_bands/``."""
+    :func:`composite_bands` over ``bbox`` (tile CRS) into ``OUT/{tile}_{year}_bands/``, with
+    ``settings.outlier_rejection``. ``timings``: seconds per step (select, then
+    :func:`composite_bands`' steps)."""
     from .manifest import Manifest
 
+    spent = timings if timings is not None else {}
+    t = time.perf_counter()
     sel = tasks.select(tile, year, {**(options or {}), "force": True}, settings, items=items)
+    spent["select"] = spent.get("select", 0.0) + time.perf_counter() - t
     if sel["status"] != "ready":
         raise InputError(f"{tile} {year}: {sel['status']}: {sel.get('reason')}")
     manifest = Manifest.read(sel["manifest"]).to_dict()
@@ -312,7 +384,8 @@ def composite_region(tile: str, year: int, settings: Settings, bbox, bands: list
     out.mkdir(parents=True, exist_ok=True)
     with _Steps(f"{sel['tile']} {sel['year']} window", progress, len(bands)) as steps:
         composite_bands(manifest, native_window(sel["tile"], bbox), bands, out,
-                        progress=steps.step)
+                        progress=steps.step, outliers=settings.outlier_rejection,
+                        timings=spent)
     return out
 
 
@@ -342,6 +415,9 @@ def register(sub) -> None:
     p.add_argument("--memory-mb", type=bounded_int(512, 10240), default=3008,
                    help="MedianMemoryMB: sizes the windows as on Lambda (default 3008)")
     p.add_argument("--force", action="store_true", help="recompute finished work")
+    p.add_argument("--outliers", choices=("on", "off"), default="on",
+                   help="outlier rejection before the median (the template's OutlierRejection; "
+                        "default on)")
     p.add_argument("--bbox-native", type=checked(parse_native_bbox), default=None,
                    help="minx,miny,maxx,maxy in the tile's UTM CRS: only this window, bands at "
                         "native resolution as UTM GeoTIFFs in OUT/{tile}_{year}_bands/ "
@@ -376,14 +452,22 @@ def _run(args) -> int:
         from .bands import REFLECTANCE_BANDS
 
         settings = local_settings(args.out, stac_url=args.stac_url,
-                                  median_memory_mb=args.memory_mb)
+                                  median_memory_mb=args.memory_mb, outliers=args.outliers)
         bands = args.bands.split(",") if args.bands else [b.key for b in REFLECTANCE_BANDS]
+        summary = []
         for t in tiles:
-            print(composite_region(t, year, settings, args.bbox_native, bands, options,
-                                   items=items, progress=not args.quiet), file=sys.stderr)
+            spent: dict[str, float] = {}
+            path = composite_region(t, year, settings, args.bbox_native, bands, options,
+                                    items=items, progress=not args.quiet, timings=spent)
+            print(path, file=sys.stderr)
+            summary.append({"tile": t, "out": str(path), "outliers": args.outliers,
+                            "steps": {k: round(v, 3) for k, v in spent.items()}})
+        if args.json:
+            print(json.dumps(summary, indent=1))
         return 0
     runs = composite(tiles, year, args.out, options, items=items, stac_url=args.stac_url,
-                     median_memory_mb=args.memory_mb, progress=not args.quiet)
+                     median_memory_mb=args.memory_mb, progress=not args.quiet,
+                     outliers=args.outliers)
     for r in runs:
         print(f"{r.tile} {r.year}: {r.status} ({r.scenes} scenes, {r.seconds:.1f} s)"
               + (f" -> {r.item}" if r.item else f": {r.reason}" if r.reason else ""),

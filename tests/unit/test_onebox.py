@@ -277,3 +277,59 @@ def test_native_window_on_the_tile_grid():
         onebox.native_window("29RKH", (225545, 2753980, 246020, 2774460))
     with pytest.raises(InputError, match="within"):
         onebox.native_window("29RKH", (100000, 2753980, 246020, 2774460))
+
+
+def test_composite_bands_decides_outliers_once_for_every_band(tmp_path, monkeypatch):
+    """Outlier rejection on, bands at 10, 20 and 60 m over a window whose 60 m pixels reach
+    beyond its 10 m footprint: the reference bands are read for ONE decision (not once per
+    band), and every band equals the Lambda path's ``composite_window`` (which decides inside
+    its own window) - with observations rejected, so the decision matters."""
+    import rasterio
+
+    from cloudfree import composite, outliers
+    from cloudfree.windows import Window
+
+    from .test_composite import write_raster
+
+    rng = np.random.default_rng(1)
+    scenes = []
+    for i in range(5):
+        scl = np.full((60, 60), 4, np.uint8)
+        scl[: 6 * i, 30:] = 9
+        assets = {"scl": write_raster(tmp_path / f"{i}_scl.tif", scl, 20, 32)}
+        for key, res in (("blue", 10), ("red", 10), ("nir08", 20), ("coastal", 60)):
+            size = 1200 // res
+            data = rng.integers(400, 700, (size, size)).astype(np.uint16)
+            if i == 2 and key == "blue":
+                data[30:70, 20:90] = 4000  # a missed cloud: bright and white in one scene
+            assets[key] = write_raster(tmp_path / f"{i}_{key}.tif", data, res, 32)
+        scenes.append({"id": f"s{i}", "datetime": f"2023-06-{i + 1:02d}T10:00:00Z",
+                       "harmonization": {"offset": 0}, "assets": assets})
+    manifest = {"tile": "33UUP", "year": 2023, "scenes": scenes,
+                "mask_classes": [0, 1, 3, 8, 9, 10, 11]}
+    calls = []
+    real = outliers._decide
+
+    def counting(scenes_, w20, *a, **k):
+        calls.append(w20)
+        return real(scenes_, w20, *a, **k)
+
+    monkeypatch.setattr(outliers, "_decide", counting)
+    window = Window(8, 14, 100, 88)  # 60 m: rows 1..18, cols 2..17 -> 20 m 3..54, 6..51
+    assert onebox.decision_footprint(window, (10, 20, 60)) == Window(3, 6, 51, 45)
+    timings: dict[str, float] = {}
+    bands = ["blue", "red", "nir08", "coastal"]
+    onebox.composite_bands(manifest, window, bands, tmp_path / "out", timings=timings)
+    assert calls == [Window(3, 6, 51, 45)]  # one decision (one chunk) for the four bands
+    assert set(timings) == {"states", "outliers", "median", "write"}
+    monkeypatch.setattr(outliers, "_decide", real)
+    rejected = 0
+    for band in bands:
+        res = {"blue": 10, "red": 10, "nir08": 20, "coastal": 60}[band]
+        ref = composite.composite_window(manifest, band, window.scaled(10 / res),
+                                         mask_classes=manifest["mask_classes"])
+        with rasterio.open(tmp_path / "out" / f"{band}.tif") as src:
+            np.testing.assert_array_equal(src.read(1), ref.median)
+            np.testing.assert_array_equal(src.read(2), ref.count)
+        rejected += sum(ref.outliers.values())
+    assert rejected > 0
