@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -291,22 +292,91 @@ def _band_rejection(decision20: np.ndarray, w20: Window, band, window: Window) -
     return to_band_grid(decision20[:, r:r + fb.height, c:c + fb.width], band, window)
 
 
+def grid_cells(window: Window, rows: int, cols: int | None = None) -> list[Window]:
+    """``window`` cut along the tile grid's lines every ``rows`` rows (and ``cols`` columns;
+    None: whole rows), row-major: the pieces of a window that each lie in one row (column) of
+    the sources' blocks when ``rows``/``cols`` is their block size (Earth Search's COGs start
+    at the tile origin), so a source block is decoded by one piece only."""
+    def cuts(start: int, size: int, step: int | None) -> list[tuple[int, int]]:
+        if step is None:
+            return [(start, size)]
+        out, r, end = [], start, start + size
+        while r < end:
+            nxt = min(end, (r // step + 1) * step)
+            out.append((r, nxt - r))
+            r = nxt
+        return out
+
+    if rows < 1 or (cols is not None and cols < 1):
+        raise InputError(f"cell size must be positive, got {rows} x {cols}")
+    return [Window(r, c, h, w) for r, h in cuts(window.row_off, window.height, rows)
+            for c, w in cuts(window.col_off, window.width, cols)]
+
+
+def stitch(parts: list, window: Window):
+    """One ``composite.WindowResult`` of ``window`` from the results of its strips (top to
+    bottom, full width): arrays stacked, per-scene counts summed (the statistics equal those of
+    one ``composite_window`` over the whole window)."""
+    from .composite import WindowResult
+
+    if len(parts) == 1:
+        return parts[0]
+
+    def total(attr: str) -> dict[str, int]:
+        out = dict.fromkeys(getattr(parts[0], attr), 0)
+        for p in parts:
+            for k, v in getattr(p, attr).items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    import numpy as np
+
+    snow = None
+    if any(p.snow is not None for p in parts):
+        snow = np.concatenate([np.zeros(p.count.shape, bool) if p.snow is None else p.snow
+                               for p in parts])
+    return WindowResult(parts[0].band, window, np.concatenate([p.median for p in parts], -2),
+                        np.concatenate([p.count for p in parts]), total("contributions"),
+                        dict(parts[0].offsets), sum(p.observed or 0 for p in parts), snow,
+                        total("outliers"), total("masked"))
+
+
+@contextmanager
+def _timed(spent: dict[str, float], key: str):
+    """Add the wall seconds of the block to ``spent[key]``, its CPU seconds (the process, all
+    threads: less sensitive than wall time to other processes' load) to ``spent[key_cpu]``."""
+    t, c = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        spent[key] = spent.get(key, 0.0) + time.perf_counter() - t
+        spent[f"{key}_cpu"] = spent.get(f"{key}_cpu", 0.0) + time.process_time() - c
+
+
 def composite_bands(manifest: dict, window10: Window, bands: Iterable[str], out: str | Path, *,
                     progress: Progress | None = None, threads: int = 2,
-                    outliers: str | None = None,
+                    outliers: str | None = None, strip_rows: int | None = None,
                     timings: dict[str, float] | None = None) -> dict[str, dict]:
     """Composite ``bands`` over one window (given on the 10 m grid, scaled to each band's
     native grid) and write ``OUT/{band}.tif`` (median, count; UTM) and its statistics.
     ``outliers``: ``composite_window``'s outlier rejection (None: the default, on).
 
-    Work shared by the bands is done once: the SCL of the window is read and turned into
-    states once per resolution (every band of that resolution gets a copy,
-    ``composite_window(states=...)``), and the outlier decision is made once on the 20 m
-    footprint of all the bands (``outliers.band_window_rejection``; each band takes its part,
-    ``composite_window(rejection=...)``: the same bits, the test is per pixel). The Lambdas
-    make both per band (one band per invocation) and share the decision through storage.
-    ``timings``: filled with seconds per step (states, outliers, median, write).
+    Work shared by the bands is done once: the outlier decision is made once on the 20 m
+    footprint of all the bands (``outliers.band_window_rejection``, in squares of the tile's
+    512 px SCL blocks; each band takes its part, ``composite_window(rejection=...)``: the same
+    bits, the test is per pixel), and the SCL is read and turned into states once per strip
+    and resolution (every band of that resolution gets a copy, ``composite_window(states=)``).
+    The Lambdas make both per band (one band per invocation) and share the decision through
+    storage.
+
+    Memory: each resolution is composited in strips of ``strip_rows`` band rows (default the
+    bands' 1024 px source block) cut along the tile's block rows, so a source block is decoded
+    once and one strip's stacks are held at a time; the strips' results are stitched
+    (:func:`stitch`) and written once, identical to one ``composite_window`` over the window.
+    ``timings``: filled with wall and CPU seconds per step (outliers, states, median, write).
     """
+    import numpy as np
+
     from .bands import get_band
     from .composite import (
         DEFAULT_DILATE_NODATA,
@@ -318,49 +388,47 @@ def composite_bands(manifest: dict, window10: Window, bands: Iterable[str], out:
 
     tick = progress or (lambda _what, _n: None)
     spent = timings if timings is not None else {}
-    for k in ("states", "outliers", "median", "write"):
-        spent.setdefault(k, 0.0)
     scenes = manifest["scenes"]
     classes = manifest.get("mask_classes")
+    workers = max(threads, 4)
     by_res: dict[int, list[str]] = {}
     for b in bands:
         by_res.setdefault(get_band(b).resolution, []).append(b)
     rule = parse_rule(outliers)
     decision20, w20 = None, None
     if rule.enabled and by_res:
-        t = time.perf_counter()
         w20 = decision_footprint(window10, by_res)
-        # chunks as even as possible near DECISION_CHUNK (1026 px -> 2 x 513, not 512 + 512 + 2)
-        side = max(w20.height, w20.width)
-        chunk = -(-side // max(1, round(side / DECISION_CHUNK)))
-        decision20 = band_window_rejection(
-            scenes, "nir08", w20, rule=rule, mask_classes=classes,
-            dilate_nodata=DEFAULT_DILATE_NODATA, threads=max(threads, 4),
-            chunk=chunk)
-        spent["outliers"] += time.perf_counter() - t
+        with _timed(spent, "outliers"):
+            decision20 = np.zeros((len(scenes), w20.height, w20.width), bool)
+            for sq in grid_cells(w20, DECISION_CHUNK, DECISION_CHUNK):
+                decision20[:, sq.row_off - w20.row_off:sq.row_off - w20.row_off + sq.height,
+                           sq.col_off - w20.col_off:sq.col_off - w20.col_off + sq.width] = \
+                    band_window_rejection(scenes, "nir08", sq, rule=rule, mask_classes=classes,
+                                          dilate_nodata=DEFAULT_DILATE_NODATA, threads=workers)
     stats = {}
     for res, keys in sorted(by_res.items()):
         band0 = get_band(keys[0])
         window = window10.scaled(10 / res)
-        t = time.perf_counter()
-        states = build_states([s["assets"]["scl"] for s in scenes], band0, window, classes,
-                              DEFAULT_DILATE_NODATA, threads=max(threads, 4))
-        rejection = None if decision20 is None else _band_rejection(decision20, w20, band0,
-                                                                    window)
-        spent["states"] += time.perf_counter() - t
+        parts: dict[str, list] = {k: [] for k in keys}
+        for strip in grid_cells(window, strip_rows or band0.block):
+            with _timed(spent, "states"):
+                states = build_states([s["assets"]["scl"] for s in scenes], band0, strip,
+                                      classes, DEFAULT_DILATE_NODATA, threads=workers)
+                rejection = None if decision20 is None else _band_rejection(
+                    decision20, w20, band0, strip)
+            for i, key in enumerate(keys):
+                with _timed(spent, "median"):
+                    parts[key].append(composite_window(
+                        manifest, key, strip, mask_classes=classes, threads=workers,
+                        states=states if i == len(keys) - 1 else states.copy(),
+                        outliers=rule, rejection=rejection))
+            del states, rejection
         for key in keys:
-            t = time.perf_counter()
-            result = composite_window(manifest, key, window, mask_classes=classes,
-                                      states=states.copy(), threads=max(threads, 4),
-                                      outliers=rule, rejection=rejection)
-            t2 = time.perf_counter()
-            stats[key] = write_window_result(result, str(Path(out) / f"{key}.tif"),
-                                             manifest["tile"], key)
-            del result
-            spent["median"] += t2 - t
-            spent["write"] += time.perf_counter() - t2
+            with _timed(spent, "write"):
+                stats[key] = write_window_result(stitch(parts.pop(key), window),
+                                                 str(Path(out) / f"{key}.tif"),
+                                                 manifest["tile"], key)
             tick(key, 1)
-        del states, rejection
     return stats
 
 
@@ -374,9 +442,9 @@ def composite_region(tile: str, year: int, settings: Settings, bbox, bands: list
     from .manifest import Manifest
 
     spent = timings if timings is not None else {}
-    t = time.perf_counter()
-    sel = tasks.select(tile, year, {**(options or {}), "force": True}, settings, items=items)
-    spent["select"] = spent.get("select", 0.0) + time.perf_counter() - t
+    with _timed(spent, "select"):
+        sel = tasks.select(tile, year, {**(options or {}), "force": True}, settings,
+                           items=items)
     if sel["status"] != "ready":
         raise InputError(f"{tile} {year}: {sel['status']}: {sel.get('reason')}")
     manifest = Manifest.read(sel["manifest"]).to_dict()

@@ -270,6 +270,20 @@ def test_composite_bands_reads_scl_once_per_resolution(tmp_path, monkeypatch):
         assert set(np.unique(ref.count)) == {0, 1, 2, 3}  # clouds left 0 to 3 scenes
 
 
+def test_grid_cells_cut_along_the_tile_blocks():
+    from cloudfree.windows import Window
+
+    w = Window(2556, 2556, 2048, 2048)
+    assert [(c.row_off, c.height) for c in onebox.grid_cells(w, 1024)] == [
+        (2556, 516), (3072, 1024), (4096, 508)]
+    assert all(c.col_off == 2556 and c.width == 2048 for c in onebox.grid_cells(w, 1024))
+    sq = onebox.grid_cells(Window(1278, 1278, 1026, 1026), 512, 512)
+    assert len(sq) == 9 and sum(c.size for c in sq) == 1026 ** 2
+    assert (sq[4].row_off, sq[4].col_off, sq[4].height, sq[4].width) == (1536, 1536, 512, 512)
+    with pytest.raises(InputError):
+        onebox.grid_cells(w, 0)
+
+
 def test_native_window_on_the_tile_grid():
     w = onebox.native_window("29RKH", (225540, 2753980, 246020, 2774460))
     assert (w.row_off, w.col_off, w.height, w.width) == (2556, 2556, 2048, 2048)
@@ -281,9 +295,10 @@ def test_native_window_on_the_tile_grid():
 
 def test_composite_bands_decides_outliers_once_for_every_band(tmp_path, monkeypatch):
     """Outlier rejection on, bands at 10, 20 and 60 m over a window whose 60 m pixels reach
-    beyond its 10 m footprint: the reference bands are read for ONE decision (not once per
-    band), and every band equals the Lambda path's ``composite_window`` (which decides inside
-    its own window) - with observations rejected, so the decision matters."""
+    beyond its 10 m footprint, composited in strips of 32 rows: the reference bands are read
+    for ONE decision (not once per band), and every band (median, count, statistics) equals
+    the Lambda path's ``composite_window`` over the whole window (which decides inside its own
+    window) - with observations rejected, so the decision matters."""
     import rasterio
 
     from cloudfree import composite, outliers
@@ -319,9 +334,11 @@ def test_composite_bands_decides_outliers_once_for_every_band(tmp_path, monkeypa
     assert onebox.decision_footprint(window, (10, 20, 60)) == Window(3, 6, 51, 45)
     timings: dict[str, float] = {}
     bands = ["blue", "red", "nir08", "coastal"]
-    onebox.composite_bands(manifest, window, bands, tmp_path / "out", timings=timings)
+    stats = onebox.composite_bands(manifest, window, bands, tmp_path / "out", timings=timings,
+                                   strip_rows=32)
     assert calls == [Window(3, 6, 51, 45)]  # one decision (one chunk) for the four bands
-    assert set(timings) == {"states", "outliers", "median", "write"}
+    assert {k for k in timings if not k.endswith("_cpu")} == {"states", "outliers", "median",
+                                                               "write"}
     monkeypatch.setattr(outliers, "_decide", real)
     rejected = 0
     for band in bands:
@@ -331,5 +348,6 @@ def test_composite_bands_decides_outliers_once_for_every_band(tmp_path, monkeypa
         with rasterio.open(tmp_path / "out" / f"{band}.tif") as src:
             np.testing.assert_array_equal(src.read(1), ref.median)
             np.testing.assert_array_equal(src.read(2), ref.count)
+        assert stats[band] == ref.stats()
         rejected += sum(ref.outliers.values())
     assert rejected > 0
