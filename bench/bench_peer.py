@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,30 +34,53 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from align_scenes import source_tif  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 PEER = Path(os.environ.get("PEER_DIR", ROOT.parent / "shared" / "peer"))
 PEER_PY = ROOT / ".venv-peer" / "bin" / "python"
 CF = ROOT / ".venv" / "bin" / "cloudfree"
 TILE, YEAR, EPSG = "29RKH", 2023, 32629
 ORIGIN = (199980.0, 2800020.0)  # 29RKH's upper-left corner (make_test_scenes.py --origin)
-AOI = "225540,2753980,246020,2774460"  # the peer README's reference AOI (2048 px at 10 m)
+#: The crops are moved onto the tile's block grid (``align_scenes.py``) at this offset; the
+#: peer README's reference AOI (its centred 2048 px) moves with them.
+ALIGN_OFFSET_PX = 6144
 BANDS = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08",
          "nir09", "swir16", "swir22")
 
 
 def measure(cmd: list[str], log: Path) -> dict:
-    """Run ``cmd``; wall s, peak RSS MB and CPU s of that process alone (``os.wait4``)."""
+    """Run ``cmd``; wall s, peak RSS MB and CPU s of that process alone (``os.wait4``), the
+    1-minute load average before and after, and the last JSON document it printed on stdout
+    (``report``: odc_median's line, cloudfree's ``--json`` summary, the floor's figures)."""
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    with open(log, "a") as f:
+    with open(log, "a") as f, tempfile.TemporaryFile("w+") as out:
         f.write("+ " + " ".join(map(str, cmd)) + "\n")
         f.flush()
-        proc = subprocess.Popen(list(map(str, cmd)), stdout=f, stderr=f)
+        proc = subprocess.Popen(list(map(str, cmd)), stdout=out, stderr=f)
         _, status, ru = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        text = out.read()
+        f.write(text)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {' '.join(map(str, cmd))} (see {log})")
     return {"wall_s": wall, "peak_rss_mb": ru.ru_maxrss / 1024,
-            "cpu_s": ru.ru_utime + ru.ru_stime}
+            "cpu_s": ru.ru_utime + ru.ru_stime, "load": (load0 + os.getloadavg()[0]) / 2,
+            "report": _last_json(text)}
+
+
+def _last_json(text: str):
+    """The last JSON document in ``text`` (a one-line object, or an indented list/object)."""
+    starts = [i for i, ch in enumerate(text) if ch in "[{" and (i == 0 or text[i - 1] == "\n")]
+    for i in reversed(starts):
+        try:
+            return json.loads(text[i:])
+        except json.JSONDecodeError:
+            continue
+    return None
 
 
 def vrt_xml(src_path: str, tile_px: int, off_px: tuple[int, int]) -> str:
@@ -66,7 +90,7 @@ def vrt_xml(src_path: str, tile_px: int, off_px: tuple[int, int]) -> str:
     with rasterio.open(src_path) as src:
         t, h, w = src.transform, src.height, src.width
         dtype = {"uint16": "UInt16", "uint8": "Byte"}[src.dtypes[0]]
-        gt = f"{t.c - off_px[0] * t.a}, {t.a}, 0, {t.f - off_px[1] * t.e}, 0, {t.e}"
+        gt = f"{ORIGIN[0]}, {t.a}, 0, {ORIGIN[1]}, 0, {t.e}"  # the tile's grid
         bands = []
         for i in range(1, src.count + 1):
             bands.append(
@@ -91,14 +115,14 @@ def tile_items(scenes: Path, out: Path) -> Path:
         item = json.loads(line)
         for key, asset in item["assets"].items():
             href = asset.get("href", "")
-            if not href.endswith(".tif"):
+            if not href.endswith((".tif", ".vrt")):
                 continue
             with rasterio.open(href) as src:
                 res = src.transform.a
                 col = round((src.transform.c - ORIGIN[0]) / res)
                 row = round((ORIGIN[1] - src.transform.f) / res)
             vrt = out / f"{item['id']}_{key}.vrt"
-            vrt.write_text(vrt_xml(href, math.ceil(109800 / res), (col, row)))
+            vrt.write_text(vrt_xml(source_tif(href), math.ceil(109800 / res), (col, row)))
             asset["href"] = str(vrt)
         lines.append(json.dumps(item))
     path = out / "items.ndjson"
@@ -106,32 +130,39 @@ def tile_items(scenes: Path, out: Path) -> Path:
     return path
 
 
-def codec_floor(scenes: Path, outputs: Path, n: int) -> dict:
+def codec_floor(scenes: Path, outputs: Path, n: int, aoi: str) -> dict:
     """Decode the AOI's source blocks (12 bands + SCL once per scene) and encode the outputs,
-    2 threads each; seconds of each part."""
+    2 threads each; seconds and CPU seconds (this process, all threads) of each part."""
+    import resource
+
     import numpy as np
     import rasterio
     from rasterio.windows import Window as RWin
 
-    x0, y0, x1, y1 = map(float, AOI.split(","))
+    x0, y0, x1, y1 = map(float, aoi.split(","))
     items = [json.loads(x) for x in (scenes / "items.ndjson").read_text().splitlines()]
     items = sorted(items, key=lambda i: i["properties"].get("eo:cloud_cover", 0))[:n]
     jobs = [it["assets"][k]["href"] for it in items for k in (*BANDS, "scl")]
 
     def decode(href: str) -> int:
-        with rasterio.open(href) as src:
+        with rasterio.open(href) as grid:  # the placed VRT: where the AOI lies in the crop
+            c0, r0 = ~grid.transform * (x0, y1)
+            c1, r1 = ~grid.transform * (x1, y0)
+        with rasterio.open(source_tif(href)) as src:  # the crop's own blocks, no VRT
             bx, by = src.block_shapes[0][1], src.block_shapes[0][0]
-            c0, r0 = ~src.transform * (x0, y1)
-            c1, r1 = ~src.transform * (x1, y0)
             c0, r0 = int(c0) // bx * bx, int(r0) // by * by
             c1, r1 = min(math.ceil(c1 / bx) * bx, src.width), min(math.ceil(r1 / by) * by,
                                                                     src.height)
             return src.read(1, window=RWin(c0, r0, c1 - c0, r1 - r0)).nbytes
 
-    t0 = time.perf_counter()
+    def cpu() -> float:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime
+
+    t0, c0 = time.perf_counter(), cpu()
     with ThreadPoolExecutor(2) as pool:
         decoded = sum(pool.map(decode, jobs))
-    t_dec = time.perf_counter() - t0
+    t_dec, c_dec = time.perf_counter() - t0, cpu() - c0
 
     def encode(band: str) -> None:
         with rasterio.open(outputs / f"{band}.tif") as src:
@@ -140,11 +171,11 @@ def codec_floor(scenes: Path, outputs: Path, n: int) -> dict:
                 Path(tmp) / "x.tif", "w", **profile) as dst:
             dst.write(np.ascontiguousarray(data))
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu()
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(encode, BANDS))
-    return {"decode_s": t_dec, "decoded_mb": decoded / 1e6,
-            "encode_s": time.perf_counter() - t0}
+    return {"decode_s": t_dec, "decoded_mb": decoded / 1e6, "decode_cpu_s": c_dec,
+            "encode_s": time.perf_counter() - t0, "encode_cpu_s": cpu() - c0}
 
 
 def agreement(a: Path, b: Path) -> list[dict]:
@@ -153,12 +184,33 @@ def agreement(a: Path, b: Path) -> list[dict]:
     return [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
 
 
+ENGINES = ("odc", "cloudfree", "cloudfree-off")
+
+
+def engine_cmd(engine: str, args, scenes: Path, items: Path, out: Path, aoi: str) -> list:
+    """The command of one engine: odc-stac, cloudfree (outlier rejection on, the default) or
+    cloudfree with it off (what odc computes: SCL mask + median)."""
+    if engine == "odc":
+        return [PEER_PY, PEER / "odc_median.py", "--items", scenes / "items.ndjson",
+                "--bands", "all", "--native", "--n", args.scenes, "--aoi-native", aoi,
+                "--threads", 2, "--out", out]
+    return [CF, "composite", "--tile", TILE, "--year", YEAR, "--scenes", args.scenes,
+            "--items", items, "--bbox-native", aoi, "--quiet", "--json", "--out", out,
+            "--outliers", "off" if engine == "cloudfree-off" else "on"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--scenes", type=int, default=16)
     ap.add_argument("--work", default="/tmp/cf-peer")
+    ap.add_argument("--floor", nargs=3, metavar=("SCENES", "OUTPUTS", "AOI"),
+                    help=argparse.SUPPRESS)  # one codec-floor run (a process of its own)
     args = ap.parse_args(argv)
+    if args.floor:
+        print(json.dumps(codec_floor(Path(args.floor[0]), Path(args.floor[1]), args.scenes,
+                                     args.floor[2])))
+        return 0
     if not PEER_PY.exists():
         raise SystemExit(f"no {PEER_PY}: run `make bench-peer` (it builds .venv-peer)")
     work = Path(args.work)
@@ -169,60 +221,91 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generating {args.scenes} scenes in {scenes} ...", file=sys.stderr)
         measure([PEER_PY, PEER / "make_test_scenes.py", "--out", scenes, "--scenes",
                  args.scenes, "--size", 3072, "--aoi-size", 2048], log)
-    items = tile_items(scenes, work / "tile-vrt")
-    runs: dict[str, list[dict]] = {"odc": [], "cloudfree": [], "floor": []}
+    aligned = work / f"scenes-{ALIGN_OFFSET_PX}"
+    if not (aligned / "items.ndjson").exists():
+        shutil.rmtree(aligned, ignore_errors=True)
+        measure([sys.executable, Path(__file__).with_name("align_scenes.py"), scenes, aligned,
+                 "--offset-px", ALIGN_OFFSET_PX], log)
+    scenes = aligned
+    aoi = ",".join(f"{v:.0f}" for v in json.loads((scenes / "extent.json").read_text())[
+        "aoi_native"])
+    items = tile_items(scenes, work / f"tile-vrt-{ALIGN_OFFSET_PX}")
+    runs: dict[str, list[dict]] = {e: [] for e in (*ENGINES, "floor")}
     for r in range(args.rounds):
-        order = ("odc", "cloudfree") if r % 2 == 0 else ("cloudfree", "odc")
+        order = ENGINES if r % 2 == 0 else ENGINES[::-1]
         for engine in order:
             out = work / f"{engine}_r{r}"
-            if engine == "odc":
-                cmd = [PEER_PY, PEER / "odc_median.py", "--items", scenes / "items.ndjson",
-                       "--bands", "all", "--native", "--n", args.scenes, "--aoi-native", AOI,
-                       "--threads", 2, "--out", out]
-            else:
-                cmd = [CF, "composite", "--tile", TILE, "--year", YEAR, "--scenes",
-                       args.scenes, "--items", items, "--bbox-native", AOI, "--quiet",
-                       "--out", out]
-            runs[engine].append(measure(cmd, log))
-            print(f"round {r + 1} {engine:9s} " + json.dumps(
-                {k: round(v, 2) for k, v in runs[engine][-1].items()}), file=sys.stderr)
-        floor = codec_floor(scenes, work / f"cloudfree_r{r}" / f"{TILE}_{YEAR}_bands",
-                            args.scenes)
-        floor["wall_s"] = floor["decode_s"] + floor["encode_s"]
+            runs[engine].append(measure(engine_cmd(engine, args, scenes, items, out, aoi), log))
+            print(f"round {r + 1} {engine:13s} " + _brief(runs[engine][-1]), file=sys.stderr)
+        outputs = work / f"cloudfree_r{r}" / f"{TILE}_{YEAR}_bands"
+        got = measure([sys.executable, __file__, "--scenes", args.scenes, "--floor", scenes,
+                       outputs, aoi], log)
+        floor = {**got.pop("report"), **got}
+        floor["compute_s"] = floor["decode_s"] + floor["encode_s"]
+        floor["compute_cpu_s"] = floor["decode_cpu_s"] + floor["encode_cpu_s"]
         runs["floor"].append(floor)
-        print(f"round {r + 1} floor     " + json.dumps({k: round(v, 2) for k, v in
-                                                       floor.items()}), file=sys.stderr)
+        print(f"round {r + 1} floor         " + _brief(floor), file=sys.stderr)
     agree = agreement(work / "odc_r0", work / "cloudfree_r0" / f"{TILE}_{YEAR}_bands")
     report(runs, agree)
     return 0
+
+
+def _brief(run: dict) -> str:
+    return json.dumps({k: round(v, 2) for k, v in run.items() if isinstance(v, float)})
 
 
 def report(runs: dict[str, list[dict]], agree: list[dict]) -> None:
     def med(engine: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[engine])
 
-    print(f"\n{'':10s} {'wall s':>18s} {'peak RSS MB':>18s} {'CPU s':>18s}")
-    for e in ("odc", "cloudfree"):
+    def steps(engine: str) -> dict[str, float]:
+        docs = [r["report"] for r in runs[engine] if r.get("report")]
+        parts = [d[0]["steps"] if isinstance(d, list) else
+                 {k: d[k] for k in ("import_s", "graph_s", "compute_s", "write_s") if k in d}
+                 for d in docs]
+        return {k: statistics.median(p.get(k, 0.0) for p in parts) for k in parts[0]} \
+            if parts else {}
+
+    loads = [r["load"] for e in runs for r in runs[e]]
+    print(f"\nload average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f} "
+          f"(median {statistics.median(loads):.1f}; 2 cores)")
+    print(f"{'':14s} {'wall s':>20s} {'peak RSS MB':>22s} {'CPU s':>20s}")
+    for e in ENGINES:
         cells = [", ".join(f"{r[k]:.1f}" for r in runs[e]) for k in ("wall_s", "peak_rss_mb",
                                                                       "cpu_s")]
-        print(f"{e:10s} {cells[0]:>18s} {cells[1]:>18s} {cells[2]:>18s}")
+        print(f"{e:14s} {cells[0]:>20s} {cells[1]:>22s} {cells[2]:>20s}")
+    for e in ENGINES:
+        st = steps(e)
+        if st:
+            print(f"  {e} steps (median s): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in st.items()))
     f = runs["floor"]
-    walls = ", ".join(f"{x['wall_s']:.1f}" for x in f)
-    dec = statistics.median(x["decode_s"] for x in f)
-    enc = statistics.median(x["encode_s"] for x in f)
-    print(f"codec floor {walls} s (decode {dec:.1f} s of {f[0]['decoded_mb']:.0f} MB + "
-          f"encode {enc:.1f} s)")
+    walls = ", ".join(f"{x['compute_s']:.1f}" for x in f)
+    cpus = ", ".join(f"{x['compute_cpu_s']:.1f}" for x in f)
+    print(f"codec floor   {walls} s, {cpus} CPU-s (decode "
+          f"{statistics.median(x['decode_s'] for x in f):.1f} s of {f[0]['decoded_mb']:.0f} MB "
+          f"+ encode {statistics.median(x['encode_s'] for x in f):.1f} s; 2 threads; process "
+          f"start and imports not counted)")
     per_band = [a for a in agree if "band" in a]
     if per_band:
-        print("pixel agreement (odc vs cloudfree, equal / within 1): " + ", ".join(
-            f"{a['band']} {a['equal_frac']:.4f}/{a['within1_frac']:.4f}" for a in per_band))
-    speed = med("odc", "wall_s") / med("cloudfree", "wall_s")
-    memory = med("cloudfree", "peak_rss_mb") / med("odc", "peak_rss_mb")
-    floor = med("cloudfree", "wall_s") / statistics.median(x["wall_s"] for x in f)
-    print(f"\nratios (medians of {len(f)} rounds):")
-    print(f"  speed   odc / cloudfree wall       {speed:5.2f}x  (target >= 3)")
-    print(f"  memory  cloudfree / odc peak RSS   {memory:5.2f}   (target <= 0.20)")
-    print(f"  floor   cloudfree / codec floor    {floor:5.2f}x  (target <= 1.3)")
+        print("pixel agreement (odc vs cloudfree with outlier rejection, equal / within 1): "
+              + ", ".join(f"{a['band']} {a['equal_frac']:.4f}/{a['within1_frac']:.4f}"
+                          for a in per_band))
+    floor_wall = statistics.median(x["compute_s"] for x in f)
+    floor_cpu = statistics.median(x["compute_cpu_s"] for x in f)
+    print(f"\nratios (medians of {len(f)} rounds)        outliers on   off   target")
+    for label, key in (("speed   odc / cloudfree wall      ", "wall_s"),
+                       ("        odc / cloudfree CPU-s     ", "cpu_s")):
+        on, off = (med("odc", key) / med(e, key) for e in ENGINES[1:])
+        print(f"  {label} {on:9.2f}x {off:5.2f}x  >= 3")
+    on, off = (med(e, "peak_rss_mb") / med("odc", "peak_rss_mb") for e in ENGINES[1:])
+    print(f"  memory  cloudfree / odc peak RSS   {on:9.2f}  {off:5.2f}   <= 0.20")
+    on, off = (med(e, "wall_s") / floor_wall for e in ENGINES[1:])
+    print(f"  floor   cloudfree wall / floor     {on:9.2f}x {off:5.2f}x  <= 1.3")
+    on, off = (med(e, "cpu_s") / floor_cpu for e in ENGINES[1:])
+    print(f"          cloudfree CPU-s / floor    {on:9.2f}x {off:5.2f}x")
+    print(f"  (odc itself: {med('odc', 'wall_s') / floor_wall:.2f}x the floor's wall, "
+          f"{med('odc', 'cpu_s') / floor_cpu:.2f}x its CPU-s)")
 
 
 if __name__ == "__main__":
