@@ -474,11 +474,17 @@ def _mean_on_decision_grid(hrefs: Sequence[str], w20: Window, threads: int) -> n
     """A 10 m band read under a 20 m window, each 20 m pixel the rounded-down integer mean of
     its 2 x 2 block; 0 (nodata) where any of the four is 0."""
     blue10 = read_stack(hrefs, w20.scaled(2), threads=threads)
-    s, h, w = blue10.shape
-    blocks = blue10.reshape(s, h // 2, 2, w // 2, 2)
-    total = blocks.sum(axis=(2, 4), dtype=np.uint32)
-    mean = (total // 4).astype(np.uint16)
-    mean[(blocks == 0).any(axis=(2, 4))] = 0
+    # the four pixels of each 2 x 2 block as strided views: elementwise sums and minima are
+    # several times faster than reducing a (s, h, 2, w, 2) reshape over axes (2, 4)
+    q = [blue10[:, r::2, c::2] for r in (0, 1) for c in (0, 1)]
+    total = q[0].astype(np.uint32)
+    for part in q[1:]:
+        total += part
+    total >>= 2  # // 4
+    mean = total.astype(np.uint16)
+    del total
+    low = np.minimum(np.minimum(q[0], q[1]), np.minimum(q[2], q[3]))
+    mean[low == 0] = 0
     return mean
 
 
