@@ -3,20 +3,38 @@
     .venv/bin/python bench/bench_peer.py [--rounds 3] [--scenes 16] [--work /tmp/cf-peer]
 
 The peer (``../shared/peer``, its own venv ``.venv-peer``) generates 16 Earth-Search-like scenes
-of 29RKH (3072 px crops of the tile, 1024 px DEFLATE blocks) and composites the 12 bands at
-native resolution over the centred 2048 px AOI with ``odc.stac.load`` + ``.median`` on 2 dask
-threads. cloudfree composites the same AOI with ``cloudfree composite --bbox-native`` (select
-with its asset checks, harmonization, SCL once per window and resolution, the compiled median,
-one UTM GeoTIFF per band). cloudfree's reads expect tile-sized rasters, so each crop is wrapped
-in a VRT of the tile's extent (a pass-through: GDAL reads the crop's blocks).
+of 29RKH (3072 px crops of the tile, 1024 px DEFLATE blocks). ``align_scenes.py`` places them
+on the tile's block grid, as Earth Search's whole-tile COGs are (VRTs, not a pixel changed: the
+generator puts them 2 px off it, so any read cut along the tile's block lines decoded two block
+rows); the peer README's centred 2048 px AOI moves with them.
 
-Each engine runs in its own process, alternating and repeated (``--rounds``); per run: wall
-seconds, peak RSS (``wait4``'s ``ru_maxrss`` of that process) and CPU seconds. The codec floor
-is measured in the same run: decoding exactly the source blocks the AOI needs (12 bands and the
-SCL once per scene, 2 threads) plus encoding cloudfree's outputs (same DEFLATE settings, 2
-threads). Pixel agreement: the peer's ``compare.py``. Ratios (medians over the rounds):
-odc wall / cloudfree wall (target >= 3), cloudfree peak / odc peak (<= 1/5), cloudfree wall /
-codec floor (<= 1.3).
+What each side does, each in its own process (wall time includes process start and imports):
+
+- **odc** (``odc_median.py``): ``odc.stac.load`` of the 12 bands + SCL per resolution group,
+  ``.where(SCL mask & band != 0).median('time')`` on 2 dask threads (float32), one GeoTIFF per
+  band (median only). No harmonization, no outlier test, no count band.
+- **cloudfree** (``cloudfree composite --bbox-native``, outlier rejection on: the default
+  figure): select with its asset checks (every asset's header) and harmonization (overview
+  samples), the outlier decision once for all bands (reads blue, red and nir08 again), per
+  resolution in strips along the tile's block rows: SCL states once per strip, each band's
+  stack, nodata dilation, fusion, snow fallback, compiled median; one UTM GeoTIFF per band
+  (median + count). cloudfree's reads expect tile-sized rasters, so each crop is wrapped in a
+  VRT of the tile's extent (a pass-through: GDAL reads the crop's blocks).
+- **cloudfree-off**: the same with ``--outliers off`` (what odc computes, plus selection,
+  harmonization and the count band).
+
+Alternating and repeated (``--rounds``); per run: wall seconds, peak RSS (``wait4``'s
+``ru_maxrss`` of that process), CPU seconds (user + system, all threads: far less sensitive
+than wall time to the other processes on a shared machine) and the 1-minute load average.
+cloudfree's steps come from its ``--json`` summary (select, outliers, states, median, write;
+wall and CPU), odc's from its JSON line. The codec floor, measured in the same round in a
+process of its own: decoding exactly the source blocks the AOI needs (12 bands and the SCL
+once per scene, straight from the crops' GeoTIFFs, 2 threads) plus encoding cloudfree's
+outputs (same DEFLATE settings, 2 threads); its seconds exclude process start and imports,
+so the floor ratio is conservative. Pixel agreement: the peer's ``compare.py``. Ratios
+(medians over the rounds), wall and CPU: odc / cloudfree (target >= 3), cloudfree peak / odc
+peak (<= 1/5), cloudfree / codec floor (<= 1.3); also odc / floor, which bounds the first:
+cloudfree cannot be more than (odc / floor) times faster than odc.
 """
 
 from __future__ import annotations
@@ -245,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         floor["compute_cpu_s"] = floor["decode_cpu_s"] + floor["encode_cpu_s"]
         runs["floor"].append(floor)
         print(f"round {r + 1} floor         " + _brief(floor), file=sys.stderr)
-    agree = agreement(work / "odc_r0", work / "cloudfree_r0" / f"{TILE}_{YEAR}_bands")
+    agree = {e: agreement(work / "odc_r0", work / f"{e}_r0" / f"{TILE}_{YEAR}_bands")
+             for e in ENGINES[1:]}
     report(runs, agree)
     return 0
 
@@ -254,7 +273,7 @@ def _brief(run: dict) -> str:
     return json.dumps({k: round(v, 2) for k, v in run.items() if isinstance(v, float)})
 
 
-def report(runs: dict[str, list[dict]], agree: list[dict]) -> None:
+def report(runs: dict[str, list[dict]], agree: dict[str, list[dict]]) -> None:
     def med(engine: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[engine])
 
@@ -286,11 +305,11 @@ def report(runs: dict[str, list[dict]], agree: list[dict]) -> None:
           f"{statistics.median(x['decode_s'] for x in f):.1f} s of {f[0]['decoded_mb']:.0f} MB "
           f"+ encode {statistics.median(x['encode_s'] for x in f):.1f} s; 2 threads; process "
           f"start and imports not counted)")
-    per_band = [a for a in agree if "band" in a]
-    if per_band:
-        print("pixel agreement (odc vs cloudfree with outlier rejection, equal / within 1): "
-              + ", ".join(f"{a['band']} {a['equal_frac']:.4f}/{a['within1_frac']:.4f}"
-                          for a in per_band))
+    for e, rows in agree.items():
+        per_band = [a for a in rows if "band" in a]
+        if per_band:
+            print(f"pixel agreement odc vs {e} (equal / within 1): " + ", ".join(
+                f"{a['band']} {a['equal_frac']:.4f}/{a['within1_frac']:.4f}" for a in per_band))
     floor_wall = statistics.median(x["compute_s"] for x in f)
     floor_cpu = statistics.median(x["compute_cpu_s"] for x in f)
     print(f"\nratios (medians of {len(f)} rounds)        outliers on   off   target")
