@@ -1,10 +1,17 @@
 """Faults injected into the deployed pipeline (template parameter ``FaultRate``), and a killed
-execution rerun, on MiniStack with the small synthetic tile:
+execution rerun, on MiniStack with the small synthetic tile. The clean run is the one
+test_pipeline_e2e published (computed here when absent).
 
-- a forced run at FaultRate 0.2 SUCCEEDS and publishes assets byte-identical to a clean run, with
-  no item pointing at missing or mixed assets; the faults and retries are counted and printed;
-- an execution stopped half-way (StopExecution) and started again recomputes only the windows
-  that were missing (their statistics' LastModified tells which were rewritten).
+- ``make test`` (one computation of the tile): an execution stopped half-way (StopExecution) and
+  started again at FaultRate 0.2 recomputes only the windows that were missing (their
+  statistics' LastModified tells which were rewritten), survives the faults injected into its
+  median, assemble and publish attempts, and publishes assets byte-identical to the clean run;
+- ``make test-heavy``: a whole forced run at FaultRate 0.2 SUCCEEDS and publishes assets
+  byte-identical to a clean run, with no item pointing at missing or mixed assets.
+
+Both print the faults injected per task and point (each one is one retry taken: the runs
+succeed) and how many assets are byte-identical (SHA-256 of every asset's bytes, which must also
+equal the item's ``file:checksum``, all in the item's one version folder).
 """
 
 from __future__ import annotations
@@ -103,9 +110,25 @@ def clean(deployed, small_archive) -> dict:
     return {"item": item, "assets": _assets(item)}
 
 
+def _faults(deployed) -> list[str]:
+    prefix = f"s3://{deployed.work_bucket}/faults/"
+    return [o.uri[len(prefix):] for o in storage.list_objects(prefix)]
+
+
+def _clear_faults(deployed) -> None:
+    storage.delete([o.uri for o in storage.list_objects(f"s3://{deployed.work_bucket}/faults/")])
+
+
+def _fault_summary(injected: list[str]) -> str:
+    """``faults/{task}/{key...}/{seed}-{point}.json`` counted per task and per point."""
+    by_task = Counter(u.split("/", 1)[0] for u in injected)
+    by_point = Counter(u.rsplit("-", 1)[-1].removesuffix(".json") for u in injected)
+    return f"{len(injected)} faults injected (= retries taken) {dict(by_task)} {dict(by_point)}"
+
+
+@pytest.mark.heavy
 def test_fault_injected_run_is_byte_identical_to_a_clean_run(deployed, deployed_stack, clean):
-    faults_prefix = f"s3://{deployed.work_bucket}/faults/"
-    storage.delete([o.uri for o in storage.list_objects(faults_prefix)])
+    _clear_faults(deployed)
     _redeploy(deployed_stack, FaultRate="0.2")
     try:
         name = f"faults-{int(time.time())}"
@@ -118,15 +141,12 @@ def test_fault_injected_run_is_byte_identical_to_a_clean_run(deployed, deployed_
         seconds = time.monotonic() - t0
     finally:
         _redeploy(deployed_stack)  # FaultRate back to its default (0)
-    injected = [o.uri[len(faults_prefix):] for o in storage.list_objects(faults_prefix)]
-    by_task = Counter(u.split("/", 1)[0] for u in injected)
-    by_point = Counter(u.rsplit("-", 1)[-1].removesuffix(".json") for u in injected)
+    injected = _faults(deployed)
     digests = _assets(item)
     same = sum(digests[k] == clean["assets"][k] for k in digests)
-    print(f"\nfault run: {len(injected)} faults injected (= retries taken) {dict(by_task)} "
-          f"{dict(by_point)} in {seconds:.0f}s; {same}/{len(digests)} assets byte-identical; "
-          f"version {item['properties']['cloudfree:run']['version']} (clean "
-          f"{clean['item']['properties']['cloudfree:run']['version']})")
+    print(f"\nfault run: {_fault_summary(injected)} in {seconds:.0f}s; {same}/{len(digests)} "
+          f"assets byte-identical; version {item['properties']['cloudfree:run']['version']} "
+          f"(clean {clean['item']['properties']['cloudfree:run']['version']})")
     assert injected, "FaultRate 0.2 injected no fault"
     assert digests == clean["assets"]
     assert item["properties"]["cloudfree:run"]["version"] == \
@@ -135,7 +155,8 @@ def test_fault_injected_run_is_byte_identical_to_a_clean_run(deployed, deployed_
         "cloudfree:scenes"]
 
 
-def test_killed_execution_rerun_recomputes_only_what_is_missing(deployed, clean):
+def test_killed_execution_rerun_with_faults_recomputes_only_what_is_missing(
+        deployed, deployed_stack, clean):
     import boto3
 
     layout = deployed.settings.layout
@@ -155,18 +176,42 @@ def test_killed_execution_rerun_recomputes_only_what_is_missing(deployed, clean)
     _wait_for(lambda: len(window_stats()) >= 10, 600, "some windows")
     sfn.stop_execution(executionArn=arn, cause="test: killed half-way")
     assert _wait(arn)["status"] == "ABORTED"
-    time.sleep(5)  # a median invocation in flight when the execution stopped may still land
+    # a median invocation in flight when the execution stopped may still land: wait until the
+    # window count holds still for 10 s
+    count, still = len(window_stats()), 0
+    while still < 10:
+        time.sleep(2)
+        now = len(window_stats())
+        still, count = (still + 2, now) if now == count else (0, now)
     before = window_stats()
-    time.sleep(1.1)
-    name = f"rerun-{int(time.time())}"
-    assert _wait(run.start(deployed, run.execution_input(YEAR, [TILE], None, OPTIONS),
-                           name=name), timeout=1800)["status"] == "SUCCEEDED"
+    assert not storage.exists(layout.item(YEAR, TILE))  # killed before anything was published
+    time.sleep(1.1)  # LastModified has 1 s resolution
+    _clear_faults(deployed)
+    _redeploy(deployed_stack, FaultRate="0.2")
+    try:
+        name = f"rerun-{int(time.time())}"
+        t0 = time.monotonic()
+        desc = _wait(run.start(deployed, run.execution_input(YEAR, [TILE], None, OPTIONS),
+                               name=name), timeout=1800)
+        assert desc["status"] == "SUCCEEDED", desc
+        item = _published_by(deployed, name)
+        seconds = time.monotonic() - t0
+    finally:
+        _redeploy(deployed_stack)  # FaultRate back to its default (0)
+    injected = _faults(deployed)
     after = window_stats()
     rewritten = [u for u, o in before.items() if after[u].last_modified != o.last_modified]
     new = set(after) - set(before)
-    print(f"\nkilled run: {len(before)} windows done before the stop, rerun rewrote "
-          f"{len(rewritten)} of them and computed {len(new)} missing (total {len(after)})")
+    digests = _assets(item)
+    same = sum(digests[k] == clean["assets"][k] for k in digests)
+    print(f"\nkilled run: {len(before)} windows done before the stop; the rerun at FaultRate "
+          f"0.2 rewrote {len(rewritten)} of them and computed {len(new)} missing (total "
+          f"{len(after)}) in {seconds:.0f}s; {_fault_summary(injected)}; {same}/{len(digests)} "
+          "assets byte-identical to the clean run")
     assert rewritten == []
     assert len(new) == len(after) - len(before) > 0
-    item = _published_by(deployed, name)
-    assert _assets(item) == clean["assets"]
+    assert injected, "FaultRate 0.2 injected no fault"
+    assert {u.split("/", 1)[0] for u in injected} & {"assemble", "median"}
+    assert digests == clean["assets"]
+    assert item["properties"]["cloudfree:run"]["version"] == \
+        clean["item"]["properties"]["cloudfree:run"]["version"]
