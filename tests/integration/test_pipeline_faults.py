@@ -110,6 +110,27 @@ def clean(deployed, small_archive) -> dict:
     return {"item": item, "assets": _assets(item)}
 
 
+#: The functions FaultRate reaches (cloudfree.faults: median, assemble, publish).
+FAULTY = ("MedianFunction", "AssembleFunction", "PublishFunction")
+
+
+def _set_fault_rate(deployed, rate: str) -> None:
+    """FAULT_RATE of the three faulty functions, by UpdateFunctionConfiguration: what a deploy
+    with another ``FaultRate`` changes (the template passes the parameter as that variable:
+    tests/unit/test_template.py), in a second instead of a ~40 s ``sam deploy``. MiniStack
+    recycles a function's warm workers on an Environment update (lambda_svc._update_config)."""
+    import boto3
+
+    lam = boto3.client("lambda")
+    for logical in FAULTY:
+        name = _function(deployed, logical)
+        env = lam.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+        lam.update_function_configuration(FunctionName=name,
+                                          Environment={"Variables": {**env, "FAULT_RATE": rate}})
+        got = lam.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+        assert got["FAULT_RATE"] == rate, (logical, got)
+
+
 def _faults(deployed) -> list[str]:
     prefix = f"s3://{deployed.work_bucket}/faults/"
     return [o.uri[len(prefix):] for o in storage.list_objects(prefix)]
@@ -159,6 +180,7 @@ def test_killed_execution_rerun_with_faults_recomputes_only_what_is_missing(
         deployed, deployed_stack, clean):
     import boto3
 
+    assert deployed_stack.parameters.get("FaultRate", "0") == "0"
     layout = deployed.settings.layout
     # a fresh tile: nothing computed, nothing published
     for prefix in (layout.run_prefix(YEAR, TILE) + "/", layout.output_prefix(YEAR, TILE) + "/",
@@ -187,7 +209,7 @@ def test_killed_execution_rerun_with_faults_recomputes_only_what_is_missing(
     assert not storage.exists(layout.item(YEAR, TILE))  # killed before anything was published
     time.sleep(1.1)  # LastModified has 1 s resolution
     _clear_faults(deployed)
-    _redeploy(deployed_stack, FaultRate="0.2")
+    _set_fault_rate(deployed, "0.2")
     try:
         name = f"rerun-{int(time.time())}"
         t0 = time.monotonic()
@@ -197,7 +219,7 @@ def test_killed_execution_rerun_with_faults_recomputes_only_what_is_missing(
         item = _published_by(deployed, name)
         seconds = time.monotonic() - t0
     finally:
-        _redeploy(deployed_stack)  # FaultRate back to its default (0)
+        _set_fault_rate(deployed, deployed_stack.parameters.get("FaultRate", "0"))
     injected = _faults(deployed)
     after = window_stats()
     rewritten = [u for u, o in before.items() if after[u].last_modified != o.last_modified]
