@@ -176,6 +176,24 @@ def test_fault_injected_run_is_byte_identical_to_a_clean_run(deployed, deployed_
         "cloudfree:scenes"]
 
 
+def _kill(sfn, arn: str) -> list[str]:
+    """Stop an execution *and its Distributed Map's child executions* (returned), as AWS does
+    when a parent stops (its Map Run's children count as ``aborted``: API_MapRunExecutionCounts).
+    MiniStack 1.5.33 stops only the parent: seen here, a stopped parent's tile child ran on to
+    SUCCEEDED, beside the rerun, and wrote the tile's marker with the killed execution's id."""
+    sfn.stop_execution(executionArn=arn, cause="test: killed half-way")
+    assert _wait(arn)["status"] == "ABORTED"
+    children = [c["executionArn"] for mr in sfn.list_map_runs(executionArn=arn)["mapRuns"]
+                for c in sfn.list_executions(mapRunArn=mr["mapRunArn"])["executions"]]
+    assert children, "the execution had no tile child yet"
+    for child in children:
+        if sfn.describe_execution(executionArn=child)["status"] == "RUNNING":
+            sfn.stop_execution(executionArn=child, cause="test: parent killed")
+    _wait_for(lambda: all(sfn.describe_execution(executionArn=c)["status"] != "RUNNING"
+                          for c in children), 120, "the children stopped")
+    return children
+
+
 def test_killed_execution_rerun_with_faults_recomputes_only_what_is_missing(
         deployed, deployed_stack, clean):
     import boto3
@@ -196,8 +214,7 @@ def test_killed_execution_rerun_with_faults_recomputes_only_what_is_missing(
         return {o.uri: o for o in storage.list_objects(prefix) if o.uri.endswith(".json")}
 
     _wait_for(lambda: len(window_stats()) >= 10, 600, "some windows")
-    sfn.stop_execution(executionArn=arn, cause="test: killed half-way")
-    assert _wait(arn)["status"] == "ABORTED"
+    children = _kill(sfn, arn)
     # a median invocation in flight when the execution stopped may still land: wait until the
     # window count holds still for 10 s
     count, still = len(window_stats()), 0
@@ -232,6 +249,9 @@ def test_killed_execution_rerun_with_faults_recomputes_only_what_is_missing(
           "assets byte-identical to the clean run")
     assert rewritten == []
     assert len(new) == len(after) - len(before) > 0
+    # the killed tile's child stayed dead: the rerun alone completed and published the tile
+    assert {sfn.describe_execution(executionArn=c)["status"] for c in children} == {"ABORTED"}
+    assert storage.read_json(layout.tile_done(YEAR, TILE))["execution"] == name
     assert injected, "FaultRate 0.2 injected no fault"
     assert {u.split("/", 1)[0] for u in injected} & {"assemble", "median"}
     assert digests == clean["assets"]
