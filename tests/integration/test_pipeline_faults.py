@@ -2,8 +2,9 @@
 execution rerun, on MiniStack with the small synthetic tile. The clean run is the one
 test_pipeline_e2e published (computed here when absent).
 
-- ``make test`` (one computation of the tile): an execution stopped half-way (StopExecution) and
-  started again at FaultRate 0.2 recomputes only the windows that were missing (their
+- ``make test`` (one computation of the tile): a tile left half-done by a killed execution
+  (``_killed_half_way``: StopExecution does not stop MiniStack's map children), run again at
+  FaultRate 0.2, recomputes only the windows that were missing (their
   statistics' LastModified tells which were rewritten), survives the faults injected into its
   median, assemble and publish attempts, and publishes assets byte-identical to the clean run;
 - ``make test-heavy``: a whole forced run at FaultRate 0.2 SUCCEEDS and publishes assets
