@@ -61,7 +61,7 @@ endif
 test-unit: setup
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
-# the heavy integration tests (fault-injected year, forced reruns, 21,000-tile report): minutes each
+# the heavy tests (a whole forced year at 20 % faults, onebox vs the deployed pipeline): minutes each
 test-heavy: up
 	CLOUDFREE_HEAVY=1 $(PY) -m pytest -m heavy $(PYTEST_ARGS)
 

@@ -8,11 +8,10 @@ import pytest
 
 from cloudfree.local import stack
 
-#: Whole-year fault runs, forced reruns of full computations and the 21,000-tile report: each
-#: takes several minutes on 2 cores, together more than `make test`'s CI budget (30 min).
+#: Files whose every test is heavy: minutes of compute each, more than `make test`'s CI budget
+#: (30 min on 2 cores) allows. A single test can be heavy too (``@pytest.mark.heavy``).
 #: `make test-heavy` runs them (CLOUDFREE_HEAVY=1).
-HEAVY_FILES = ("test_pipeline_faults.py", "test_publish_redo.py", "test_report_scale.py",
-               "test_onebox_e2e.py")
+HEAVY_FILES = ("test_onebox_e2e.py",)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -22,9 +21,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
             if item.fspath.basename in HEAVY_FILES:
                 item.add_marker(pytest.mark.heavy)
-                if not heavy:
-                    item.add_marker(pytest.mark.skip(
-                        reason="heavy (minutes of compute): run `make test-heavy`"))
+            if item.get_closest_marker("heavy") and not heavy:
+                item.add_marker(pytest.mark.skip(
+                    reason="heavy (minutes of compute): run `make test-heavy`"))
 
 
 @pytest.fixture(scope="session")
@@ -104,3 +103,41 @@ def wait_execution(arn: str, timeout: float = 900, poll: float = 2.0) -> dict:
         time.sleep(poll)
     raise AssertionError(f"{arn} still running after {timeout}s")
 
+
+
+@pytest.fixture(scope="session")
+def computed_tile(local_env, small_archive) -> dict:
+    """The small tile computed and published once per session by the task chain, in fresh
+    buckets (``test_tasks_chain``'s first run). Tests that change a tile work on a
+    :func:`clone_tile` of it instead of computing it again (minutes on 2 cores)."""
+    from .test_tasks_chain import _run_tile, fresh_settings
+
+    settings = fresh_settings(local_env)
+    return {"settings": settings, "run": _run_tile(settings, "chain-1"), "execution": "chain-1"}
+
+
+def clone_tile(src, dst, tile: str, year: int, marker: bool = True) -> None:
+    """Copy a computed tile's work state (manifest, windows, band statistics, staged COGs and,
+    with ``marker``, its DONE marker) from ``src``'s work bucket to ``dst``'s (server-side);
+    nothing public is copied. The band statistics are rewritten with the copies' ETags (they
+    record the staged objects' ETags, which a copy may change)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cloudfree import storage
+    from cloudfree.bands import OUTPUT_BANDS
+
+    s, d = src.layout, dst.layout
+    prefix = s.run_prefix(year, tile)
+    pairs = [(o.uri, d.run_prefix(year, tile) + o.uri[len(prefix):])
+             for o in storage.list_objects(prefix + "/")]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda p: storage.copy(*p), pairs))
+    for band in OUTPUT_BANDS:
+        stats = storage.read_json(d.band_stats(year, tile, band))
+        stats["cog"]["etag"] = storage.head(d.staged_cog(year, tile, band)).etag
+        if (stats["cog"].get("related") or {}).get("count"):
+            stats["cog"]["related"]["count"]["etag"] = storage.head(
+                d.staged_cog(year, tile, "count")).etag
+        storage.write_json(d.band_stats(year, tile, band), stats)
+    if marker:
+        storage.copy(s.tile_done(year, tile), d.tile_done(year, tile))

@@ -1,5 +1,7 @@
 """Publishing that can be redone, on the local S3 with the real task functions (no Step
-Functions; the S3 event that runs publish is called by hand, as in test_tasks_chain):
+Functions; the S3 event that runs publish is called by hand, as in test_tasks_chain). Each test
+starts from a copy of the session's computed tile (``computed_tile``: test_tasks_chain's first
+run) in fresh buckets; only the forced rerun computes the tile again:
 
 - a forced rerun republishes: new marker (execution id), new item provenance, new version of
   the assets whose checksums match the files; the previous version stays readable;
@@ -24,8 +26,8 @@ from cloudfree.bands import OUTPUT_BANDS
 from cloudfree.errors import CloudfreeError, TransientError
 from cloudfree.settings import Settings
 
-from .conftest import SMALL
-from .test_tasks_chain import _run_tile, fresh_settings
+from .conftest import SMALL, clone_tile
+from .test_tasks_chain import fresh_settings
 
 TILE, YEAR = SMALL["tile"], SMALL["year"]
 
@@ -34,9 +36,12 @@ _settings = fresh_settings
 
 
 @pytest.fixture(scope="module")
-def settings(local_env, small_archive):
+def settings(local_env, computed_tile):
+    """The computed tile's work state copied to fresh buckets, then published (its marker's S3
+    event, called by hand)."""
     s = _settings(local_env)
-    _run_tile(s, "redo-1")
+    clone_tile(computed_tile["settings"], s, TILE, YEAR)
+    _publish_event(s)
     return s
 
 
@@ -63,10 +68,11 @@ def _publish_event(s: Settings, tile: str = TILE) -> dict:
     return tasks.publish(s.work_bucket, key, s)
 
 
-def test_first_publish_is_consistent_and_nothing_public_but_the_version_and_item(settings):
+def test_first_publish_is_consistent_and_nothing_public_but_the_version_and_item(
+        settings, computed_tile):
     item = _item(settings)
     version = _assert_consistent(item)
-    assert item["properties"]["cloudfree:run"]["execution"] == "redo-1"
+    assert item["properties"]["cloudfree:run"]["execution"] == computed_tile["execution"]
     public = sorted(storage.list_uris(settings.layout.output_prefix(YEAR, TILE) + "/"))
     assert len(public) == len(OUTPUT_BANDS) + 2
     assert all(f"/{version}/" in u for u in public if u.endswith(".tif"))
@@ -75,8 +81,9 @@ def test_first_publish_is_consistent_and_nothing_public_but_the_version_and_item
 def test_forced_rerun_republishes_with_new_provenance_and_checksums(settings, small_archive):
     before = _item(settings)
     s5 = dataclasses.replace(settings, scene_count=5)
-    plan = tasks.plan({"year": YEAR, "tiles": [TILE], "execution": "redo-2",
-                       "options": {"force": True, "scenes": 5}}, s5)
+    plan = tasks.plan({"input": {"year": YEAR, "tiles": [TILE],
+                                 "options": {"force": True, "scenes": 5}},
+                       "execution": "redo-2"}, s5)
     sel = tasks.select(TILE, YEAR, plan["options"], s5)
     assert sel["status"] == "ready" and sel["scenes"] == 5
     for work in sel["work"]:
@@ -114,7 +121,8 @@ def test_failed_publish_is_found_by_the_report_and_republished(settings, monkeyp
     monkeypatch.delenv("FAULT_RATE")
     assert _item(settings)["properties"]["cloudfree:run"]["execution"] == published  # old, whole
     _assert_consistent(_item(settings))
-    plan = tasks.plan({"year": YEAR, "tiles": [TILE], "execution": "redo-3r"}, settings)
+    plan = tasks.plan({"input": {"year": YEAR, "tiles": [TILE]}, "execution": "redo-3r"},
+                      settings)
     marker_before = storage.head(settings.layout.tile_done(YEAR, TILE))
     rep = tasks.report("redo-3r", YEAR, plan["tiles_bucket"], plan["tiles_key"], settings,
                        settle_seconds=0)
@@ -132,23 +140,31 @@ def test_failed_publish_is_found_by_the_report_and_republished(settings, monkeyp
     _assert_consistent(_item(settings))
 
 
-def test_a_tile_whose_band_fails_publishes_nothing(local_env, small_archive):
+def test_a_tile_whose_band_fails_publishes_nothing(local_env, computed_tile, monkeypatch):
+    """Every band but nir assembled and staged (a copy of the computed tile's work, no marker),
+    then nir's assemble fails for good after writing its staged COG (an injected fault at
+    "during": the retries exhausted). A lost window would not do: assemble recomputes missing
+    windows first (``composite.reconcile_band``)."""
     s = _settings(local_env)
-    plan = tasks.plan({"year": YEAR, "tiles": [TILE], "execution": "broken"}, s)
-    sel = tasks.select(TILE, YEAR, plan["options"], s)
-    failed = None
-    for work in sel["work"]:
-        for batch in work["batches"]:
-            tasks.median(TILE, YEAR, work["band"], batch, plan["options"], s)
-        if work["band"] == "nir":  # one window result lost: this band's assemble fails
-            lost = next(storage.list_uris(s.layout.windows_prefix(YEAR, TILE, "nir")))
-            storage.remove(lost)
-            with pytest.raises(CloudfreeError) as err:
-                tasks.assemble(TILE, YEAR, work["band"], plan["options"], s)
-            failed = {"Error": type(err.value).__name__, "Cause": str(err.value)}
-            break  # the state machine's Bands map fails and the tile goes to RecordFailure
-        tasks.assemble(TILE, YEAR, work["band"], plan["options"], s)
-    tasks.record_failure(TILE, YEAR, failed, s)
+    clone_tile(computed_tile["settings"], s, TILE, YEAR, marker=False)
+    layout = s.layout
+    storage.remove(layout.band_stats(YEAR, TILE, "nir"))  # nir not assembled yet
+    plan = tasks.plan({"input": {"year": YEAR, "tiles": [TILE]}, "execution": "broken"}, s)
+    monkeypatch.setenv("FAULT_RATE", "1")
+    monkeypatch.setenv("FAULT_SEED", next(f"s{i}" for i in range(1000) if faults.Attempt(
+        "assemble", f"{TILE}/{YEAR}/nir", 1.0, f"s{i}").point == "during"))
+    staged_before = storage.head(layout.staged_cog(YEAR, TILE, "nir"))
+    time.sleep(1.1)  # LastModified has 1 s resolution
+    with pytest.raises(TransientError, match="injected fault") as err:
+        tasks.assemble(TILE, YEAR, "nir", plan["options"], s)
+    monkeypatch.delenv("FAULT_RATE")
+    staged = storage.head(layout.staged_cog(YEAR, TILE, "nir"))
+    assert staged.last_modified > staged_before.last_modified  # its COG was rewritten, ...
+    assert not storage.exists(layout.band_stats(YEAR, TILE, "nir"))  # ... its stats were not
+    assert all(storage.exists(layout.staged_cog(YEAR, TILE, b)) for b in OUTPUT_BANDS)
+    # the state machine's Bands map fails and the tile's Catch goes to RecordFailure
+    tasks.record_failure(TILE, YEAR, {"Error": type(err.value).__name__,
+                                      "Cause": str(err.value)}, s)
     assert list(storage.list_uris(f"s3://{s.data_bucket}/")) == []  # nothing public at all
     rep = tasks.report("broken", YEAR, plan["tiles_bucket"], plan["tiles_key"], s,
                        settle_seconds=0)

@@ -4,14 +4,18 @@ listings, republish the tiles whose item is behind, rebuild the collection, and 
 
 from __future__ import annotations
 
+import json
+import os
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote, urlsplit
 
 import pytest
 
 from cloudfree import storage, tasks
-from cloudfree.grid import parse_tile
+from cloudfree.grid import land_tile_ids, parse_tile
 from cloudfree.settings import Settings
 
 YEAR = 2023
@@ -19,13 +23,19 @@ N_TILES = 21_000
 
 
 def world_tiles(n: int) -> list[str]:
-    """``n`` valid MGRS ids (their grid origin computes), zone by zone."""
-    out: list[str] = []
+    """``n`` valid MGRS ids: the land tiles (package data, 20,638), then more ids whose grid
+    origin computes, zone by zone."""
+    out = list(land_tile_ids())[:n]
+    have = set(out)
     for zone in range(1, 61):
+        if len(out) == n:
+            return out
         for band in "CDEFGHJKLMNPQRSTUVWX":
             for col in "ABCDEFGHJKLMNPQRSTUVWXYZ":
                 for row in "ABCDEFGHJKLMNPQRSTUV":
                     tid = f"{zone:02d}{band}{col}{row}"
+                    if tid in have:
+                        continue
                     try:
                         parse_tile(tid).bounds  # noqa: B018 - validates the 100 km square
                     except Exception:  # noqa: BLE001
@@ -34,6 +44,34 @@ def world_tiles(n: int) -> list[str]:
                     if len(out) == n:
                         return out
     raise AssertionError("not enough tiles")
+
+
+def bulk_put(docs: list[tuple[str, dict]], threads: int = 8) -> None:
+    """PUT small JSON objects to MiniStack's S3 fast: plain HTTP/1.1 keep-alive connections
+    (path-style URL, the local credential in an unverified SigV4 header: MiniStack scopes
+    buckets by access key and does not check signatures). boto3 spends ~1.5 ms of client CPU
+    per PutObject (signing, checksums, parsing: measured here), this ~0.2 ms; 30,000 markers
+    take about 30 s instead of 75 s. Test set-up only: the code under test uses boto3."""
+    import http.client
+
+    host = urlsplit(os.environ["AWS_ENDPOINT_URL"]).netloc
+    auth = (f"AWS4-HMAC-SHA256 Credential={os.environ['AWS_ACCESS_KEY_ID']}/20260101/"
+            f"{os.environ.get('AWS_DEFAULT_REGION', 'us-east-1')}/s3/aws4_request, "
+            "SignedHeaders=host, Signature=0")
+    local = threading.local()
+
+    def put(doc: tuple[str, dict]) -> None:
+        bucket, key = storage.split_s3(doc[0])
+        conn = getattr(local, "conn", None) or http.client.HTTPConnection(host, timeout=60)
+        local.conn = conn
+        conn.request("PUT", f"/{bucket}/{quote(key)}", body=json.dumps(doc[1]).encode(),
+                     headers={"Content-Type": "application/json", "Authorization": auth})
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 200, (resp.status, body[:300])
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(put, docs))
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +106,12 @@ def world(local_env):
         if k == "failed":
             writes.append((layout.tile_failed(YEAR, t), {"error": "Boom", "cause": "test"}))
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(32) as pool:  # markers first, then the index (as publish does)
-        list(pool.map(lambda w: storage.write_json(*w), writes))
-        time.sleep(1.1)  # LastModified has 1 s resolution
-        list(pool.map(lambda w: storage.write_json(*w), index))
+    bulk_put(writes)  # markers first, then the index (as publish does)
+    time.sleep(1.1)  # LastModified has 1 s resolution
+    bulk_put(index)
     print(f"\nwrote {len(writes) + len(index)} markers/index records in "
           f"{time.perf_counter() - t0:.1f}s")
-    plan = tasks.plan({"year": YEAR, "tiles": tiles[:3], "execution": "world"}, s)
+    plan = tasks.plan({"input": {"year": YEAR, "tiles": tiles[:3]}, "execution": "world"}, s)
     storage.write_json(f"s3://{plan['tiles_bucket']}/{plan['tiles_key']}",
                        [{"tile": t} for t in tiles])
     return {"settings": s, "tiles": tiles, "kinds": kinds, "plan": plan}

@@ -40,8 +40,8 @@ def fresh_settings(local_env, n: int = N) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def settings(local_env):
-    return fresh_settings(local_env)
+def settings(computed_tile):
+    return computed_tile["settings"]
 
 
 def _run_tile(settings: Settings, execution: str) -> dict:
@@ -73,8 +73,9 @@ def asset_hrefs(settings: Settings, tile: str = TILE, year: int = YEAR) -> dict[
 
 
 @pytest.fixture(scope="module")
-def first_run(archive, settings):
-    return _run_tile(settings, "chain-1")
+def first_run(archive, computed_tile):
+    """The chain's first run (shared with test_publish_redo, which works on copies)."""
+    return computed_tile["run"]
 
 
 def test_select_collapses_duplicates_and_decides_offsets(first_run, archive, settings):

@@ -308,6 +308,21 @@ def test_fault_rate_is_a_parameter_off_by_default_passed_as_env(template, resour
     assert env["FAULT_RATE"] == {"Ref": "FaultRate"}
 
 
+def test_a_local_deploy_passes_every_parameter_so_none_keeps_a_previous_value(template):
+    """``sam deploy`` keeps the previous value of a parameter it is not given (UsePreviousValue):
+    a local deploy names them all, the template's default unless overridden, so the deploy
+    after a ``FaultRate=0.2`` one turns faults off again."""
+    from cloudfree.pipeline.deploy import local_parameters, template_defaults
+
+    defaults = {k: str(v["Default"]) for k, v in template["Parameters"].items()}
+    assert template_defaults() == defaults
+    plain = local_parameters("http://127.0.0.1:4999", "http://stac.local")
+    faulty = local_parameters("http://127.0.0.1:4999", "http://stac.local", {"FaultRate": "0.2"})
+    assert set(plain) == set(faulty) == set(template["Parameters"])
+    assert (plain["FaultRate"], faulty["FaultRate"]) == ("0", "0.2")
+    assert (plain["Local"], plain["LocalS3Endpoint"]) == ("true", "127.0.0.1:4999")
+
+
 def test_assemble_cannot_write_the_public_bucket(resources):
     """COGs are staged in the work bucket; only publish writes the data bucket's products."""
     text = json.dumps(resources["AssembleFunction"]["Properties"]["Policies"])

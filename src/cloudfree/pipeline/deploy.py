@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -149,17 +150,44 @@ def _ensure_bucket(endpoint: str, name: str) -> None:
         say(f"created artifact bucket {name}")
 
 
+def template_defaults(template: Path = REPO / "template.yaml") -> dict[str, str]:
+    """Every parameter's ``Default`` in the template's top-level ``Parameters:`` block (text,
+    quotes removed). Read line by line: the template's own layout (2-space parameter names,
+    4-space ``Default:``), so no YAML library with CloudFormation tags is needed."""
+    out: dict[str, str] = {}
+    name, inside = None, False
+    for line in template.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line.startswith(" "):
+            inside = line.rstrip() == "Parameters:"
+            continue
+        if inside and (m := re.match(r"^  ([A-Za-z0-9]+):\s*$", line)):
+            name = m.group(1)
+        elif inside and name and (m := re.match(r"^    Default:\s*(.*?)\s*$", line)):
+            out[name] = m.group(1).strip("\"'")
+    return out
+
+
 def local_parameters(endpoint: str, stac_api_url: str | None = None,
-                     overrides: dict[str, str] | None = None) -> dict[str, str]:
-    """Template parameters of a local deploy (GDAL's S3 endpoint = MiniStack's host:port)."""
+                     overrides: dict[str, str] | None = None,
+                     template: Path = REPO / "template.yaml") -> dict[str, str]:
+    """Template parameters of a local deploy (GDAL's S3 endpoint = MiniStack's host:port).
+
+    Every parameter is passed, the template's default where nothing else is asked: ``sam
+    deploy`` keeps a parameter's *previous* value when ``--parameter-overrides`` omits it
+    (samcli/commands/deploy/deploy_context.py ``merge_parameters``: ``UsePreviousValue``), so a
+    deploy with ``FaultRate=0.2`` followed by a plain one would keep injecting faults (seen:
+    test_pipeline_faults' restore was "No changes to deploy")."""
     if stac_api_url is None:
         stac_api_url = os.environ.get("STAC_API_URL")
     if stac_api_url is None:
         from ..local import stack
 
         stac_api_url = stack().require().stac_api_url
-    params = {"Local": "true", "LocalS3Endpoint": urlsplit(endpoint).netloc,
-              "StacApiUrl": stac_api_url, **LOCAL_PARAMETERS}
+    params = {**template_defaults(template), "Local": "true",
+              "LocalS3Endpoint": urlsplit(endpoint).netloc, "StacApiUrl": stac_api_url,
+              **LOCAL_PARAMETERS}
     params.update({k: str(v) for k, v in (overrides or {}).items()})
     return params
 
@@ -170,7 +198,7 @@ def deploy_local(stack_name: str = "cloudfree", endpoint: str | None = None,
     """Build (cached) and deploy the template to MiniStack; return the stack's outputs."""
     repo = Path(repo)
     endpoint = endpoint or _endpoint()
-    params = local_parameters(endpoint, stac_api_url, parameters)
+    params = local_parameters(endpoint, stac_api_url, parameters, repo / "template.yaml")
     built = build(repo)
     stamp_file = repo / ".aws-sam" / f"cloudfree-deploy-{stack_name}.json"
     stamp = {"build": (repo / ".aws-sam" / "cloudfree-build.sha256").read_text(),
