@@ -242,7 +242,7 @@ def tile_transitions(work: list[dict], decide: int = 0) -> int:
     """State transitions of one tile's child execution for a select ``work`` list and
     ``decide`` batches.
 
-    Select, Selected (choice), Decide (map), Bands (map), Complete = 5; one Decide task per
+    Select, Selected (choice), Decisions (map), Bands (map), Complete = 5; one Decide task per
     decide batch; per band: Windows (map), Assemble, plus one Median per batch. Independent of
     the window count within a batch.
     """

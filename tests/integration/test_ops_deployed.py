@@ -40,8 +40,8 @@ def test_deployed_tasks_retry_from_the_table_and_time_out_after_their_function(d
     asl = json.loads(sfn.describe_state_machine(
         stateMachineArn=deployed_stack.state_machine_arn)["definition"])
     tasks = dict(_tasks(asl["States"]))
-    assert set(tasks) == {"Plan", "Select", "Median", "Assemble", "Complete", "RecordFailure",
-                          "Report"}
+    assert set(tasks) == {"Plan", "Select", "Decide", "Median", "Assemble", "Complete",
+                          "RecordFailure", "Report"}
     for name, state in tasks.items():
         assert state["Retry"] == retry.retriers(), name
         fn = lam.get_function_configuration(FunctionName=_physical(
