@@ -4,14 +4,16 @@
 
 ``make_test_scenes.py`` places its 3072 px crops 2046 px into the tile (a multiple of 6, for the
 10/20/60 m grids), so their 1024 px blocks start 2 px off the tile's block grid. Earth Search's
-COGs cover the whole tile from its origin, so their blocks lie on it (``windows.py``); reads cut
-along the tile's block lines (windows, strips, decision squares) then decode every source block
-once - on the shifted crops each such cut decodes two block rows. This writes DST/items.ndjson
-whose assets are small VRTs over SRC's GeoTIFFs placed at ``--offset-px`` (a multiple of 6144
-= lcm(1024 x 6, 2048 x 3): on the block grid of all three resolutions): only the georeferencing
-changes (``proj:transform``, ``bbox``, ``geometry``, ``extent.json``'s AOI), not a pixel or a
-block, so every engine decodes the same blocks as before. (Rewriting the GeoTIFFs' tags in
-place breaks their COG layout, and GDAL then warns on every open.)
+COGs cover the whole tile from its origin (a real item's ``blue`` is [10980, 10980] at 10 m and its
+``scl`` [5490, 5490] at 20 m, both from the tile's corner: ../shared/realdata/rio-tiler-pds/
+tests/fixtures/.../S2A_29RKH_20200219_0_L2A.json), so their blocks lie on it (``windows.py``);
+reads cut along the tile's block lines (windows, strips, decision squares) then decode every source
+block once - on the shifted crops each such cut decodes two block rows. This writes
+DST/items.ndjson whose assets are small VRTs over SRC's GeoTIFFs placed at ``--offset-px`` (a
+multiple of 6144 = lcm(1024 x 6, 2048 x 3): on the block grid of all three resolutions): only the
+georeferencing changes (``proj:transform``, ``bbox``, ``geometry``, ``extent.json``'s AOI), not a
+pixel or a block, so every engine decodes the same blocks as before. (Rewriting the GeoTIFFs' tags
+in place breaks their COG layout, and GDAL then warns on every open.)
 """
 
 from __future__ import annotations

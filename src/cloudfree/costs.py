@@ -116,11 +116,9 @@ def band_reads(band: str, scenes: int, memory_mb: int) -> tuple[int, int, int]:
 
 def decide_batches() -> int:
     """*decide* invocations per tile (the shared outlier decision's squares, in batches)."""
-    from .bands import get_band
-    from .manifest import SQUARES_PER_DECIDE
-    from .outliers import SHADOW_BAND, decision_squares
+    from .manifest import decision_plan
 
-    return math.ceil(len(decision_squares(get_band(SHADOW_BAND).size)) / SQUARES_PER_DECIDE)
+    return len(decision_plan().batches)
 
 
 def tile_cost(tile: str, scenes: int, memory_mb: int = 3008, *,

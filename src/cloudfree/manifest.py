@@ -115,6 +115,20 @@ class BandPlan:
             raise InputError(f"bad band plan: {err!r}") from err
 
 
+def decision_plan() -> BandPlan:
+    """The squares of the shared outlier decision (``outliers.decision_squares`` on the
+    nominal 20 m grid) and their batches, one per *decide* invocation. Every tile's 20 m grid
+    is 5490 x 5490 px from the tile's origin: a real Earth Search item's ``scl`` asset has
+    ``proj:shape`` [5490, 5490] and the same origin as its 10 m ``blue`` [10980, 10980]
+    (../shared/realdata/rio-tiler-pds/.../S2A_29RKH_20200219_0_L2A.json)."""
+    from .outliers import SHADOW_BAND, decision_squares
+
+    squares = decision_squares(get_band(SHADOW_BAND).size)
+    index = {w: i for i, w in enumerate(squares)}
+    return BandPlan(tuple(squares), tuple(tuple(index[w] for w in b)
+                                          for b in batch_windows(squares, SQUARES_PER_DECIDE)))
+
+
 def _check_scene(scene: Any) -> dict[str, Any]:
     if not isinstance(scene, dict) or not isinstance(scene.get("id"), str):
         raise InputError(f"manifest scene must be an object with an 'id', got {scene!r:.200}")
@@ -179,15 +193,9 @@ class Manifest:
                 for b in OUTPUT_BANDS if b in self.plan]
 
     def decision_plan(self) -> BandPlan:
-        """The squares of the shared outlier decision (``outliers.decision_squares`` on the
-        nominal 20 m grid) and their batches, one per *decide* invocation."""
-        from .outliers import SHADOW_BAND, decision_squares
-
-        squares = decision_squares(get_band(SHADOW_BAND).size)  # the 20 m grid: 5490 px
-        index = {w: i for i, w in enumerate(squares)}
-        return BandPlan(tuple(squares), tuple(tuple(index[w] for w in b)
-                                              for b in batch_windows(squares,
-                                                                     SQUARES_PER_DECIDE)))
+        """The tile's outlier decision plan (:func:`decision_plan`: the same for every
+        manifest; the tile grid does not vary)."""
+        return decision_plan()
 
     def decision_scenes(self) -> list[dict[str, Any]]:
         """The scene set the *decide* step decides for: the one most output bands use (all of

@@ -293,9 +293,11 @@ def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
     if not rule.enabled or not used.any():
         return out
     order = _time_order(order, used.shape[0])
-    # 1. spectral: Fmask's HOT test, B - 0.5 R - 0.08 > 0, in DN: 2 B - R > 2 x 800
+    # 1. spectral: Fmask's HOT test (:func:`cloud_like`), B - 0.5 R - 0.08 > 0, in DN:
+    # 2 B - R > 2 x 800; ``hot`` is computed once here, the haze test below reuses it
     b32 = blue.astype(np.int32)
-    cand = used & cloud_like(blue, red, rule)
+    hot = 2 * b32 - red.astype(np.int32)  # hot2(blue, red)
+    cand = used & (hot > 2 * rule.hot_dn)
     surface = persistent(cand, used, order, rule.persistent_run, blue, rule.cloud_floor_dn)
     cand &= ~surface
     clear_like = used & ~cand
@@ -315,7 +317,6 @@ def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
     # same for dark and bright clear surfaces and raised by haze (Zhang, Guindon & Cihlar 2002);
     # an observation whose HOT exceeds the pixel's lowest (clear-like, unshaded) by more than
     # ``haze_dn`` is hazy. Works with two observations; steady bright runs are exempt.
-    hot = hot2(blue, red)
     clear_keep = keep & ~shade
     low = np.where(clear_keep, hot, np.iinfo(np.int32).max).min(axis=0)
     hazy = keep & (hot - low > 2 * rule.haze_dn) & ~surface
@@ -655,31 +656,34 @@ def _shared_rejection(scenes: Sequence[dict], band: Band, window: Window, rule: 
     key = decision_key(scenes, rule, mask_classes, dilate_nodata)
     w20 = decision_window(band, window)
     out = np.zeros((len(scenes), window.height, window.width), bool)
-    k = CACHE_CHUNK
-    for gr in range(w20.row_off // k * k, w20.row_off + w20.height, k):
-        for gc in range(w20.col_off // k * k, w20.col_off + w20.width, k):
-            chunk20 = Window(gr, gc, min(k, h20 - gr), min(k, w20_ - gc))
-            odd = band.resolution == 60 and (chunk20.height % 3 or chunk20.width % 3)
-            if odd:  # an SCL not a whole number of 60 m pixels (never on the 5490 px grid)
-                chunk20 = Window(gr, gc, chunk20.height // 3 * 3, chunk20.width // 3 * 3)
-            on_band = chunk20.scaled(DECISION_RESOLUTION / band.resolution)
-            r0 = max(window.row_off, on_band.row_off)
-            c0 = max(window.col_off, on_band.col_off)
-            r1 = min(window.row_off + window.height, on_band.row_off + on_band.height)
-            c1 = min(window.col_off + window.width, on_band.col_off + on_band.width)
-            if r1 <= r0 or c1 <= c0:
-                continue
-            def decide(c: Window = chunk20) -> np.ndarray:
-                return _decide(scenes, c, rule, mask_classes, dilate_nodata, threads, kernel)
+    for chunk20 in decision_squares(h20, w20_):  # the squares the decide step stores
+        if (chunk20.row_off >= w20.row_off + w20.height or chunk20.col_off >= w20.col_off
+                + w20.width or chunk20.row_off + chunk20.height <= w20.row_off
+                or chunk20.col_off + chunk20.width <= w20.col_off):
+            continue
+        odd = band.resolution == 60 and (chunk20.height % 3 or chunk20.width % 3)
+        if odd:  # an SCL not a whole number of 60 m pixels (never on the 5490 px grid)
+            chunk20 = Window(chunk20.row_off, chunk20.col_off, chunk20.height // 3 * 3,
+                             chunk20.width // 3 * 3)
+        on_band = chunk20.scaled(DECISION_RESOLUTION / band.resolution)
+        r0 = max(window.row_off, on_band.row_off)
+        c0 = max(window.col_off, on_band.col_off)
+        r1 = min(window.row_off + window.height, on_band.row_off + on_band.height)
+        c1 = min(window.col_off + window.width, on_band.col_off + on_band.width)
+        if r1 <= r0 or c1 <= c0:
+            continue
 
-            rej20 = decide() if odd else _shared(decision_uri(cache, key, chunk20),
-                                                 (len(scenes), chunk20.height, chunk20.width),
-                                                 decide)
-            part = to_band_grid(rej20, band, on_band)
-            out[:, r0 - window.row_off:r1 - window.row_off,
-                c0 - window.col_off:c1 - window.col_off] = \
-                part[:, r0 - on_band.row_off:r1 - on_band.row_off,
-                     c0 - on_band.col_off:c1 - on_band.col_off]
+        def decide(c: Window = chunk20) -> np.ndarray:
+            return _decide(scenes, c, rule, mask_classes, dilate_nodata, threads, kernel)
+
+        rej20 = decide() if odd else _shared(decision_uri(cache, key, chunk20),
+                                             (len(scenes), chunk20.height, chunk20.width),
+                                             decide)
+        part = to_band_grid(rej20, band, on_band)
+        out[:, r0 - window.row_off:r1 - window.row_off,
+            c0 - window.col_off:c1 - window.col_off] = \
+            part[:, r0 - on_band.row_off:r1 - on_band.row_off,
+                 c0 - on_band.col_off:c1 - on_band.col_off]
     return out
 
 
