@@ -40,8 +40,8 @@ from fastscenes import generate  # noqa: E402
 
 from cloudfree.bands import OUTPUT_BANDS, SCL, get_band  # noqa: E402
 from cloudfree.layout import Layout  # noqa: E402
+from cloudfree.manifest import WINDOWS_PER_BATCH  # noqa: E402
 from cloudfree.median import DEFAULT_THREADS, compiled_available  # noqa: E402
-from cloudfree.tasks import WINDOWS_PER_BATCH  # noqa: E402
 from cloudfree.windows import batch_windows, plan_windows  # noqa: E402
 
 TILE, YEAR = "33UUP", 2023

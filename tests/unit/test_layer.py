@@ -96,8 +96,9 @@ def test_dev_tooling_stays_out_of_the_layer(layer):
     assert (layer / "cloudfree" / "schemas" / "schemas.stacspec.org").is_dir()
 
 
-@needs_sam
-def test_every_handler_imports_from_the_layer_alone(layer, tmp_path):
+def _layer_only(layer: Path, tmp_path: Path, probe: str, *args: str):
+    """Run ``probe`` in a fresh interpreter whose path holds only the layer, the packages the
+    Lambda runtime provides (symlinked from this venv) and the standard library."""
     runtime = tmp_path / "runtime-packages"
     runtime.mkdir()
     venv_site = Path(sysconfig.get_paths()["purelib"])
@@ -106,15 +107,20 @@ def test_every_handler_imports_from_the_layer_alone(layer, tmp_path):
         (runtime / src.name).symlink_to(src)
     stdlib = [sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"],
               str(Path(sysconfig.get_paths()["stdlib"]) / "lib-dynload")]
-    functions = sorted(str(p.parent) for p in (REPO / "functions").glob("*/app.py"))
-    assert len(functions) == 10
     path = [str(layer), str(runtime), *stdlib]
-    code = f"import sys; sys.path[:] = {path!r}\n" + PROBE
+    code = f"import sys; sys.path[:] = {path!r}\n" + probe
     env = {"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1", "HOME": str(tmp_path),
            "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_SERVICE_NAME": "cloudfree",
            "POWERTOOLS_METRICS_NAMESPACE": "Cloudfree"}
-    res = subprocess.run([sys.executable, "-B", "-I", "-S", "-c", code, str(layer), *functions],
-                         capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([sys.executable, "-B", "-I", "-S", "-c", code, *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+@needs_sam
+def test_every_handler_imports_from_the_layer_alone(layer, tmp_path):
+    functions = sorted(str(p.parent) for p in (REPO / "functions").glob("*/app.py"))
+    assert len(functions) == 10
+    res = _layer_only(layer, tmp_path, PROBE, str(layer), *functions)
     assert res.returncode == 0, res.stderr[-4000:]
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert all(report["handlers"].values()) and len(report["handlers"]) == 10
@@ -122,3 +128,29 @@ def test_every_handler_imports_from_the_layer_alone(layer, tmp_path):
     assert not [m for m in report["modules"] if m.split(".")[1] in ("synth", "local", "pipeline")]
     assert report["unresolved"] == [], f"imports missing from the layer: {report['unresolved']}"
     assert report["outside"] == [], "modules loaded from outside the layer and the runtime"
+
+
+WINDOW_PROBE = r'''
+import sys, numpy as np, rasterio
+from cloudfree.bands import get_band
+from cloudfree.composite import WINDOW_COMPRESSION, WindowResult, write_window_result
+from cloudfree.windows import Window
+band, window = get_band("blue"), Window(0, 0, 512, 512)
+median = (np.arange(512 * 512, dtype=np.uint16) % 4000 + 1).reshape(512, 512)
+count = np.full((512, 512), 7, np.uint8)
+res = WindowResult("blue", window, median, count, {"a": 1}, {"a": 0}, 512 * 512)
+write_window_result(res, sys.argv[1], "33UUP", band)
+with rasterio.open(sys.argv[1]) as src:
+    ok = (src.compression.value == WINDOW_COMPRESSION["compress"]
+          and (src.read(1) == median).all() and (src.read(2) == 7).all())
+print("ok" if ok else f"bad {src.compression}")
+'''
+
+
+@needs_sam
+def test_the_layers_rasterio_writes_and_reads_the_window_compression(layer, tmp_path):
+    """The window GeoTIFFs are ZSTD (``composite.WINDOW_COMPRESSION``): the layer's own
+    rasterio/GDAL (not this venv's) writes one and reads the same pixels back."""
+    res = _layer_only(layer, tmp_path, WINDOW_PROBE, str(tmp_path / "w.tif"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip().splitlines()[-1] == "ok"
