@@ -479,17 +479,20 @@ def assemble_band(layout, year: int, tile: Tile | str, band: str,
     storage.remove(layout.band_stats(year, tile_obj.id, b.key))
     work = Path(workdir or tempfile.mkdtemp(prefix="cloudfree-asm-"))
     try:
-        src = stitch(uris, tile_obj, b, workdir=work, tile_size=tile_size)
-        idx = list(range(1, b.count + 1))
-        info = write_web_cog(src, layout.staged_cog(year, tile_obj.id, b.key),
-                             zoom_level=zoom_level,
-                             resampling=resampling, profile=profile, indexes=idx,
-                             threads=threads)
-        if write_count and b.count == 1 and b.resolution == 10:
-            info.related["count"] = write_web_cog(
-                src, layout.staged_cog(year, tile_obj.id, "count"), zoom_level=info.zoom,
-                resampling="nearest", overview_resampling="nearest", profile=profile,
-                indexes=[2], threads=threads, dtype="uint8")
+        # one GDAL environment (and rasterio session) for every open below: the windows'
+        # rasterio.open calls would otherwise each make their own (storage.gdal_env)
+        with storage.gdal_env():
+            src = stitch(uris, tile_obj, b, workdir=work, tile_size=tile_size)
+            idx = list(range(1, b.count + 1))
+            info = write_web_cog(src, layout.staged_cog(year, tile_obj.id, b.key),
+                                 zoom_level=zoom_level,
+                                 resampling=resampling, profile=profile, indexes=idx,
+                                 threads=threads)
+            if write_count and b.count == 1 and b.resolution == 10:
+                info.related["count"] = write_web_cog(
+                    src, layout.staged_cog(year, tile_obj.id, "count"), zoom_level=info.zoom,
+                    resampling="nearest", overview_resampling="nearest", profile=profile,
+                    indexes=[2], threads=threads, dtype="uint8")
     finally:
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -109,7 +109,7 @@ def _header(href: str, asset: str, size: int) -> None:
     import rasterio
 
     try:
-        with rasterio.Env(**storage.gdal_env_options()), rasterio.open(href) as src:
+        with storage.gdal_env(), rasterio.open(href) as src:
             band = get_band(asset)
             if src.count != band.count or src.dtypes[0] != band.dtype:
                 raise _Bad(f"corrupt: {src.count}x{src.dtypes[0]}, expected "

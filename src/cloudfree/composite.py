@@ -421,7 +421,7 @@ def write_window_result(result: WindowResult, uri: str, tile, band: Band | str,
     profile = result_profile(tile, band, result.window, data.shape[0], str(data.dtype))
     with tempfile.TemporaryDirectory(prefix="cloudfree-win-") as tmp:
         path = Path(tmp) / f"{result.window.key}.tif"
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK="YES"), rasterio.open(path, "w",
+        with storage.gdal_env(GDAL_TIFF_INTERNAL_MASK="YES"), rasterio.open(path, "w",
                                                                          **profile) as dst:
             dst.write(data)
             if band.count == 1:

@@ -644,7 +644,7 @@ def _scl_shape(href: str) -> tuple[int, int]:
 
     from . import storage
 
-    with rasterio.Env(**storage.gdal_env_options()), rasterio.open(href) as src:
+    with storage.gdal_env(), rasterio.open(href) as src:
         return src.height, src.width
 
 

@@ -111,9 +111,8 @@ def check_staged(tile: str, year: int, cogs: dict[str, dict], settings: Settings
     if stale:
         raise IncompleteError(f"{tile} {year}: staged COGs differ from their statistics: "
                               f"{stale} (rerun assemble for these bands)")
-    import rasterio
 
-    with rasterio.Env(**storage.gdal_env_options()):
+    with storage.gdal_env():
         for uri in uris.values():
             ok, errors, _ = cog_validate(uri, quiet=True)
             if not ok:

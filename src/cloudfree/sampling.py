@@ -28,7 +28,7 @@ def _read_decimated(href: str, size: int) -> np.ndarray:
     from rasterio.enums import Resampling
 
     try:
-        with rasterio.Env(**storage.gdal_env_options()), rasterio.open(href) as src:
+        with storage.gdal_env(), rasterio.open(href) as src:
             return src.read(1, out_shape=(size, size), resampling=Resampling.nearest)
     except rasterio.errors.RasterioError as err:
         raise SourceReadError(f"cannot read a sample of {href}: {err}") from err

@@ -230,7 +230,7 @@ def _read_once(href: str, window: Window, band_index: int | Sequence[int],
                out_dtype: str | None) -> np.ndarray:
     import rasterio
 
-    with rasterio.Env(**storage.gdal_env_options()), rasterio.open(href) as src:
+    with storage.gdal_env(), rasterio.open(href) as src:
         return src.read(band_index, window=window.to_rasterio(), boundless=False,
                         out_dtype=out_dtype)
 
@@ -361,7 +361,7 @@ def read_scl_patch(href_scl: str, band: Band, window: Window, margin: int = 0) -
     core = scl_window(band, window)
     want = scl_window(band, window, margin)
     try:
-        with rasterio.Env(**storage.gdal_env_options()), rasterio.open(href_scl) as src:
+        with storage.gdal_env(), rasterio.open(href_scl) as src:
             if core.row_off + core.height > src.height or core.col_off + core.width > src.width:
                 raise SourceReadError(f"SCL {href_scl} ({src.height}x{src.width} px) is smaller "
                                       f"than the SCL window {core} of {window.key}")

@@ -41,6 +41,49 @@ def test_gdal_options_follow_the_local_endpoint(monkeypatch):
         "127.0.0.1:4566", "NO", "FALSE")
 
 
+def test_gdal_env_makes_one_rasterio_session_per_set_of_credentials(monkeypatch, tmp_path):
+    """rasterio.Env() alone builds a boto3 Session (~30 ms) whenever keys are in the
+    environment; storage.gdal_env() reuses one per credentials, and the GDAL options and
+    credentials still reach GDAL inside it."""
+    import boto3
+    import rasterio
+    from rasterio.session import AWSSession, DummySession
+
+    made = []
+    real = boto3.Session
+
+    def counting(*args, **kwargs):
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(boto3, "Session", counting)
+    for k in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_NO_SIGN_REQUEST"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-one")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-one")
+    storage._gdal_session.cache_clear()
+    with rasterio.Env():  # the behaviour worked around: a session per Env
+        pass
+    with rasterio.Env():
+        pass
+    assert len(made) == 2
+    made.clear()
+    envs = [storage.gdal_env() for _ in range(5)]
+    assert len(made) == 1 and len({id(e.session) for e in envs}) == 1
+    assert isinstance(envs[0].session, AWSSession)
+    with envs[0]:
+        from rasterio.env import getenv
+
+        cfg = getenv()
+        assert cfg["AWS_ACCESS_KEY_ID"] == "key-one"
+        assert cfg["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-two")  # new credentials: a new session
+    assert storage.gdal_env().session is not envs[0].session and len(made) == 2
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")  # none: no boto3 at all, as rasterio does
+    assert isinstance(storage.gdal_env().session, DummySession) and len(made) == 2
+    storage._gdal_session.cache_clear()
+
+
 def test_read_bytes_reads_at_most_max_bytes(tmp_path):
     path = tmp_path / "big.json"
     path.write_bytes(b"x" * 100)

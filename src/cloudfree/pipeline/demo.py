@@ -130,7 +130,7 @@ def score_band(cog: Path, truth_href: str, count_cog: Path | None = None) -> dic
     import rasterio
     from rasterio.warp import Resampling, reproject
 
-    with rasterio.Env(**storage.gdal_env_options()), rasterio.open(truth_href) as t:
+    with storage.gdal_env(), rasterio.open(truth_href) as t:
         truth = t.read(1)
         dst = np.zeros_like(truth)
         with rasterio.open(cog) as src:

@@ -71,11 +71,9 @@ def count_max(item: Mapping[str, Any]) -> int:
 
 
 def _gdal_env():
-    import rasterio
+    from ..storage import gdal_env
 
-    from ..storage import gdal_env_options
-
-    return rasterio.Env(**gdal_env_options())
+    return gdal_env()
 
 
 def _read_tile(href: str, x: int, y: int, z: int):
