@@ -126,9 +126,9 @@ def _locate(path: Path, tile: Tile, band: Band, size: int) -> _Piece:
         return _Piece(path, window, src.count, src.dtypes[0])
 
 
-def _check_coverage(pieces: Sequence[_Piece], size: int) -> None:
+def _check_coverage(windows: Sequence[Window], size: int) -> None:
     """The windows must tile the grid exactly (no overlap, no gap)."""
-    ws = sorted(p.window for p in pieces)
+    ws = sorted(windows)
     for i, a in enumerate(ws):
         for b in ws[i + 1:]:
             if b.row_off >= a.row_off + a.height:
@@ -169,24 +169,43 @@ def _vrt_xml(pieces: Sequence[_Piece], tile: Tile, band: Band, size: int) -> str
     return "\n".join(lines) + "\n"
 
 
-def _write_gtiff(pieces: Sequence[_Piece], tile: Tile, band: Band, size: int, dst: Path) -> None:
-    """Copy the pieces into one tiled GeoTIFF, one window in memory at a time."""
-    import rasterio
+def _intersection(a: Window, b: Window) -> Window | None:
+    r0, c0 = max(a.row_off, b.row_off), max(a.col_off, b.col_off)
+    r1 = min(a.row_off + a.height, b.row_off + b.height)
+    c1 = min(a.col_off + a.width, b.col_off + b.width)
+    return Window(r0, c0, r1 - r0, c1 - c0) if r1 > r0 and c1 > c0 else None
 
-    profile = {"driver": "GTiff", "height": size, "width": size, "count": pieces[0].count,
-               "dtype": pieces[0].dtype, "crs": tile.crs, "nodata": 0,
-               "transform": tile.transform(band.resolution), "tiled": True, "blockxsize": 512,
-               "blockysize": 512, "compress": "NONE", "bigtiff": "IF_SAFER",
+
+def _write_gtiff(pieces: Sequence[_Piece], tile: Tile, band: Band, area: Window,
+                 dst: Path) -> None:
+    """Copy the pieces' parts inside ``area`` (the band's tile grid) into one tiled GeoTIFF
+    covering ``area``, one window in memory at a time."""
+    import rasterio
+    from rasterio.windows import Window as RioWindow
+
+    profile = {"driver": "GTiff", "height": area.height, "width": area.width,
+               "count": pieces[0].count, "dtype": pieces[0].dtype, "crs": tile.crs, "nodata": 0,
+               "transform": area.transform(tile.transform(band.resolution)), "tiled": True,
+               "blockxsize": 512, "blockysize": 512, "compress": "NONE", "bigtiff": "IF_SAFER",
                "interleave": "pixel" if pieces[0].count > 1 and band.count > 1 else "band"}
     with rasterio.open(dst, "w", **profile) as out:
         for p in pieces:
+            part = _intersection(p.window, area)
+            if part is None:
+                continue
             with rasterio.open(p.path) as src:
-                out.write(src.read(), window=p.window.to_rasterio())
+                data = src.read(window=RioWindow(part.col_off - p.window.col_off,
+                                                 part.row_off - p.window.row_off,
+                                                 part.width, part.height))
+            out.write(data, window=RioWindow(part.col_off - area.col_off,
+                                             part.row_off - area.row_off,
+                                             part.width, part.height))
 
 
 def stitch(window_uris: Sequence[str], tile: Tile | str, band: Band | str, *,
            workdir: str | Path | None = None, method: str = "gtiff",
-           tile_size: int | None = None) -> Path:
+           tile_size: int | None = None, windows: Sequence[Window] | None = None,
+           crop: Window | None = None) -> Path:
     """Rebuild the band's full UTM raster (tile grid at the band resolution, nodata 0).
 
     ``method="gtiff"`` (default) copies the windows into one uncompressed tiled GeoTIFF, one
@@ -195,6 +214,11 @@ def stitch(window_uris: Sequence[str], tile: Tile | str, band: Band | str, *,
     downloaded into ``workdir`` first. Missing window
     objects raise ``IncompleteError`` listing them; windows that do not tile the grid exactly
     raise too. The returned path lives in ``workdir`` (a new temp dir if None; caller cleans).
+
+    ``crop`` (``method="gtiff"``, with the planned ``windows`` in the order of
+    ``window_uris``): the raster covers only that part of the grid (:func:`data_crop`); the
+    planned windows must still tile the grid, and only the window files that meet ``crop``
+    are fetched (each checked to sit where it was planned).
     """
     tile, band = parse_tile(tile), get_band(band) if isinstance(band, str) else band
     if not window_uris:
@@ -202,17 +226,32 @@ def stitch(window_uris: Sequence[str], tile: Tile | str, band: Band | str, *,
     size = int(tile_size or band.size)
     work = Path(workdir or tempfile.mkdtemp(prefix="cloudfree-stitch-"))
     work.mkdir(parents=True, exist_ok=True)
-    pieces = [_locate(p, tile, band, size) for p in _local_copies(list(window_uris), work)]
+    area = Window(0, 0, size, size)
+    if crop is not None and crop != area:
+        if method != "gtiff" or windows is None or len(windows) != len(window_uris):
+            raise InputError("a crop needs method 'gtiff' and the planned windows of the uris")
+        planned = [Window.from_dict(w) for w in windows]
+        _check_coverage(planned, size)
+        keep = [i for i, w in enumerate(planned) if _intersection(w, crop) is not None]
+        pieces = [_locate(p, tile, band, size)
+                  for p in _local_copies([window_uris[i] for i in keep], work)]
+        moved = [p.window.key for p, i in zip(pieces, keep, strict=True)
+                 if p.window != planned[i]]
+        if moved:
+            raise InputError(f"window results not where they were planned: {moved}")
+        area = crop
+    else:
+        pieces = [_locate(p, tile, band, size) for p in _local_copies(list(window_uris), work)]
+        _check_coverage([p.window for p in pieces], size)
     if len({(p.count, p.dtype) for p in pieces}) != 1:
         raise InputError("window results differ in band count or dtype")
-    _check_coverage(pieces, size)
     pieces.sort(key=lambda p: p.window)
     if method == "vrt":
         dst = work / f"{tile.id}_{band.key}.vrt"
         dst.write_text(_vrt_xml(pieces, tile, band, size))
     elif method == "gtiff":
         dst = work / f"{tile.id}_{band.key}_utm.tif"
-        _write_gtiff(pieces, tile, band, size, dst)
+        _write_gtiff(pieces, tile, band, area, dst)
     else:
         raise InputError(f"stitch method must be 'vrt' or 'gtiff', got {method!r}")
     return dst
@@ -221,12 +260,16 @@ def stitch(window_uris: Sequence[str], tile: Tile | str, band: Band | str, *,
 # --- the web-optimized COG -------------------------------------------------------------------
 def _min_abs_latitude(src) -> float:
     """Smallest |latitude| over the dataset's footprint (where mercator pixels are smallest)."""
+    return _min_abs_latitude_of(src.crs, src.bounds)
+
+
+def _min_abs_latitude_of(crs, bounds) -> float:
     from rasterio.warp import transform as warp
 
-    left, bottom, right, top = src.bounds
+    left, bottom, right, top = bounds
     xs = [left, right, left, right, (left + right) / 2, (left + right) / 2]
     ys = [bottom, bottom, top, top, bottom, top]
-    _, lats = warp(src.crs, "EPSG:4326", xs, ys)
+    _, lats = warp(crs, "EPSG:4326", xs, ys)
     if min(lats) <= 0 <= max(lats):
         return 0.0
     return min(abs(v) for v in lats)
@@ -418,12 +461,61 @@ def write_web_cog(src_path: str | Path, dst_uri: str, *, zoom_level: int | str |
 
 
 # --- one band, end to end --------------------------------------------------------------------
+def _read_window_stats(uris: Sequence[str]) -> list[dict]:
+    """The windows' statistics (their "done" markers), read in parallel; IncompleteError
+    naming the missing ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        stats = list(pool.map(storage.read_json_if_exists, uris))
+    missing = [u for u, s in zip(uris, stats, strict=True) if s is None]
+    if missing:
+        raise IncompleteError(f"window statistics missing: {', '.join(missing)}")
+    return stats
+
+
+
 def band_window_uris(layout, year: int, tile: Tile | str, band: str,
                      windows: Iterable[Window | dict]) -> list[str]:
     """The window result URIs of a band (from the planned windows)."""
     tid = parse_tile(tile).id
     return [layout.window_result(year, tid, band, w.row_off, w.col_off)
             for w in map(Window.from_dict, windows)]
+
+
+#: Side (m) of the cells a band's COG is cropped to (:func:`data_crop`): a tenth of the tile,
+#: 1,098 / 549 / 183 px at 10 / 20 / 60 m, so every band's crop has the same extent.
+CROP_CELL_M = 10980
+
+
+def data_crop(stats: Sequence[dict], band: Band | str, size: int | None = None) -> Window:
+    """The part of the band's tile grid its COG covers: the cells of :data:`CROP_CELL_M` that
+    hold observed pixels (SCL not nodata in some scene: the windows' ``observed_bbox``).
+
+    A tile that the year's scenes cover only in part (a swath edge, a coast: Sentinel-2
+    images land and coastal water only) is published over its observed cells, not as a full
+    tile of nodata, and assemble warps and encodes only those. The whole grid when nothing is
+    observed, or for window statistics written before ``observed_bbox`` existed (a window
+    with observed pixels then counts whole).
+    """
+    from .composite import union_bbox
+
+    band = get_band(band) if isinstance(band, str) else band
+    size = int(size or band.size)
+    boxes = []
+    for s in stats:
+        if "observed_bbox" in s:
+            boxes.append(s["observed_bbox"])
+        elif int(s.get("observed_pixels", s.get("pixels", 1))) > 0:
+            w = Window.from_dict(s["window"])
+            boxes.append((w.row_off, w.col_off, w.row_off + w.height, w.col_off + w.width))
+    box = union_bbox(boxes)
+    if box is None:
+        return Window(0, 0, size, size)
+    cell = CROP_CELL_M // band.resolution
+    r0, c0 = box[0] // cell * cell, box[1] // cell * cell
+    r1, c1 = min(size, -(-box[2] // cell) * cell), min(size, -(-box[3] // cell) * cell)
+    return Window(r0, c0, r1 - r0, c1 - c0)
 
 
 def merge_window_stats(stats: Sequence[dict]) -> dict[str, Any]:
@@ -477,12 +569,21 @@ def assemble_band(layout, year: int, tile: Tile | str, band: str,
     uris = band_window_uris(layout, year, tile_obj, b.key, windows)
     t0 = time.perf_counter()
     storage.remove(layout.band_stats(year, tile_obj.id, b.key))
+    stats_uris = [layout.window_stats(year, tile_obj.id, b.key, w.row_off, w.col_off)
+                  for w in windows]
+    stats = _read_window_stats(stats_uris)
+    crop = data_crop(stats, b, tile_size)
+    if zoom_level in (None, "native"):  # the whole tile's zoom, whatever the crop
+        size = int(tile_size or b.size)
+        full = Window(0, 0, size, size).bounds(tile_obj.transform(b.resolution))
+        zoom_level = native_zoom(b.resolution, _min_abs_latitude_of(tile_obj.crs, full))
     work = Path(workdir or tempfile.mkdtemp(prefix="cloudfree-asm-"))
     try:
         # one GDAL environment (and rasterio session) for every open below: the windows'
         # rasterio.open calls would otherwise each make their own (storage.gdal_env)
         with storage.gdal_env():
-            src = stitch(uris, tile_obj, b, workdir=work, tile_size=tile_size)
+            src = stitch(uris, tile_obj, b, workdir=work, tile_size=tile_size,
+                         windows=windows, crop=crop)
             idx = list(range(1, b.count + 1))
             info = write_web_cog(src, layout.staged_cog(year, tile_obj.id, b.key),
                                  zoom_level=zoom_level,
@@ -496,12 +597,6 @@ def assemble_band(layout, year: int, tile: Tile | str, band: str,
     finally:
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)
-    stats_uris = [layout.window_stats(year, tile_obj.id, b.key, w.row_off, w.col_off)
-                  for w in windows]
-    missing = [u for u in stats_uris if not storage.exists(u)]
-    if missing:
-        raise IncompleteError(f"window statistics missing: {', '.join(missing)}")
-    stats = [storage.read_json(u) for u in stats_uris]
     if on_written is not None:
         on_written()
     band_stats = merge_window_stats(stats)

@@ -77,6 +77,10 @@ class WindowResult:
     snow: np.ndarray | None = None  # (h, w) bool: the median came from snow observations only
     outliers: dict[str, int] = field(default_factory=dict)  # scene id -> observations rejected
     masked: dict[str, int] = field(default_factory=dict)  # scene id -> pixels SCL masked
+    #: (row0, col0, row1, col1), ends excluded, on the band's tile grid: the bounding box of the
+    #: observed pixels (``observed``), None when none is; assemble crops the COG to the tile's
+    #: observed part (``assemble.data_crop``)
+    observed_bbox: tuple[int, int, int, int] | None = None
 
     @property
     def snow_pixels(self) -> int:
@@ -105,6 +109,12 @@ class WindowResult:
             "offsets": {k: int(v) for k, v in self.offsets.items()},
             "outliers": {k: int(v) for k, v in self.outliers.items()},
             "masked": {k: int(v) for k, v in self.masked.items()},
+            # observed unknown (None): the whole window, as observed_pixels
+            "observed_bbox": [self.window.row_off, self.window.col_off,
+                              self.window.row_off + self.window.height,
+                              self.window.col_off + self.window.width]
+            if self.observed is None else
+            None if self.observed_bbox is None else [int(v) for v in self.observed_bbox],
         }
 
 
@@ -275,9 +285,11 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
     elif states.shape != (len(scenes), *window.shape):
         raise InputError(f"states of shape {states.shape} for {len(scenes)} scenes and window "
                          f"{window.shape}")
-    observed = int(np.count_nonzero((states != mask.NODATA).any(axis=0)))
+    footprint = (states != mask.NODATA).any(axis=0)
+    observed, observed_bbox = int(np.count_nonzero(footprint)), footprint_bbox(footprint, window)
+    del footprint
     if not (states >= mask.SNOW).any():  # nothing usable anywhere: skip decoding the band
-        return _empty_result(band, window, ids, scenes, observed)
+        return _empty_result(band, window, ids, scenes, observed, observed_bbox)
     hrefs = _scene_hrefs(scenes, band.key)
     offsets = np.zeros(len(scenes), dtype=np.int64)
     if band.count > 1:
@@ -318,7 +330,26 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
                         dict(zip(ids, (int(v) for v in contrib), strict=True)),
                         dict(zip(ids, (int(v) for v in offsets), strict=True)), observed,
                         snow, dict(zip(ids, (int(v) for v in removed), strict=True)),
-                        dict(zip(ids, (int(v) for v in masked), strict=True)))
+                        dict(zip(ids, (int(v) for v in masked), strict=True)), observed_bbox)
+
+
+def union_bbox(boxes) -> tuple[int, int, int, int] | None:
+    """The bounding box of several ``(row0, col0, row1, col1)`` boxes (None ones ignored)."""
+    boxes = [b for b in boxes if b is not None]
+    if not boxes:
+        return None
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+            max(b[3] for b in boxes))
+
+
+def footprint_bbox(footprint: np.ndarray, window: Window) -> tuple[int, int, int, int] | None:
+    """The bounding box (row0, col0, row1, col1; ends excluded; on the tile grid) of the True
+    pixels of ``footprint`` (the window's shape), None when there is none."""
+    rows, cols = np.flatnonzero(footprint.any(axis=1)), np.flatnonzero(footprint.any(axis=0))
+    if rows.size == 0:
+        return None
+    return (window.row_off + int(rows[0]), window.col_off + int(cols[0]),
+            window.row_off + int(rows[-1]) + 1, window.col_off + int(cols[-1]) + 1)
 
 
 def _reject_outliers(scenes: Sequence[dict], band: Band, window: Window, use: np.ndarray,
@@ -349,7 +380,8 @@ def _reject_outliers(scenes: Sequence[dict], band: Band, window: Window, use: np
 
 
 def _empty_result(band: Band, window: Window, ids: list[str], scenes: Sequence[dict],
-                  observed: int) -> WindowResult:
+                  observed: int, observed_bbox: tuple[int, int, int, int] | None = None
+                  ) -> WindowResult:
     """The result of a window without a single valid observation (all nodata)."""
     h, w = window.shape
     shape = (band.count, h, w) if band.count > 1 else (h, w)
@@ -358,7 +390,7 @@ def _empty_result(band: Band, window: Window, ids: list[str], scenes: Sequence[d
     return WindowResult(band.key, window, median, np.zeros((h, w), dtype=np.uint8),
                         dict.fromkeys(ids, 0), dict(zip(ids, (int(v) for v in offsets),
                                                          strict=True)), observed,
-                        outliers=dict.fromkeys(ids, 0))
+                        outliers=dict.fromkeys(ids, 0), observed_bbox=observed_bbox)
 
 
 # --- writing ---------------------------------------------------------------------------------

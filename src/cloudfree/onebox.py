@@ -317,7 +317,7 @@ def stitch(parts: list, window: Window):
     """One ``composite.WindowResult`` of ``window`` from the results of its strips (top to
     bottom, full width): arrays stacked, per-scene counts summed (the statistics equal those of
     one ``composite_window`` over the whole window)."""
-    from .composite import WindowResult
+    from .composite import WindowResult, union_bbox
 
     if len(parts) == 1:
         return parts[0]
@@ -338,7 +338,8 @@ def stitch(parts: list, window: Window):
     return WindowResult(parts[0].band, window, np.concatenate([p.median for p in parts], -2),
                         np.concatenate([p.count for p in parts]), total("contributions"),
                         dict(parts[0].offsets), sum(p.observed or 0 for p in parts), snow,
-                        total("outliers"), total("masked"))
+                        total("outliers"), total("masked"),
+                        union_bbox([p.observed_bbox for p in parts]))
 
 
 @contextmanager
