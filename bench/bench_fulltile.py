@@ -79,14 +79,42 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def median_invocation(manifest: dict, band: str, windows: list[dict], root: str) -> dict:
+def median_invocation(manifest: dict, band: str, windows: list[dict], root: str,
+                      outliers: str = "on") -> dict:
     """One median Lambda invocation: a batch of windows of one band (fresh process)."""
     from cloudfree.composite import composite_band_windows
 
     t0 = time.perf_counter()
     done = composite_band_windows(manifest, band, windows, LocalLayout("w", "d", "c", root=root),
-                                  YEAR, TILE, overwrite=True)
+                                  YEAR, TILE, overwrite=True, outliers=outliers)
     return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb(), "windows": len(done)}
+
+
+def decide_invocation(manifest: dict, squares: list[dict], root: str) -> dict:
+    """One decide Lambda invocation: a batch of the tile's outlier-decision squares (the
+    pipeline's *decide* step, ``tasks.decide``), stored where the medians read them."""
+    from cloudfree.composite import DEFAULT_DILATE_NODATA
+    from cloudfree.outliers import decide_squares
+
+    t0 = time.perf_counter()
+    done = decide_squares(manifest["scenes"], squares,
+                          LocalLayout("w", "d", "c", root=root).outlier_decisions(YEAR, TILE),
+                          rule="on", mask_classes=manifest.get("mask_classes"),
+                          dilate_nodata=DEFAULT_DILATE_NODATA)
+    return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb(), **done}
+
+
+def run_decide(manifest: dict, root: Path) -> dict:
+    """The tile's decide step: ``manifest.decision_plan()``'s batches, one fresh process each
+    (4 invocations of 16 squares of 768 px on the 20 m grid), before any band."""
+    from cloudfree.manifest import decision_plan
+
+    plan = decision_plan()
+    runs = [_fresh(decide_invocation, manifest, [w.to_dict() for w in plan.batch(i)], str(root))
+            for i in range(len(plan.batches))]
+    return {"invocations": len(runs), "seconds": sum(r["seconds"] for r in runs),
+            "peak_mb": max(r["peak_mb"] for r in runs),
+            "squares": sum(r["computed"] for r in runs)}
 
 
 def assemble_invocation(band: str, windows: list[dict], root: str) -> dict:
@@ -153,12 +181,14 @@ def encode_outputs(cogs: list[str], work: Path, threads: int = 2) -> float:
 
 
 # --- one band, one tile ------------------------------------------------------------------------
-def run_band(manifest: dict, band_key: str, root: Path, memory_mb: int) -> dict:
+def run_band(manifest: dict, band_key: str, root: Path, memory_mb: int,
+             outliers: str = "on") -> dict:
     band = get_band(band_key)
     n = len(manifest["scenes"])
     windows = plan_windows(band, n, memory_mb)
     batches = [[w.to_dict() for w in b] for b in batch_windows(windows, WINDOWS_PER_BATCH)]
-    med = [_fresh(median_invocation, manifest, band.key, b, str(root)) for b in batches]
+    med = [_fresh(median_invocation, manifest, band.key, b, str(root), outliers)
+           for b in batches]
     asm = _fresh(assemble_invocation, band.key, [w.to_dict() for w in windows], str(root))
     decode_s, decoded = decode_all_blocks([s["assets"][band.key] for s in manifest["scenes"]])
     encode_s = encode_outputs(asm["cogs"], root)
@@ -183,8 +213,10 @@ def _print_band(r: dict, memory_mb: int) -> None:
           f"{r['median_peak_mb']:5.0f} / assemble {r['assemble_peak_mb']:5.0f} of {memory_mb} MB")
 
 
-def _projection(rows: list[dict], scl_s: float) -> None:
-    """Per-tile figures: measured for the bands run, per-resolution means for the others."""
+def _projection(rows: list[dict], scl_s: float, decide_s: float = 0.0) -> None:
+    """Per-tile figures: measured for the bands run, per-resolution means for the others,
+    plus the decide step once (``decide_s``: above the floor, it decodes nothing the floor
+    counts as output work)."""
     by_res: dict[int, list[dict]] = {}
     for r in rows:
         by_res.setdefault(r["res"], []).append(r)
@@ -200,14 +232,16 @@ def _projection(rows: list[dict], scl_s: float) -> None:
             pipe += sum(r["median_s"] + r["assemble_s"] for r in got) / len(got)
             floor += sum(r["decode_s"] + r["encode_s"] for r in got) / len(got)
     floor += scl_s
+    pipe += decide_s
     if unknown:
         print(f"tile: not projected (no band run at the resolution of {', '.join(unknown)}); "
               f"bands run and their same-resolution siblings: pipeline {pipe:.1f} s, floor "
               f"{floor:.1f} s = {pipe / floor:.1f}x")
         return
     kind = "projected" if projected else "measured"
-    print(f"tile ({kind}, 12 bands + visual): pipeline {pipe:6.1f} s, codec floor {floor:5.1f} s "
-          f"(SCL once: {scl_s:.1f} s) = {pipe / floor:.1f}x the floor")
+    print(f"tile ({kind}, 12 bands + visual): pipeline {pipe:6.1f} s (decide step "
+          f"{decide_s:.1f} s), codec floor {floor:5.1f} s (SCL once: {scl_s:.1f} s) = "
+          f"{pipe / floor:.2f}x the floor")
     if projected:
         print("  projected from the mean of the bands run at the same resolution: "
               f"{', '.join(projected)} (the visual image as a 10 m uint16 band)")
@@ -220,22 +254,33 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="every output band (12 + visual)")
     ap.add_argument("--memory-mb", type=int, default=TEMPLATE_MEMORY_MB)
     ap.add_argument("--dir", type=Path, help="work folder (default: a temp dir, removed)")
+    ap.add_argument("--outliers", choices=("on", "off"), default="on",
+                    help="outlier rejection (the template's default: on): the decide step runs "
+                         "first, as in the pipeline, and the medians read its squares")
     args = ap.parse_args()
     bands = list(OUTPUT_BANDS) if args.full else args.bands.split(",")
+    refs = ["blue", "red", "nir08"] if args.outliers == "on" else []
     root = Path(args.dir or tempfile.mkdtemp(prefix="cloudfree-fulltile-"))
     try:
         t0 = time.perf_counter()
-        manifest = generate(root / "scenes", args.scenes, bands, TILE, YEAR)
+        manifest = generate(root / "scenes", args.scenes,
+                            bands + [b for b in refs if b not in bands], TILE, YEAR)
         kernel = "compiled" if compiled_available() else "numpy (compiled kernel NOT built)"
         print(f"{args.scenes} full-size scenes of {TILE} ({', '.join(bands)} + scl) generated "
               f"in {time.perf_counter() - t0:.1f} s; median kernel {kernel}, "
               f"{DEFAULT_THREADS} threads; MedianMemoryMB {args.memory_mb}")
+        decide = {"seconds": 0.0}
+        if refs:
+            decide = run_decide(manifest, root)
+            print(f"decide    {decide['invocations']} invocations, {decide['squares']} squares: "
+                  f"{decide['seconds']:6.1f} s | peak RSS {decide['peak_mb']:5.0f} of "
+                  f"{args.memory_mb} MB")
         rows = []
         for key in bands:
-            rows.append(run_band(manifest, key, root, args.memory_mb))
+            rows.append(run_band(manifest, key, root, args.memory_mb, args.outliers))
             _print_band(rows[-1], args.memory_mb)
         scl_s, _ = decode_all_blocks([s["assets"][SCL.key] for s in manifest["scenes"]])
-        _projection(rows, scl_s)
+        _projection(rows, scl_s, decide["seconds"])
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)

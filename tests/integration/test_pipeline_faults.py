@@ -198,7 +198,6 @@ def _killed_half_way(deployed, deployed_stack) -> None:
         tasks.median(TILE, YEAR, band, batch, OPTIONS, settings)
 
 
-@pytest.mark.heavy  # 611 s at load ~15 (+106 s setup): beyond make test's CI budget today
 def test_killed_execution_rerun_with_faults_recomputes_only_what_is_missing(
         deployed, deployed_stack, clean):
     assert deployed_stack.parameters.get("FaultRate", "0") == "0"

@@ -78,7 +78,6 @@ def test_first_publish_is_consistent_and_nothing_public_but_the_version_and_item
     assert all(f"/{version}/" in u for u in public if u.endswith(".tif"))
 
 
-@pytest.mark.heavy  # recomputes the tile: 585 s at load ~15, beyond make test's CI budget today
 def test_forced_rerun_republishes_with_new_provenance_and_checksums(settings, small_archive):
     before = _item(settings)
     s5 = dataclasses.replace(settings, scene_count=5)
