@@ -55,7 +55,14 @@ from .errors import (
     UnreadableSourceError,
 )
 from .manifest import Exclusion, Manifest, band_exclusions, record_exclusion
-from .windows import DEFAULT_THREADS, Window, read_scl_patch, read_stack
+from .windows import (
+    DEFAULT_THREADS,
+    SclArea,
+    Window,
+    read_scl_patch,
+    read_stack,
+    scl_patch_from,
+)
 
 #: Pixels of SCL class 0 (no data) grown by this many band pixels before masking.
 DEFAULT_DILATE_NODATA = 2
@@ -135,17 +142,23 @@ def _offsets(scenes: Sequence[dict]) -> np.ndarray:
 
 def build_states(scl_hrefs: Sequence[str], band: Band, window: Window,
                  mask_classes: Iterable[int] | None, dilate_nodata: int, *,
-                 threads: int = DEFAULT_THREADS) -> np.ndarray:
+                 threads: int = DEFAULT_THREADS,
+                 scl_areas: Sequence[SclArea] | None = None) -> np.ndarray:
     """Per-scene observation states (S, h, w) uint8 (``mask.NODATA`` .. ``mask.CLEAR``).
 
     Each SCL is read with a margin of ``dilate_nodata`` band pixels, so the nodata dilation sees
-    the same neighbours whatever the window layout, then cropped to the window.
+    the same neighbours whatever the window layout, then cropped to the window. ``scl_areas``
+    (one per scene, ``windows.read_scl_area``): SCL already read over a larger area; a patch
+    inside it is cut from it (the same pixels) instead of read.
     """
     classes = tuple(mask.DEFAULT_MASK_CLASSES if mask_classes is None else mask_classes)
     out = np.empty((len(scl_hrefs), window.height, window.width), dtype=np.uint8)
 
     def _one(i: int) -> None:
-        patch = read_scl_patch(scl_hrefs[i], band, window, margin=dilate_nodata)
+        patch = None if scl_areas is None else scl_patch_from(scl_areas[i], band, window,
+                                                                dilate_nodata)
+        if patch is None:
+            patch = read_scl_patch(scl_hrefs[i], band, window, margin=dilate_nodata)
         state = mask.scene_state(patch.scl20, band.resolution, classes, dilate_nodata)
         crop = state[patch.row: patch.row + window.height, patch.col: patch.col + window.width]
         if crop.shape != window.shape:
@@ -206,10 +219,13 @@ def snow_fallback(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     use = (states == mask.CLEAR).view(np.uint8)
     ground = use.any(axis=0)
-    snow_obs = states == mask.SNOW
-    snow = ~ground & snow_obs.any(axis=0)
+    snowy = np.zeros(ground.shape, bool)  # scene by scene: one scene's temporaries, not the
+    for s in range(states.shape[0]):  # stack's (a (S, h, w) mask is a second states array)
+        snowy |= states[s] == mask.SNOW
+    snow = ~ground & snowy
     if snow.any():
-        use |= (snow_obs & snow[None]).view(np.uint8)
+        for s in range(states.shape[0]):
+            use[s] |= ((states[s] == mask.SNOW) & snow).view(np.uint8)
     return use, snow
 
 
@@ -250,7 +266,8 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
                      states: np.ndarray | None = None,
                      outliers: Any = None,
                      outlier_cache: str | None = None,
-                     rejection: np.ndarray | None = None) -> WindowResult:
+                     rejection: np.ndarray | None = None,
+                     stack: np.ndarray | None = None) -> WindowResult:
     """Composite one window of one band from every scene of the manifest (module docstring).
 
     ``outliers``: ``outliers.OutlierRule``, ``"on"`` / ``"off"``, or None for the default
@@ -271,6 +288,12 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
     several bands at once (``outliers.band_window_rejection`` on a 20 m footprint covering
     them, carried with ``outliers.to_band_grid``: the same bits, the test is per pixel); used
     instead of making it here (``outliers`` is then ignored).
+
+    ``stack``: the band's pixels of this window from every scene, (S, h, w) uint16 as
+    ``windows.read_stack`` returns them, already read for another purpose (the outlier
+    decision's reference bands, one read for both); used instead of reading them here, and
+    modified in place (offsets subtracted, granules fused): pass a copy to use it again.
+    Reflectance bands only.
     """
     band = get_band(band_key)
     window = Window.from_dict(window)
@@ -285,7 +308,11 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
     elif states.shape != (len(scenes), *window.shape):
         raise InputError(f"states of shape {states.shape} for {len(scenes)} scenes and window "
                          f"{window.shape}")
-    footprint = (states != mask.NODATA).any(axis=0)
+    if stack is not None and (band.count > 1 or stack.dtype != np.uint16
+                              or stack.shape != (len(scenes), *window.shape)):
+        raise InputError(f"a stack of {stack.shape} {stack.dtype} for {band.key} window "
+                         f"{window.shape} of {len(scenes)} scenes (uint16 reflectance only)")
+    footprint = states.any(axis=0)  # some state above NODATA (0); no (S, h, w) temporary
     observed, observed_bbox = int(np.count_nonzero(footprint)), footprint_bbox(footprint, window)
     del footprint
     if not (states >= mask.SNOW).any():  # nothing usable anywhere: skip decoding the band
@@ -296,7 +323,8 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
         stack = read_stack(hrefs, window, threads=threads,
                            band_index=list(range(1, band.count + 1)))
     else:
-        stack = read_stack(hrefs, window, threads=threads)
+        if stack is None:
+            stack = read_stack(hrefs, window, threads=threads)
         offsets = _offsets(scenes)
     # a band DN of 0 (all channels 0 for visual) demotes a usable pixel to masked; scene by
     # scene, so the temporaries are one scene's, not the stack's

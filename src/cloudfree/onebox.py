@@ -282,16 +282,6 @@ def _res_band(res: int):
     return next(b for b in REFLECTANCE_BANDS if b.resolution == res)
 
 
-def _band_rejection(decision20: np.ndarray, w20: Window, band, window: Window) -> np.ndarray:
-    """The part of a decision made on ``w20`` (20 m) that ``band``'s ``window`` needs, on the
-    band's grid (``outliers.to_band_grid``)."""
-    from .outliers import decision_window, to_band_grid
-
-    fb = decision_window(band, window)
-    r, c = fb.row_off - w20.row_off, fb.col_off - w20.col_off
-    return to_band_grid(decision20[:, r:r + fb.height, c:c + fb.width], band, window)
-
-
 def grid_cells(window: Window, rows: int, cols: int | None = None) -> list[Window]:
     """``window`` cut along the tile grid's lines every ``rows`` rows (and ``cols`` columns;
     None: whole rows), row-major: the pieces of a window that each lie in one row (column) of
@@ -314,9 +304,9 @@ def grid_cells(window: Window, rows: int, cols: int | None = None) -> list[Windo
 
 
 def stitch(parts: list, window: Window):
-    """One ``composite.WindowResult`` of ``window`` from the results of its strips (top to
-    bottom, full width): arrays stacked, per-scene counts summed (the statistics equal those of
-    one ``composite_window`` over the whole window)."""
+    """One ``composite.WindowResult`` of ``window`` from the results of the cells that tile it
+    (:func:`grid_cells`): arrays placed by their windows, per-scene counts summed (the
+    statistics equal those of one ``composite_window`` over the whole window)."""
     from .composite import WindowResult, union_bbox
 
     if len(parts) == 1:
@@ -331,15 +321,23 @@ def stitch(parts: list, window: Window):
 
     import numpy as np
 
+    def placed(get, lead: tuple[int, ...], dtype) -> np.ndarray:
+        out = np.zeros((*lead, window.height, window.width), dtype)
+        for p in parts:
+            r, c = p.window.row_off - window.row_off, p.window.col_off - window.col_off
+            out[..., r:r + p.window.height, c:c + p.window.width] = get(p)
+        return out
+
+    m0 = parts[0].median
     snow = None
     if any(p.snow is not None for p in parts):
-        snow = np.concatenate([np.zeros(p.count.shape, bool) if p.snow is None else p.snow
-                               for p in parts])
-    return WindowResult(parts[0].band, window, np.concatenate([p.median for p in parts], -2),
-                        np.concatenate([p.count for p in parts]), total("contributions"),
-                        dict(parts[0].offsets), sum(p.observed or 0 for p in parts), snow,
-                        total("outliers"), total("masked"),
-                        union_bbox([p.observed_bbox for p in parts]))
+        snow = placed(lambda p: False if p.snow is None else p.snow, (), bool)
+    return WindowResult(parts[0].band, window,
+                        placed(lambda p: p.median, m0.shape[:-2], m0.dtype),
+                        placed(lambda p: p.count, (), parts[0].count.dtype),
+                        total("contributions"), dict(parts[0].offsets),
+                        sum(p.observed or 0 for p in parts), snow, total("outliers"),
+                        total("masked"), union_bbox([p.observed_bbox for p in parts]))
 
 
 @contextmanager
@@ -354,30 +352,239 @@ def _timed(spent: dict[str, float], key: str):
         spent[f"{key}_cpu"] = spent.get(f"{key}_cpu", 0.0) + time.process_time() - c
 
 
+#: The reference bands (10 m) whose stack a cell of the 10 m bands reads once for the outlier
+#: decision and its own median; a band not held is read again for its median
+#: (:func:`_reference_cell`). Measured on ``make bench-peer``'s scenes (16 scenes, 2048 px
+#: window; CPU-s of the whole ``composite --bbox-native`` run, peak RSS; 2 shared cores at load
+#: 3-5): before this reuse 44-48 CPU-s, 451-516 MB; in full-width strips (1024 x 2048 px)
+#: holding both stacks 38 CPU-s but 571 MB (+67 MB: a second strip stack beside the first
+#: median), holding blue only 40 CPU-s, 508 MB; in cells of one block holding both 36-39
+#: CPU-s, 451-459 MB. So: both, in cells.
+HELD_REFERENCES: tuple[str, ...] = ("blue", "red")
+
+
+#: Most bytes of SCL (uint8, 20 m, every scene) :func:`composite_bands` holds to read each
+#: scene's SCL once for all its cells and resolutions (16 scenes over the 2048 px window of
+#: ``make bench-peer``: 17 MB); a larger window reads it per cell.
+SCL_AREA_BYTES = 64 * 2**20
+
+
+def read_scl_once(scenes: list[dict], window10: Window, resolutions: Iterable[int],
+                  threads: int) -> list | None:
+    """Each scene's SCL over everything the cells of every resolution read (their windows
+    with the nodata margin, and the decision footprint's reach), one read per scene
+    (``windows.read_scl_area``): without it, every cell of every resolution reads its own
+    patch, and its margin decodes the neighbouring SCL blocks again. None when that exceeds
+    :data:`SCL_AREA_BYTES`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .composite import DEFAULT_DILATE_NODATA
+    from .windows import read_scl_area, scl_window
+
+    parts = [scl_window(_res_band(res), window10.scaled(10 / res), DEFAULT_DILATE_NODATA)
+             for res in resolutions]
+    w20 = decision_footprint(window10, resolutions)  # 10 m cells read states over their part
+    parts.append(Window(max(0, w20.row_off - 1), max(0, w20.col_off - 1),
+                        w20.height + 2, w20.width + 2))
+    r0, c0 = min(w.row_off for w in parts), min(w.col_off for w in parts)
+    area = Window(r0, c0, max(w.row_off + w.height for w in parts) - r0,
+                  max(w.col_off + w.width for w in parts) - c0)
+    if len(scenes) * area.size > SCL_AREA_BYTES:
+        return None
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(scenes)))) as pool:
+        return list(pool.map(lambda s: read_scl_area(s["assets"]["scl"], area), scenes))
+
+
+class _Decision:
+    """The outlier decision of a whole ``composite_bands`` call: one (S, h, w) bool array on the
+    20 m footprint of every band (:func:`decision_footprint`), filled square by square, each
+    band taking its part (``outliers.to_band_grid``). The test is per pixel, so how the
+    footprint is cut (the decide step's squares, the 10 m cells) changes no bit."""
+
+    def __init__(self, scenes: list[dict], w20: Window, rule, classes, threads: int):
+        import numpy as np
+
+        self.scenes, self.w20, self.rule, self.classes = scenes, w20, rule, classes
+        self.threads = threads
+        self.bits = np.zeros((len(scenes), w20.height, w20.width), bool)
+
+    def put(self, square: Window, rejected: np.ndarray) -> None:
+        """Store the decision of ``square`` (a 20 m window inside the footprint)."""
+        r, c = square.row_off - self.w20.row_off, square.col_off - self.w20.col_off
+        self.bits[:, r:r + square.height, c:c + square.width] = rejected
+
+    def read_and_decide(self) -> None:
+        """Decide the whole footprint the Lambdas' way: per square of the SCL's 512 px blocks,
+        reading the SCL and the three reference bands (``outliers.band_window_rejection``)."""
+        from .composite import DEFAULT_DILATE_NODATA
+        from .outliers import DECISION_CHUNK, band_window_rejection
+
+        for sq in grid_cells(self.w20, DECISION_CHUNK, DECISION_CHUNK):
+            self.put(sq, band_window_rejection(
+                self.scenes, "nir08", sq, rule=self.rule, mask_classes=self.classes,
+                dilate_nodata=DEFAULT_DILATE_NODATA, threads=self.threads))
+
+    def decide(self, part: Window, states: np.ndarray, refs: np.ndarray) -> None:
+        """Decide ``part`` from its states and reference planes already on the 20 m grid
+        (``outliers.decide_references``; both modified), per square of half
+        ``DECISION_CHUNK``: the test's temporaries (several int32 and bool planes of the
+        square) stay small beside the stacks the cell holds."""
+        from .outliers import DECISION_CHUNK, decide_references
+
+        for sq in grid_cells(part, DECISION_CHUNK // 2, DECISION_CHUNK // 2):
+            r, c = sq.row_off - part.row_off, sq.col_off - part.col_off
+            rows, cols = slice(r, r + sq.height), slice(c, c + sq.width)
+            self.put(sq, decide_references(self.scenes, states[:, rows, cols],
+                                           refs[:, :, rows, cols], self.rule,
+                                           threads=self.threads))
+
+    def on_band(self, band, window: Window) -> np.ndarray:
+        """The part of the decision ``band``'s ``window`` needs, on the band's grid."""
+        from .outliers import decision_window, to_band_grid
+
+        fb = decision_window(band, window)
+        r, c = fb.row_off - self.w20.row_off, fb.col_off - self.w20.col_off
+        return to_band_grid(self.bits[:, r:r + fb.height, c:c + fb.width], band, window)
+
+
+def cell_footprint(cell: Window, window: Window, w20: Window) -> Window:
+    """The part of the decision footprint ``w20`` (20 m) decided with the 10 m ``cell`` of
+    ``window`` (:func:`grid_cells`): the cell's own 20 m pixels, stretched to the footprint's
+    edges where the cell lies on the window's (a 60 m band's footprint reaches up to two 20 m
+    pixels beyond the 10 m window's). So the cells together cover the footprint; two cells
+    meeting on an odd row or column both decide the 20 m pixels they share (the same bits)."""
+    own = cell.scaled(0.5)
+
+    def span(lo: int, size: int, w_lo: int, w_size: int, own_lo: int, own_size: int,
+             f_lo: int, f_size: int) -> tuple[int, int]:
+        start = f_lo if lo == w_lo else own_lo
+        end = f_lo + f_size if lo + size >= w_lo + w_size else own_lo + own_size
+        return start, end - start
+
+    top, height = span(cell.row_off, cell.height, window.row_off, window.height, own.row_off,
+                       own.height, w20.row_off, w20.height)
+    left, width = span(cell.col_off, cell.width, window.col_off, window.width, own.col_off,
+                       own.width, w20.col_off, w20.width)
+    return Window(top, left, height, width)
+
+
+def crop_in_place(array: np.ndarray, outer: Window, inner: Window) -> np.ndarray:
+    """``array`` (S, h, w), read over ``outer``, cut to ``inner`` (inside it) as a C-contiguous
+    array in the same memory: no second stack. Scene by scene, each scene's pixels move to
+    the front of the buffer; a scene's new place ends before the next scene's old one starts
+    and numpy copies overlapping slices correctly (through a one-scene buffer)."""
+    if inner == outer:
+        return array
+    r, c = inner.row_off - outer.row_off, inner.col_off - outer.col_off
+    if r < 0 or c < 0 or r + inner.height > outer.height or c + inner.width > outer.width:
+        raise InputError(f"window {inner} is not inside {outer}")
+    if not array.flags.c_contiguous:  # not one buffer to compact: copy
+        return array[:, r:r + inner.height, c:c + inner.width].copy()
+    n = array.shape[0]
+    out = array.reshape(-1)[:n * inner.height * inner.width].reshape(n, *inner.shape)
+    for s in range(n):
+        out[s] = array[s, r:r + inner.height, c:c + inner.width]
+    return out
+
+
+def _reference_cell(manifest: dict, decision: _Decision, window: Window, cell: Window,
+                     keys: list[str], threads: int, spent: dict[str, float],
+                     scl_areas: list | None = None
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One 10 m cell's SCL states and outlier decision, from reads its medians share.
+
+    The 10 m states and the reference bands blue and red are read once, over the cell's part
+    of the decision footprint (:func:`cell_footprint`, at 10 m: a little larger than the cell
+    where a 60 m band reaches beyond it): the decision takes its states from the 10 m ones
+    (``outliers.states_from_10m``) and its blue and red from their 2 x 2 means
+    (``outliers.mean_on_decision_grid``), reads only nir08, and decides that part; the
+    medians take the states, and the stacks of the reference bands among ``keys`` listed in
+    :data:`HELD_REFERENCES`, cut to the cell (:func:`crop_in_place`). Without this, the decision
+    reads the SCL, blue, red and nir08 again for itself. ``scl_areas``: the SCL already read
+    (:func:`read_scl_once`). Returns (states, {band: stack}) of the cell.
+    """
+    import numpy as np
+
+    from .bands import get_band
+    from .composite import DEFAULT_DILATE_NODATA, _scene_hrefs, build_states
+    from .outliers import (
+        CLOUD_BAND,
+        SHADOW_BAND,
+        WHITE_BAND,
+        decision_states,
+        mean_on_decision_grid,
+        states_from_10m,
+    )
+    from .windows import read_stack
+
+    scenes = manifest["scenes"]
+    part = cell_footprint(cell, window, decision.w20)
+    read10 = part.scaled(2)
+    with _timed(spent, "states"):
+        states10 = build_states(_scene_hrefs(scenes, "scl"), get_band(keys[0]), read10,
+                                decision.classes, DEFAULT_DILATE_NODATA, threads=threads,
+                                scl_areas=scl_areas)
+        states20 = states_from_10m(states10, DEFAULT_DILATE_NODATA)
+        if states20 is None:  # an odd nodata fringe has no 20 m equivalent: read it
+            states20 = decision_states(scenes, part, decision.classes, DEFAULT_DILATE_NODATA,
+                                       threads)
+    refs = np.empty((len(scenes), 3, part.height, part.width), np.uint16)
+    with _timed(spent, "outliers"):  # first: its read's own array is gone before blue and red
+        refs[:, 2] = read_stack(_scene_hrefs(scenes, SHADOW_BAND), part, threads=threads)
+    held = {}
+    # the band not held first: its stack is dropped before the held ones are read
+    for c, key, hold in sorted(((c, k, k in keys and k in HELD_REFERENCES)
+                                for c, k in enumerate((CLOUD_BAND, WHITE_BAND))),
+                               key=lambda ckh: ckh[2]):
+        with _timed(spent, "median" if hold else "outliers"):  # whose read it is
+            stack = read_stack(_scene_hrefs(scenes, key), read10, threads=threads)
+        with _timed(spent, "outliers"):
+            mean_on_decision_grid(stack, out=refs[:, c])
+        if hold:
+            held[key] = crop_in_place(stack, read10, cell)
+        del stack
+    with _timed(spent, "outliers"):
+        decision.decide(part, states20, refs)
+    return crop_in_place(states10, read10, cell), held
+
+
 def composite_bands(manifest: dict, window10: Window, bands: Iterable[str], out: str | Path, *,
                     progress: Progress | None = None, threads: int = 2,
-                    outliers: str | None = None, strip_rows: int | None = None,
+                    outliers: str | None = None, cell_size: int | None = None,
                     timings: dict[str, float] | None = None) -> dict[str, dict]:
     """Composite ``bands`` over one window (given on the 10 m grid, scaled to each band's
     native grid) and write ``OUT/{band}.tif`` (median, count; UTM) and its statistics.
     ``outliers``: ``composite_window``'s outlier rejection (None: the default, on).
 
-    Work shared by the bands is done once: the outlier decision is made once on the 20 m
-    footprint of all the bands (``outliers.band_window_rejection``, in squares of the tile's
-    512 px SCL blocks; each band takes its part, ``composite_window(rejection=...)``: the same
-    bits, the test is per pixel), and the SCL is read and turned into states once per strip
-    and resolution (every band of that resolution gets a copy, ``composite_window(states=)``).
-    The Lambdas make both per band (one band per invocation) and share the decision through
-    storage.
+    Work shared by the bands is done once:
 
-    Memory: each resolution is composited in strips of ``strip_rows`` band rows (default the
+    - the outlier decision is made once on the 20 m footprint of all the bands
+      (:class:`_Decision`); each band takes its part (``composite_window(rejection=...)``:
+      the same bits, the test is per pixel);
+    - the SCL is read once per scene (:func:`read_scl_once`) and turned into states once per
+      cell and resolution (every band of that resolution gets a copy,
+      ``composite_window(states=)``);
+    - when blue or red is among the bands, the decision is made cell by cell with the 10 m
+      bands, from the SCL states and the blue and red stacks those cells read anyway
+      (:func:`_reference_cell`; the medians of blue and red take their stacks,
+      ``composite_window(stack=)``); else it is made first, reading its own
+      (``outliers.band_window_rejection``, in squares of the tile's 512 px SCL blocks).
+
+    The Lambdas make the decision per tile in the decide step and share it through storage,
+    and read each band's stack in its own invocation.
+
+    Memory: each resolution is composited in strips of ``cell_size`` band rows (default the
     bands' 1024 px source block) cut along the tile's block rows, so a source block is decoded
-    once and one strip's stacks are held at a time; the strips' results are stitched
-    (:func:`stitch`) and written once, identical to one ``composite_window`` over the window.
-    ``timings``: filled with wall and CPU seconds per step (outliers, states, median, write).
-    """
-    import numpy as np
+    once and one strip's stacks are held at a time; where the 10 m cells hold the reference
+    stacks beside a median, the strips are cut into cells of one block (a second stack of a
+    2048 px wide strip would have raised the peak by 67 MB; measured, see
+    :data:`HELD_REFERENCES`). The pieces' results are stitched (:func:`stitch`) and written
+    once, identical to one ``composite_window`` over the window.
 
+    ``timings``: filled with wall and CPU seconds per step (outliers: the decision's own work,
+    its reads of blue and red counted under median when their medians use them; states: the
+    SCL read once and the states of every piece; median; write).
+    """
     from .bands import get_band
     from .composite import (
         DEFAULT_DILATE_NODATA,
@@ -385,7 +592,7 @@ def composite_bands(manifest: dict, window10: Window, bands: Iterable[str], out:
         composite_window,
         write_window_result,
     )
-    from .outliers import DECISION_CHUNK, band_window_rejection, parse_rule
+    from .outliers import CLOUD_BAND, WHITE_BAND, parse_rule
 
     tick = progress or (lambda _what, _n: None)
     spent = timings if timings is not None else {}
@@ -396,33 +603,44 @@ def composite_bands(manifest: dict, window10: Window, bands: Iterable[str], out:
     for b in bands:
         by_res.setdefault(get_band(b).resolution, []).append(b)
     rule = parse_rule(outliers)
-    decision20, w20 = None, None
+    decision = None
+    with_10m = {CLOUD_BAND, WHITE_BAND} & set(by_res.get(10, ()))
+    with _timed(spent, "states"):
+        scl_areas = read_scl_once(scenes, window10, by_res, workers) if by_res else None
     if rule.enabled and by_res:
-        w20 = decision_footprint(window10, by_res)
-        with _timed(spent, "outliers"):
-            decision20 = np.zeros((len(scenes), w20.height, w20.width), bool)
-            for sq in grid_cells(w20, DECISION_CHUNK, DECISION_CHUNK):
-                decision20[:, sq.row_off - w20.row_off:sq.row_off - w20.row_off + sq.height,
-                           sq.col_off - w20.col_off:sq.col_off - w20.col_off + sq.width] = \
-                    band_window_rejection(scenes, "nir08", sq, rule=rule, mask_classes=classes,
-                                          dilate_nodata=DEFAULT_DILATE_NODATA, threads=workers)
+        decision = _Decision(scenes, decision_footprint(window10, by_res), rule, classes,
+                             workers)
+        if not with_10m:
+            with _timed(spent, "outliers"):
+                decision.read_and_decide()
     stats = {}
     for res, keys in sorted(by_res.items()):
         band0 = get_band(keys[0])
         window = window10.scaled(10 / res)
+        # the held reference bands first: their stacks are freed before the others are read
+        keys = sorted(keys, key=lambda k: k not in HELD_REFERENCES)
         parts: dict[str, list] = {k: [] for k in keys}
-        for strip in grid_cells(window, strip_rows or band0.block):
-            with _timed(spent, "states"):
-                states = build_states([s["assets"]["scl"] for s in scenes], band0, strip,
-                                      classes, DEFAULT_DILATE_NODATA, threads=workers)
-                rejection = None if decision20 is None else _band_rejection(
-                    decision20, w20, band0, strip)
+        size = cell_size or band0.block
+        reuse = decision is not None and res == 10 and with_10m
+        # cells of one block where reference stacks are held beside the median (memory);
+        # elsewhere whole rows of blocks: fewer, larger reads (each read has a fixed cost)
+        for cell in grid_cells(window, size, size if reuse else None):
+            stacks: dict = {}
+            if reuse:
+                states, stacks = _reference_cell(manifest, decision, window, cell, keys,
+                                                 workers, spent, scl_areas)
+            else:
+                with _timed(spent, "states"):
+                    states = build_states([s["assets"]["scl"] for s in scenes], band0, cell,
+                                          classes, DEFAULT_DILATE_NODATA, threads=workers,
+                                          scl_areas=scl_areas)
+            rejection = None if decision is None else decision.on_band(band0, cell)
             for i, key in enumerate(keys):
                 with _timed(spent, "median"):
                     parts[key].append(composite_window(
-                        manifest, key, strip, mask_classes=classes, threads=workers,
+                        manifest, key, cell, mask_classes=classes, threads=workers,
                         states=states if i == len(keys) - 1 else states.copy(),
-                        outliers=rule, rejection=rejection))
+                        outliers=rule, rejection=rejection, stack=stacks.pop(key, None)))
             del states, rejection
         for key in keys:
             with _timed(spent, "write"):

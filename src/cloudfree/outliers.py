@@ -471,48 +471,89 @@ def to_band_grid(reject20: np.ndarray, band: Band, window: Window) -> np.ndarray
     raise InputError(f"band resolution must be 10, 20 or 60 m, got {res!r}")
 
 
+def mean_on_decision_grid(stack10: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """A 10 m band stack (S, 2h, 2w) on the 20 m grid (S, h, w): each 20 m pixel the rounded-down
+    integer mean of its 2 x 2 block; 0 (nodata) where any of the four is 0. ``stack10`` must
+    start on the 20 m grid (even row and column offsets); it is not modified. ``out``: the
+    (S, h, w) uint16 array (or view) to write into. Scene by scene, so the temporaries are one
+    scene's (a uint32 sum of a whole 10 m strip would be twice the stack's 20 m size)."""
+    s_n, h2, w2 = stack10.shape
+    if h2 % 2 or w2 % 2:
+        raise InputError(f"a 10 m stack of {h2} x {w2} px is not whole 20 m pixels")
+    if out is None:
+        out = np.empty((s_n, h2 // 2, w2 // 2), np.uint16)
+    elif out.shape != (s_n, h2 // 2, w2 // 2) or out.dtype != np.uint16:
+        raise InputError(f"mean of shape {out.shape} {out.dtype} for a stack of "
+                         f"{stack10.shape}")
+    for s in range(s_n):
+        # the four pixels of each 2 x 2 block as strided views: elementwise sums and minima are
+        # several times faster than reducing a (h, 2, w, 2) reshape over axes (1, 3)
+        q = [stack10[s, r::2, c::2] for r in (0, 1) for c in (0, 1)]
+        total = q[0].astype(np.uint32)
+        for part in q[1:]:
+            total += part
+        total >>= 2  # // 4
+        out[s] = total
+        low = np.minimum(np.minimum(q[0], q[1]), np.minimum(q[2], q[3]))
+        out[s][low == 0] = 0
+    return out
+
+
 def _mean_on_decision_grid(hrefs: Sequence[str], w20: Window, threads: int) -> np.ndarray:
-    """A 10 m band read under a 20 m window, each 20 m pixel the rounded-down integer mean of
-    its 2 x 2 block; 0 (nodata) where any of the four is 0."""
-    blue10 = read_stack(hrefs, w20.scaled(2), threads=threads)
-    # the four pixels of each 2 x 2 block as strided views: elementwise sums and minima are
-    # several times faster than reducing a (s, h, 2, w, 2) reshape over axes (2, 4)
-    q = [blue10[:, r::2, c::2] for r in (0, 1) for c in (0, 1)]
-    total = q[0].astype(np.uint32)
-    for part in q[1:]:
-        total += part
-    total >>= 2  # // 4
-    mean = total.astype(np.uint16)
-    del total
-    low = np.minimum(np.minimum(q[0], q[1]), np.minimum(q[2], q[3]))
-    mean[low == 0] = 0
-    return mean
+    """A 10 m band read under a 20 m window, on the 20 m grid (:func:`mean_on_decision_grid`)."""
+    return mean_on_decision_grid(read_stack(hrefs, w20.scaled(2), threads=threads))
 
 
-def _decide(scenes: Sequence[dict], w20: Window, rule: OutlierRule,
-            mask_classes: Iterable[int] | None, dilate_nodata: int, threads: int,
-            kernel: str | None) -> np.ndarray:
-    """The decision (S, h, w) bool on one 20 m window (see :func:`band_window_rejection`)."""
-    from .composite import (
-        _offsets,
-        _scene_hrefs,
-        build_states,
-        fuse_observations,
-        observation_groups,
-        snow_fallback,
-    )
+def decision_states(scenes: Sequence[dict], w20: Window, mask_classes: Iterable[int] | None,
+                    dilate_nodata: int, threads: int) -> np.ndarray:
+    """The scenes' states (S, h, w) on a 20 m window as the decision sees them: the SCL with the
+    nodata fringe of the finest band (``dilate_nodata`` 10 m pixels) on the 20 m grid, so every
+    observation any band uses is tested (testing one a band drops costs nothing)."""
+    from .composite import _scene_hrefs, build_states
 
-    # the nodata fringe of the finest band (``dilate_nodata`` 10 m pixels) on the 20 m grid:
-    # every observation any band uses is tested (testing one a band drops costs nothing)
     fringe20 = math.ceil(dilate_nodata * 10 / DECISION_RESOLUTION)
-    states = build_states(_scene_hrefs(scenes, "scl"), get_band(SHADOW_BAND), w20,
-                          mask_classes, fringe20, threads=threads)
-    if not (states >= mask.SNOW).any():  # nothing usable: nothing to test, nothing to read
+    return build_states(_scene_hrefs(scenes, "scl"), get_band(SHADOW_BAND), w20,
+                        mask_classes, fringe20, threads=threads)
+
+
+def states_from_10m(states10: np.ndarray, dilate_nodata: int) -> np.ndarray | None:
+    """:func:`decision_states` taken from states already built on the 10 m grid
+    (``composite.build_states`` of a 10 m band window starting on the 20 m grid, with the same
+    ``dilate_nodata``), or None when they cannot give the same bits.
+
+    A 10 m state is its 20 m SCL pixel's state repeated 2 x 2, then the nodata fringe grown by
+    ``dilate_nodata`` 10 m pixels (``mask.scene_state``, a square dilation). With an even
+    ``dilate_nodata`` = 2k, the 10 m pixel (2i, 2j) is in the fringe exactly when a class-0
+    20 m pixel lies within k rows and columns of (i, j): the decision's own fringe of
+    ``ceil(2k * 10 / 20)`` = k 20 m pixels; the SCL window read (the band window grown by 2k
+    10 m pixels, clipped at the tile) is the 20 m window grown by k. So every other pixel is
+    the decision's state, bit for bit (tests/unit/test_onebox.py checks it against
+    :func:`decision_states`). An odd ``dilate_nodata`` has no such 20 m equivalent: None.
+    """
+    if dilate_nodata % 2 or states10.shape[1] % 2 or states10.shape[2] % 2:
+        return None
+    return np.ascontiguousarray(states10[:, ::2, ::2])
+
+
+def decide_references(scenes: Sequence[dict], states: np.ndarray, refs: np.ndarray,
+                      rule: OutlierRule, *, threads: int = DEFAULT_THREADS,
+                      kernel: str | None = None) -> np.ndarray:
+    """The decision (S, h, w) bool from the reference planes already on the 20 m grid.
+
+    ``states``: :func:`decision_states` of the window; ``refs``: (S, 3, h, w) uint16, the
+    blue and red 2 x 2 means (:func:`mean_on_decision_grid`) and nir08, as read (no offset
+    subtracted). Both are modified in place (a 0 reference DN masks the observation, offsets
+    are subtracted, granules fused: what ``composite.composite_window`` does to a band), so
+    views of larger arrays may be passed for disjoint windows. Made of arrays read by the
+    caller (:func:`_decide` reads them; ``onebox.composite_bands`` reuses the bands' own reads).
+    """
+    from .composite import _offsets, fuse_observations, observation_groups, snow_fallback
+
+    if states.shape != (len(scenes), *refs.shape[2:]) or refs.shape[:2] != (len(scenes), 3):
+        raise InputError(f"states {states.shape} and references {refs.shape} do not match "
+                         f"{len(scenes)} scenes")
+    if not (states >= mask.SNOW).any():  # nothing usable: nothing to test
         return np.zeros(states.shape, bool)
-    refs = np.empty((len(scenes), 3, w20.height, w20.width), np.uint16)
-    refs[:, 0] = _mean_on_decision_grid(_scene_hrefs(scenes, CLOUD_BAND), w20, threads)
-    refs[:, 1] = _mean_on_decision_grid(_scene_hrefs(scenes, WHITE_BAND), w20, threads)
-    refs[:, 2] = read_stack(_scene_hrefs(scenes, SHADOW_BAND), w20, threads=threads)
     states[~refs.all(axis=1) & (states > mask.MASKED)] = mask.MASKED
     offsets = _offsets(scenes)
     if np.any(offsets):
@@ -529,6 +570,24 @@ def _decide(scenes: Sequence[dict], w20: Window, rule: OutlierRule,
                                                       str(scenes[i].get("id") or ""), i))
     return reject(*(np.ascontiguousarray(refs[:, c]) for c in range(3)), use, rule,
                   order=order, kernel=kernel, threads=min(threads, 2))
+
+
+def _decide(scenes: Sequence[dict], w20: Window, rule: OutlierRule,
+            mask_classes: Iterable[int] | None, dilate_nodata: int, threads: int,
+            kernel: str | None) -> np.ndarray:
+    """The decision (S, h, w) bool on one 20 m window (see :func:`band_window_rejection`):
+    reads the SCL and the reference bands, then :func:`decide_references`."""
+    from .composite import _scene_hrefs
+
+    states = decision_states(scenes, w20, mask_classes, dilate_nodata, threads)
+    if not (states >= mask.SNOW).any():  # nothing usable: nothing to test, nothing to read
+        return np.zeros(states.shape, bool)
+    refs = np.empty((len(scenes), 3, w20.height, w20.width), np.uint16)
+    for c, key in enumerate((CLOUD_BAND, WHITE_BAND)):
+        mean_on_decision_grid(read_stack(_scene_hrefs(scenes, key), w20.scaled(2),
+                                         threads=threads), out=refs[:, c])
+    refs[:, 2] = read_stack(_scene_hrefs(scenes, SHADOW_BAND), w20, threads=threads)
+    return decide_references(scenes, states, refs, rule, threads=threads, kernel=kernel)
 
 
 # --- one decision per place, shared by the bands ------------------------------------------------

@@ -356,27 +356,64 @@ def read_scl_patch(href_scl: str, band: Band, window: Window, margin: int = 0) -
     The window itself must lie inside the SCL (``SourceReadError`` otherwise). Crop the band
     grid result at ``[row:row + height, col:col + width]`` after any neighbourhood operation.
     """
+    held = read_scl_area(href_scl, scl_window(band, window, margin))
+    patch = scl_patch_from(held, band, window, margin)
+    if patch is None:
+        raise SourceReadError(f"SCL {href_scl} ({held.size[0]}x{held.size[1]} px) is smaller "
+                              f"than the SCL window {scl_window(band, window)} of {window.key}")
+    return patch
+
+
+@dataclass(frozen=True)
+class SclArea:
+    """One scene's 20 m SCL over ``area`` (a window of the SCL grid), read once for every
+    patch inside it (:func:`scl_patch_from`); ``size``: the SCL raster's (height, width)."""
+
+    scl20: np.ndarray
+    area: Window
+    size: tuple[int, int]
+
+
+def read_scl_area(href_scl: str, area: Window) -> SclArea:
+    """The SCL under ``area`` (20 m), clipped at the raster's extent."""
     import rasterio
 
-    core = scl_window(band, window)
-    want = scl_window(band, window, margin)
     try:
         with storage.gdal_env(), rasterio.open(href_scl) as src:
-            if core.row_off + core.height > src.height or core.col_off + core.width > src.width:
-                raise SourceReadError(f"SCL {href_scl} ({src.height}x{src.width} px) is smaller "
-                                      f"than the SCL window {core} of {window.key}")
-            r1 = min(want.row_off + want.height, src.height)
-            c1 = min(want.col_off + want.width, src.width)
-            want = Window(want.row_off, want.col_off, r1 - want.row_off, c1 - want.col_off)
-            scl20 = src.read(1, window=want.to_rasterio(), boundless=False)
+            size = (src.height, src.width)
+            r1, c1 = min(area.row_off + area.height, size[0]), min(area.col_off + area.width,
+                                                                   size[1])
+            if r1 <= area.row_off or c1 <= area.col_off:
+                raise SourceReadError(f"SCL {href_scl} ({size[0]}x{size[1]} px) is smaller "
+                                      f"than the SCL window {area}")
+            area = Window(area.row_off, area.col_off, r1 - area.row_off, c1 - area.col_off)
+            scl20 = src.read(1, window=area.to_rasterio(), boundless=False)
     except SourceReadError:
         raise
     except Exception as err:  # noqa: BLE001 - every GDAL/IO failure becomes SourceReadError
-        raise SourceReadError(f"reading SCL {want.key} of {href_scl}: {err}") from err
+        raise SourceReadError(f"reading SCL {area.key} of {href_scl}: {err}") from err
+    return SclArea(np.ascontiguousarray(scl20, dtype=np.uint8), area, size)
+
+
+def scl_patch_from(held: SclArea, band: Band, window: Window, margin: int = 0
+                   ) -> SclPatch | None:
+    """:func:`read_scl_patch` cut from an SCL area already read: the same pixels, or None when
+    the patch does not lie inside the area (then read it)."""
+    core = scl_window(band, window)
+    want = scl_window(band, window, margin)
+    if core.row_off + core.height > held.size[0] or core.col_off + core.width > held.size[1]:
+        return None  # read_scl_patch raises the error
+    r1, c1 = min(want.row_off + want.height, held.size[0]), min(want.col_off + want.width,
+                                                                held.size[1])
+    a = held.area
+    if want.row_off < a.row_off or want.col_off < a.col_off or \
+            r1 > a.row_off + a.height or c1 > a.col_off + a.width:
+        return None
+    r, c = want.row_off - a.row_off, want.col_off - a.col_off
     factor = SCL.resolution / band.resolution  # band px per SCL px
-    row = window.row_off - round(want.row_off * factor)
-    col = window.col_off - round(want.col_off * factor)
-    return SclPatch(np.ascontiguousarray(scl20, dtype=np.uint8), row, col)
+    return SclPatch(np.ascontiguousarray(held.scl20[r:r1 - a.row_off, c:c1 - a.col_off]),
+                    window.row_off - round(want.row_off * factor),
+                    window.col_off - round(want.col_off * factor))
 
 
 def read_scl_for(href_scl: str, band: Band, window: Window) -> np.ndarray:

@@ -12,6 +12,7 @@ import rasterio
 
 from cloudfree import composite as _composite
 from cloudfree.composite import write_window_result
+from cloudfree.errors import InputError
 from cloudfree.grid import parse_tile
 from cloudfree.windows import Window, read_scl_for
 
@@ -159,6 +160,28 @@ def test_masked_classes_option(manifest):
                                     Window(0, 1024, 1024, 1024)], ids=lambda w: w.key)
 def test_median_per_window(manifest, window):
     _check(composite_window(manifest, "blue", window, threads=2), window)
+
+
+def test_stack_given_is_used_instead_of_read(manifest, monkeypatch):
+    """``composite_window(stack=)``: the stack read elsewhere (onebox's outlier decision) gives
+    the window's own result, offsets subtracted from it in place, and nothing is read; a
+    stack of another shape, or for the visual image, is refused."""
+    from cloudfree import composite
+    from cloudfree.windows import read_stack
+
+    w = Window(1024, 1024, 512, 512)  # scene 3's shadow, BASE + offsets
+    stack = read_stack([s["assets"]["blue"] for s in manifest["scenes"]], w)
+    raw = stack.copy()
+    monkeypatch.setattr(composite, "read_stack", lambda *a, **k: pytest.fail("read"))
+    res = composite_window(manifest, "blue", w, stack=stack)
+    _check(res, w)
+    assert (raw[0] - stack[0] == OFFSETS[0]).all()  # modified in place: offsets subtracted
+    monkeypatch.undo()
+    assert res.stats() == composite_window(manifest, "blue", w).stats()
+    with pytest.raises(InputError, match="stack of"):
+        composite_window(manifest, "blue", Window(0, 0, 512, 256), stack=raw)
+    with pytest.raises(InputError, match="reflectance only"):
+        composite_window(manifest, "visual", w, stack=raw)
 
 
 def test_scl_on_band_grid(manifest):

@@ -256,11 +256,14 @@ def test_composite_bands_reads_scl_once_per_resolution(tmp_path, monkeypatch):
         return real(href, *a, **k)
 
     monkeypatch.setattr(composite, "read_scl_patch", counting)
+    real_area = windows.read_scl_area
+    monkeypatch.setattr(windows, "read_scl_area",
+                        lambda href, *a, **k: reads.append(href) or real_area(href, *a, **k))
     window = Window(0, 0, 256, 512)
     # blue + red only: outlier rejection (issue 8; it needs nir08 and reads the SCL for its
     # 20 m decision) is off here, this test is about the band SCL reads
     onebox.composite_bands(manifest, window, ["blue", "red"], tmp_path / "out", outliers="off")
-    assert len(reads) == len(scenes)  # once per scene, for both bands
+    assert sorted(reads) == sorted(s["assets"]["scl"] for s in scenes)  # once each
     for band in ("blue", "red"):
         ref = composite.composite_window(manifest, band, window, outliers="off",
                                          mask_classes=manifest["mask_classes"])
@@ -293,17 +296,11 @@ def test_native_window_on_the_tile_grid():
         onebox.native_window("29RKH", (100000, 2753980, 246020, 2774460))
 
 
-def test_composite_bands_decides_outliers_once_for_every_band(tmp_path, monkeypatch):
-    """Outlier rejection on, bands at 10, 20 and 60 m over a window whose 60 m pixels reach
-    beyond its 10 m footprint, composited in strips of 50 rows: the reference bands are read
-    for ONE decision (not once per band), and every band (median, count, statistics) equals
-    the Lambda path's ``composite_window`` over the whole window (which decides inside its own
-    window) - with observations rejected, so the decision matters."""
-    import rasterio
-
-    from cloudfree import composite, outliers
-    from cloudfree.windows import Window
-
+def _rejection_scenes(root: Path) -> dict:
+    """Four scenes (1.2 km: blue, red at 10 m, nir08 at 20 m, coastal at 60 m, SCL in 32 px
+    blocks) with clouds in the SCL, a class-0 (no data) corner whose dilated fringe reaches
+    the windows below, one scene's BOA offset, and a missed cloud (bright in blue) in scene 2,
+    so outlier rejection has something to reject."""
     from .test_composite import write_raster
 
     rng = np.random.default_rng(1)
@@ -311,43 +308,244 @@ def test_composite_bands_decides_outliers_once_for_every_band(tmp_path, monkeypa
     for i in range(4):
         scl = np.full((60, 60), 4, np.uint8)
         scl[: 6 * i, 30:] = 9
-        assets = {"scl": write_raster(tmp_path / f"{i}_scl.tif", scl, 20, 32)}
+        if i == 1:
+            scl[:5, :9] = 0  # outside the swath: the nodata fringe
+        assets = {"scl": write_raster(root / f"{i}_scl.tif", scl, 20, 32)}
         for key, res in (("blue", 10), ("red", 10), ("nir08", 20), ("coastal", 60)):
             size = 1200 // res
             data = rng.integers(400, 700, (size, size)).astype(np.uint16)
             if i == 2 and key == "blue":
                 data[30:70, 20:90] = 4000  # a missed cloud: bright and white in one scene
-            assets[key] = write_raster(tmp_path / f"{i}_{key}.tif", data, res, 32)
+            assets[key] = write_raster(root / f"{i}_{key}.tif", data, res, 32)
         scenes.append({"id": f"s{i}", "datetime": f"2023-06-{i + 1:02d}T10:00:00Z",
-                       "harmonization": {"offset": 0}, "assets": assets})
-    manifest = {"tile": "33UUP", "year": 2023, "scenes": scenes,
-                "mask_classes": [0, 1, 3, 8, 9, 10, 11]}
-    calls = []
-    real = outliers._decide
+                       "harmonization": {"offset": 100 if i == 3 else 0}, "assets": assets})
+    return {"tile": "33UUP", "year": 2023, "scenes": scenes,
+            "mask_classes": [0, 1, 3, 8, 9, 10, 11]}
 
-    def counting(scenes_, w20, *a, **k):
-        calls.append(w20)
-        return real(scenes_, w20, *a, **k)
 
-    monkeypatch.setattr(outliers, "_decide", counting)
-    window = Window(8, 14, 100, 88)  # 60 m: rows 1..18, cols 2..17 -> 20 m 3..54, 6..51
-    assert onebox.decision_footprint(window, (10, 20, 60)) == Window(3, 6, 51, 45)
-    timings: dict[str, float] = {}
-    bands = ["blue", "nir08", "coastal"]  # one per resolution (red: a reference band only)
-    stats = onebox.composite_bands(manifest, window, bands, tmp_path / "out", timings=timings,
-                                   strip_rows=50)
-    assert calls == [Window(3, 6, 51, 45)]  # one decision (one square) for the three bands
-    assert {k for k in timings if not k.endswith("_cpu")} == {"states", "outliers", "median",
-                                                               "write"}
-    monkeypatch.setattr(outliers, "_decide", real)
+def _count_reads(monkeypatch) -> dict[str, int]:
+    """Reads of each asset (``windows.read_window``: band stacks), SCL patches and SCL areas
+    (``windows.read_scl_area``, once per scene for every cell), by key."""
+    from cloudfree import composite, windows
+
+    reads: dict[str, int] = {}
+    real_window, real_scl = windows.read_window, windows.read_scl_patch
+
+    def key(href: str) -> str:
+        return Path(href).stem.split("_", 1)[1]
+
+    def window(href, *a, **k):
+        reads[key(href)] = reads.get(key(href), 0) + 1
+        return real_window(href, *a, **k)
+
+    def scl(href, *a, **k):
+        reads["scl"] = reads.get("scl", 0) + 1
+        return real_scl(href, *a, **k)
+
+    def area(href, *a, **k):
+        reads["scl_area"] = reads.get("scl_area", 0) + 1
+        return real_area(href, *a, **k)
+
+    real_area = windows.read_scl_area
+    monkeypatch.setattr(windows, "read_window", window)
+    monkeypatch.setattr(windows, "read_scl_area", area)
+    monkeypatch.setattr(composite, "read_scl_patch", scl)
+    return reads
+
+
+def _assert_as_lambdas(manifest: dict, window, bands: list[str], out: Path, stats: dict) -> int:
+    """Every band (median, count, statistics) equals the Lambda path's ``composite_window``
+    over the whole window (which decides inside its own window); the observations rejected."""
+    import rasterio
+
+    from cloudfree import composite
+    from cloudfree.bands import get_band
+
     rejected = 0
     for band in bands:
-        res = {"blue": 10, "nir08": 20, "coastal": 60}[band]
-        ref = composite.composite_window(manifest, band, window.scaled(10 / res),
+        ref = composite.composite_window(manifest, band,
+                                         window.scaled(10 / get_band(band).resolution),
                                          mask_classes=manifest["mask_classes"])
-        with rasterio.open(tmp_path / "out" / f"{band}.tif") as src:
+        with rasterio.open(out / f"{band}.tif") as src:
             np.testing.assert_array_equal(src.read(1), ref.median)
             np.testing.assert_array_equal(src.read(2), ref.count)
         assert stats[band] == ref.stats()
         rejected += sum(ref.outliers.values())
-    assert rejected > 0
+    return rejected
+
+
+def test_composite_bands_decides_outliers_once_for_every_band(tmp_path, monkeypatch):
+    """Outlier rejection on, bands at 10, 20 and 60 m over a window whose 60 m pixels reach
+    beyond its 10 m footprint, composited in 57 px cells (cut on odd rows and columns):
+    the decision is made once, with the 10 m cells, from the blue and red stacks their
+    medians use and the cells' own SCL states (blue, red and the SCL read once per 10 m cell,
+    nir08 once per 10 m cell for the decision and once per 20 m cell for its median, no
+    decision square read the Lambdas' way), and every band equals the Lambda path's - with
+    observations rejected (a missed cloud) and a nodata fringe, so the decision and the
+    states taken from the 10 m ones matter."""
+    from cloudfree import outliers
+    from cloudfree.windows import Window
+
+    manifest = _rejection_scenes(tmp_path)
+    calls = []
+    monkeypatch.setattr(outliers, "_decide", lambda *a, **k: calls.append(a[1]))
+    reads = _count_reads(monkeypatch)
+    window = Window(8, 14, 100, 88)  # 60 m: rows 1..18, cols 2..17 -> 20 m 3..54, 6..51
+    assert onebox.decision_footprint(window, (10, 20, 60)) == Window(3, 6, 51, 45)
+    timings: dict[str, float] = {}
+    bands = ["blue", "red", "nir08", "coastal"]
+    stats = onebox.composite_bands(manifest, window, bands, tmp_path / "out", timings=timings,
+                                   cell_size=57)
+    cells = {10: len(onebox.grid_cells(window, 57, 57)),  # 10 m: cells holding blue and red
+             20: len(onebox.grid_cells(window.scaled(0.5), 57))}  # else strips of 57 rows
+    assert cells == {10: 4, 20: 1}
+    assert calls == []  # no decision read for itself
+    assert reads == {"blue": 4 * cells[10], "red": 4 * cells[10], "coastal": 4,
+                     "nir08": 4 * (cells[10] + cells[20]), "scl_area": 4}  # no SCL patch
+    assert {k for k in timings if not k.endswith("_cpu")} == {"states", "outliers", "median",
+                                                               "write"}
+    monkeypatch.undo()
+    assert _assert_as_lambdas(manifest, window, bands, tmp_path / "out", stats) > 0
+
+
+def test_composite_bands_holds_one_reference_or_decides_first(tmp_path, monkeypatch):
+    """With only blue held (``HELD_REFERENCES``) red is read for the decision and again for
+    its median; without blue or red among the bands the decision is made first, the
+    Lambdas' way (``_decide``, per square of the footprint). The same bits either way."""
+    from cloudfree import outliers
+    from cloudfree.windows import Window
+
+    manifest = _rejection_scenes(tmp_path)
+    window = Window(8, 14, 100, 88)
+    monkeypatch.setattr(onebox, "HELD_REFERENCES", ("blue",))
+    reads = _count_reads(monkeypatch)
+    stats = onebox.composite_bands(manifest, window, ["blue", "red"], tmp_path / "one")
+    assert reads == {"blue": 4, "red": 8, "nir08": 4, "scl_area": 4}  # one 1024 px cell
+    calls = []
+    real = outliers._decide
+    monkeypatch.setattr(outliers, "_decide", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    stats.update(onebox.composite_bands(manifest, window, ["nir08"], tmp_path / "one"))
+    assert calls == [Window(4, 7, 50, 44)]  # nir08's own footprint: one square
+    monkeypatch.undo()
+    assert _assert_as_lambdas(manifest, window, ["red", "nir08"], tmp_path / "one", stats) > 0
+
+
+def test_scl_patches_cut_from_an_area_read_once(tmp_path, monkeypatch):
+    """``windows.scl_patch_from``: a patch cut from an SCL area read once is the patch read
+    for itself (every resolution, margins, clipped at the raster's edge); outside the area:
+    None; ``composite_bands`` holds the areas only within ``SCL_AREA_BYTES``."""
+    from cloudfree import windows
+    from cloudfree.bands import get_band
+    from cloudfree.windows import Window
+
+    from .test_composite import write_raster
+
+    scl = np.random.default_rng(6).integers(0, 12, (60, 60)).astype(np.uint8)
+    href = write_raster(tmp_path / "scl.tif", scl, 20, 16)
+    held = windows.read_scl_area(href, Window(30, 2, 40, 50))  # clipped: rows 30..60
+    assert held.area == Window(30, 2, 30, 50) and held.size == (60, 60)
+    for key, window, margin in (("blue", Window(62, 6, 50, 60), 2),
+                                ("nir08", Window(31, 3, 29, 20), 1),
+                                ("coastal", Window(12, 3, 8, 10), 2)):
+        band = get_band(key)
+        got = windows.scl_patch_from(held, band, window, margin)
+        want = windows.read_scl_patch(href, band, window, margin)
+        np.testing.assert_array_equal(got.scl20, want.scl20)
+        assert (got.row, got.col) == (want.row, want.col)
+    assert windows.scl_patch_from(held, get_band("blue"), Window(58, 6, 10, 10), 2) is None
+    manifest = _rejection_scenes(tmp_path)
+    window = Window(8, 14, 100, 88)
+    assert len(onebox.read_scl_once(manifest["scenes"], window, (10, 60), 2)) == 4
+    monkeypatch.setattr(onebox, "SCL_AREA_BYTES", 4 * 50 * 50)
+    assert onebox.read_scl_once(manifest["scenes"], window, (10, 60), 2) is None
+
+
+def test_cells_cover_the_decision_footprint():
+    """The cells' parts of the decision footprint (a 60 m band's reaching beyond the 10 m
+    window) cover it exactly, each part holds its cell's own 20 m pixels, and cells cut on
+    odd lines share the 20 m line between them."""
+    from cloudfree.windows import Window
+
+    window = Window(8, 14, 100, 88)
+    w20 = onebox.decision_footprint(window, (10, 60))
+    assert w20 == Window(3, 6, 51, 45)  # 10 m alone: Window(4, 7, 50, 44)
+    for size in (57, 50, 1024):
+        covered = np.zeros((60, 60), np.uint8)
+        for cell in onebox.grid_cells(window, size, size):
+            part = onebox.cell_footprint(cell, window, w20)
+            own = cell.scaled(0.5)
+            assert part.row_off <= own.row_off and part.col_off <= own.col_off
+            assert part.row_off + part.height >= own.row_off + own.height
+            assert part.col_off + part.width >= own.col_off + own.width
+            covered[part.row_off:part.row_off + part.height,
+                    part.col_off:part.col_off + part.width] += 1
+        inside = covered[3:54, 6:51]
+        assert inside.min() == 1 and covered.sum() - inside.sum() == 0
+        want = np.zeros_like(covered, bool)
+        if size == 57:  # 10 m line 57 lies in 20 m line 28: both cells decide it
+            want[28, 6:51] = want[3:54, 28] = True
+        np.testing.assert_array_equal(covered > 1, want)
+
+
+def test_crop_in_place_keeps_one_buffer():
+    from cloudfree.windows import Window
+
+    rng = np.random.default_rng(3)
+    outer, inner = Window(10, 20, 6, 9), Window(11, 22, 4, 5)
+    a = rng.integers(0, 60000, (3, 6, 9)).astype(np.uint16)
+    want = a[:, 1:5, 2:7].copy()
+    got = onebox.crop_in_place(a, outer, inner)
+    np.testing.assert_array_equal(got, want)
+    assert got.flags.c_contiguous and np.shares_memory(got, a)  # no second stack
+    assert onebox.crop_in_place(a, outer, outer) is a
+    with pytest.raises(InputError, match="not inside"):
+        onebox.crop_in_place(a, outer, Window(9, 20, 2, 2))
+
+
+def test_decision_states_from_the_10m_states(tmp_path):
+    """``outliers.states_from_10m``: every other pixel of the 10 m states (nodata fringe of 2
+    px) equals the decision's own 20 m states (fringe of 1 px, read for itself) on windows
+    at the tile's edge, inside, and beside a class-0 region; an odd fringe gives None."""
+    from cloudfree import composite, outliers
+    from cloudfree.bands import get_band
+
+    from .test_composite import write_raster
+
+    rng = np.random.default_rng(4)
+    scenes = []
+    for i in range(2):
+        scl = rng.choice(np.array([4, 4, 4, 9, 11], np.uint8), (60, 60))
+        scl[20 + i:26, 30:37 - i] = 0  # no data blocks: fringes at both parities
+        scl[:, 58:] = 0
+        scenes.append({"id": f"s{i}", "assets": {
+            "scl": write_raster(tmp_path / f"{i}_scl.tif", scl, 20, 16)}})
+    from cloudfree.windows import Window
+
+    seen = set()
+    for w20 in (Window(0, 0, 12, 14), Window(17, 27, 12, 12), Window(40, 44, 20, 16),
+                Window(26, 37, 1, 1)):
+        states10 = composite.build_states([s["assets"]["scl"] for s in scenes],
+                                          get_band("blue"), w20.scaled(2), None, 2)
+        own = outliers.decision_states(scenes, w20, None, 2, 2)
+        np.testing.assert_array_equal(outliers.states_from_10m(states10, 2), own)
+        seen |= set(np.unique(own).tolist())
+    assert seen == {0, 1, 2, 3}  # no data, masked (fringe, cloud), snow, clear
+    assert outliers.states_from_10m(states10, 3) is None
+
+
+def test_mean_on_decision_grid_is_the_2x2_integer_mean():
+    from cloudfree import outliers
+
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 65536, (3, 6, 8)).astype(np.uint16)
+    a[1, 2, 3] = 0
+    blocks = a.reshape(3, 3, 2, 4, 2).astype(np.int64)
+    want = blocks.sum(axis=(2, 4)) // 4
+    want[(blocks == 0).any(axis=(2, 4))] = 0
+    np.testing.assert_array_equal(outliers.mean_on_decision_grid(a), want)
+    out = np.zeros((3, 2, 3, 4), np.uint16)
+    outliers.mean_on_decision_grid(a, out=out[:, 1])  # into a view (a plane of refs)
+    np.testing.assert_array_equal(out[:, 1], want)
+    assert want[1, 1, 1] == 0 and not out[:, 0].any()
+    with pytest.raises(InputError, match="whole 20 m"):
+        outliers.mean_on_decision_grid(a[:, :5])
