@@ -61,7 +61,7 @@ endif
 test-unit: setup
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
-# the heavy tests (a whole forced year at 20 % faults, onebox vs the deployed pipeline): minutes each
+# the heavy tests (a full 10980² tile through cloudfree composite): minutes each
 test-heavy: up
 	CLOUDFREE_HEAVY=1 $(PY) -m pytest -m heavy $(PYTEST_ARGS)
 

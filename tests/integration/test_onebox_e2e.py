@@ -1,7 +1,7 @@
 """``cloudfree composite`` against the deployed pipeline: the same tile and items (the small
 synthetic archive, searched in the local STAC API) give byte-identical COGs and the same
-provenance. Heavy (a full tile's 13 COGs computed once more: minutes on 2 cores):
-``make test-heavy``."""
+provenance. The tile's 13 COGs are computed once more, over its observed cells: 58 s at load
+~3 (minutes before the COGs were cropped to the observed cells)."""
 
 from __future__ import annotations
 
