@@ -98,7 +98,7 @@ def asset_version(cogs: dict[str, dict]) -> str:
 def check_staged(tile: str, year: int, cogs: dict[str, dict], settings: Settings) -> dict:
     """Staged URI per asset; IncompleteError if one is missing or not the size its statistics
     record (a COG rewritten after its statistics), ValidationError if not a valid COG."""
-    from rio_cogeo.cogeo import cog_validate
+    from .assemble import validate_cog
 
     layout = settings.layout
     uris = {k: layout.staged_cog(year, tile, k) for k in ASSETS}
@@ -114,7 +114,7 @@ def check_staged(tile: str, year: int, cogs: dict[str, dict], settings: Settings
 
     with storage.gdal_env():
         for uri in uris.values():
-            ok, errors, _ = cog_validate(uri, quiet=True)
+            ok, errors, _ = validate_cog(uri)
             if not ok:
                 raise ValidationError(f"{uri} is not a valid COG: {errors}")
     return uris

@@ -244,3 +244,33 @@ def test_full_tile_band_to_web_cog(tmp_path):
         assert cog.nodata == 0 and cog.crs.to_epsg() == 3857
         assert len(cog.overviews(1)) >= 5
     # no time bound here: speed lives in `make bench` (bench/bench_fulltile.py), not in tests
+
+
+def test_a_cog_one_block_wide_is_valid_and_a_striped_one_is_not(tmp_path):
+    """Found by `make demo`: 33UVP's coastal (60 m) band cropped to one column of observed
+    cells was 512 px wide at zoom 11 and taller than 512: rio-cogeo's validator called it
+    untiled (its block is as wide as the image) and assemble failed. GDAL's reference rule
+    (an untiled file has blocks as wide as the image AND wider than 1,024 px) is applied."""
+    from rasterio.transform import from_origin
+
+    from cloudfree.assemble import NOT_TILED, validate_cog
+
+    tile = parse_tile("33UVP")
+    src = tmp_path / "coastal_utm.tif"
+    with rasterio.open(src, "w", driver="GTiff", height=549, width=183, count=1,
+                       dtype="uint16", crs=tile.crs, transform=tile.transform(60),
+                       nodata=0) as dst:
+        dst.write(np.full((1, 549, 183), 1000, np.uint16))
+    info = write_web_cog(src, str(tmp_path / "coastal.tif"), indexes=[1], zoom_level=11)
+    with rasterio.open(info.href) as cog:
+        assert cog.width == 512 < cog.height and cog.block_shapes[0] == (512, 512)
+    from rio_cogeo.cogeo import cog_validate
+
+    assert NOT_TILED in cog_validate(info.href, quiet=True)[1]  # rio-cogeo's false positive
+    assert validate_cog(info.href)[0] is True
+    striped = tmp_path / "striped.tif"  # really untiled: 2,000 px wide strips
+    with rasterio.open(striped, "w", driver="GTiff", height=600, width=2000, count=1,
+                       dtype="uint16", transform=from_origin(0, 0, 1, 1)) as dst:
+        dst.write(np.ones((1, 600, 2000), np.uint16))
+    ok, errors, _ = validate_cog(str(striped))
+    assert not ok and NOT_TILED in errors
