@@ -473,19 +473,28 @@ def validate_cog(path: str) -> tuple[bool, list[str], list[str]]:
     cell). GDAL's reference validator calls a file untiled only when its block is as wide as
     the image AND wider than 1,024 px (``validate_cloud_optimized_geotiff.py``:
     ``if block_size[0] == main_band.XSize and block_size[0] > 1024``): that rule is applied
-    here; every other error stands.
+    here, to the image and to each overview ("Overview of index N is not tiled": a 10 m band
+    cropped to a few cells has overviews one block wide); every other error stands.
     """
     import rasterio
     from rio_cogeo.cogeo import cog_validate
 
     valid, errors, warnings = cog_validate(path, quiet=True)
-    if NOT_TILED in errors:
-        with rasterio.open(path) as src:
-            block_w = src.block_shapes[0][1]
-            if not (block_w == src.width and block_w > 1024):
-                errors = [e for e in errors if e != NOT_TILED]
-                valid = not errors
-    return valid, errors, warnings
+    kept = []
+    for err in errors:
+        level = None
+        if err == NOT_TILED:
+            level = -1
+        elif err.startswith("Overview of index ") and err.endswith(" is not tiled"):
+            level = int(err.split()[3])  # the same test on each overview
+        if level is not None:
+            opts = {} if level < 0 else {"overview_level": level}
+            with rasterio.open(path, **opts) as src:
+                block_w = src.block_shapes[0][1]
+                if not (block_w == src.width and block_w > 1024):
+                    continue
+        kept.append(err)
+    return not kept, kept, warnings
 
 
 # --- one band, end to end --------------------------------------------------------------------

@@ -268,6 +268,24 @@ def test_a_cog_one_block_wide_is_valid_and_a_striped_one_is_not(tmp_path):
 
     assert NOT_TILED in cog_validate(info.href, quiet=True)[1]  # rio-cogeo's false positive
     assert validate_cog(info.href)[0] is True
+    # the same on an overview (the second demo failure: blue cropped to two cells, 10 m at zoom
+    # 14 has an overview exactly 512 px wide)
+    src10 = tmp_path / "blue_utm.tif"
+    with rasterio.open(src10, "w", driver="GTiff", height=2196, width=1098, count=1,
+                       dtype="uint16", crs=tile.crs, transform=tile.transform(10),
+                       nodata=0) as dst:
+        dst.write(np.full((1, 2196, 1098), 1000, np.uint16))
+    blue = write_web_cog(src10, str(tmp_path / "blue.tif"), indexes=[1], zoom_level=14)
+    rio_errors = cog_validate(blue.href, quiet=True)[1]
+    with rasterio.open(blue.href) as cog:
+        levels = len(cog.overviews(1))
+    narrow = []
+    for ix in range(levels):
+        with rasterio.open(blue.href, overview_level=ix) as ovr:
+            if ovr.width == ovr.block_shapes[0][1] == 512 < ovr.height:
+                narrow.append(f"Overview of index {ix} is not tiled")
+    assert narrow and narrow == [e for e in rio_errors if e.startswith("Overview of index")]
+    assert validate_cog(blue.href)[0] is True
     striped = tmp_path / "striped.tif"  # really untiled: 2,000 px wide strips
     with rasterio.open(striped, "w", driver="GTiff", height=600, width=2000, count=1,
                        dtype="uint16", transform=from_origin(0, 0, 1, 1)) as dst:
