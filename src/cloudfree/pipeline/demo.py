@@ -177,14 +177,16 @@ def quicklook(visual_cog: Path, dst: Path, size: int = 1024) -> tuple[Path, list
 
 
 def validate_cogs(folder: Path, item: dict) -> dict:
-    """``rio cogeo validate`` and the CRS of every asset copied locally."""
+    """``assemble.validate_cog`` (rio-cogeo with GDAL's tiling rule) and the CRS of every asset
+    copied locally."""
     import rasterio
-    from rio_cogeo.cogeo import cog_validate
+
+    from ..assemble import validate_cog
 
     out = {}
     for key, asset in item["assets"].items():
         path = folder / Path(asset["href"]).name
-        ok, errors, _ = cog_validate(str(path), quiet=True)
+        ok, errors, _ = validate_cog(str(path))
         with rasterio.open(path) as src:
             out[key] = {"valid": bool(ok), "errors": errors, "crs": f"EPSG:{src.crs.to_epsg()}",
                         "shape": [src.height, src.width], "bands": src.count}
