@@ -169,13 +169,6 @@ def _vrt_xml(pieces: Sequence[_Piece], tile: Tile, band: Band, size: int) -> str
     return "\n".join(lines) + "\n"
 
 
-def _intersection(a: Window, b: Window) -> Window | None:
-    r0, c0 = max(a.row_off, b.row_off), max(a.col_off, b.col_off)
-    r1 = min(a.row_off + a.height, b.row_off + b.height)
-    c1 = min(a.col_off + a.width, b.col_off + b.width)
-    return Window(r0, c0, r1 - r0, c1 - c0) if r1 > r0 and c1 > c0 else None
-
-
 def _write_gtiff(pieces: Sequence[_Piece], tile: Tile, band: Band, area: Window,
                  dst: Path) -> None:
     """Copy the pieces' parts inside ``area`` (the band's tile grid) into one tiled GeoTIFF
@@ -190,7 +183,7 @@ def _write_gtiff(pieces: Sequence[_Piece], tile: Tile, band: Band, area: Window,
                "interleave": "pixel" if pieces[0].count > 1 and band.count > 1 else "band"}
     with rasterio.open(dst, "w", **profile) as out:
         for p in pieces:
-            part = _intersection(p.window, area)
+            part = p.window.intersection(area)
             if part is None:
                 continue
             with rasterio.open(p.path) as src:
@@ -232,7 +225,7 @@ def stitch(window_uris: Sequence[str], tile: Tile | str, band: Band | str, *,
             raise InputError("a crop needs method 'gtiff' and the planned windows of the uris")
         planned = [Window.from_dict(w) for w in windows]
         _check_coverage(planned, size)
-        keep = [i for i, w in enumerate(planned) if _intersection(w, crop) is not None]
+        keep = [i for i, w in enumerate(planned) if w.intersection(crop) is not None]
         pieces = [_locate(p, tile, band, size)
                   for p in _local_copies([window_uris[i] for i in keep], work)]
         moved = [p.window.key for p, i in zip(pieces, keep, strict=True)

@@ -269,11 +269,8 @@ def decision_footprint(window10: Window, resolutions: Iterable[int]) -> Window:
     window's is whole 60 m pixels, so it can reach a little beyond the 10 m one's)."""
     from .outliers import decision_window
 
-    parts = [decision_window(_res_band(res), window10.scaled(10 / res)) for res in resolutions]
-    r0, c0 = min(w.row_off for w in parts), min(w.col_off for w in parts)
-    r1 = max(w.row_off + w.height for w in parts)
-    c1 = max(w.col_off + w.width for w in parts)
-    return Window(r0, c0, r1 - r0, c1 - c0)
+    return Window.bounding(decision_window(_res_band(res), window10.scaled(10 / res))
+                           for res in resolutions)
 
 
 def _res_band(res: int):
@@ -386,9 +383,7 @@ def read_scl_once(scenes: list[dict], window10: Window, resolutions: Iterable[in
     w20 = decision_footprint(window10, resolutions)  # 10 m cells read states over their part
     parts.append(Window(max(0, w20.row_off - 1), max(0, w20.col_off - 1),
                         w20.height + 2, w20.width + 2))
-    r0, c0 = min(w.row_off for w in parts), min(w.col_off for w in parts)
-    area = Window(r0, c0, max(w.row_off + w.height for w in parts) - r0,
-                  max(w.col_off + w.width for w in parts) - c0)
+    area = Window.bounding(parts)
     if len(scenes) * area.size > SCL_AREA_BYTES:
         return None
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(scenes)))) as pool:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -111,6 +111,21 @@ class Window:
         x0, y0 = grid_transform @ (self.col_off, self.row_off)
         x1, y1 = grid_transform @ (self.col_off + self.width, self.row_off + self.height)
         return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+    def intersection(self, other: Window) -> Window | None:
+        """The part of this window inside ``other`` (same grid), None when they do not meet."""
+        r0, c0 = max(self.row_off, other.row_off), max(self.col_off, other.col_off)
+        r1 = min(self.row_off + self.height, other.row_off + other.height)
+        c1 = min(self.col_off + self.width, other.col_off + other.width)
+        return Window(r0, c0, r1 - r0, c1 - c0) if r1 > r0 and c1 > c0 else None
+
+    @classmethod
+    def bounding(cls, windows: Iterable[Window]) -> Window:
+        """The smallest window holding every one of ``windows`` (same grid)."""
+        ws = list(windows)
+        r0, c0 = min(w.row_off for w in ws), min(w.col_off for w in ws)
+        return cls(r0, c0, max(w.row_off + w.height for w in ws) - r0,
+                   max(w.col_off + w.width for w in ws) - c0)
 
     def to_dict(self) -> dict[str, int]:
         return {"row_off": self.row_off, "col_off": self.col_off, "height": self.height,

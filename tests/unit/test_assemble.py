@@ -256,11 +256,17 @@ def test_a_cog_one_block_wide_is_valid_and_a_striped_one_is_not(tmp_path):
     from cloudfree.assemble import NOT_TILED, validate_cog
 
     tile = parse_tile("33UVP")
-    src = tmp_path / "coastal_utm.tif"
-    with rasterio.open(src, "w", driver="GTiff", height=549, width=183, count=1,
-                       dtype="uint16", crs=tile.crs, transform=tile.transform(60),
-                       nodata=0) as dst:
-        dst.write(np.full((1, 549, 183), 1000, np.uint16))
+
+    def utm_raster(name: str, res: int, height: int, width: int) -> Path:
+        """A uniform band at the tile's corner, ``res`` m pixels (a cropped stitch)."""
+        path = tmp_path / name
+        with rasterio.open(path, "w", driver="GTiff", height=height, width=width, count=1,
+                           dtype="uint16", crs=tile.crs, transform=tile.transform(res),
+                           nodata=0) as dst:
+            dst.write(np.full((1, height, width), 1000, np.uint16))
+        return path
+
+    src = utm_raster("coastal_utm.tif", 60, 549, 183)
     info = write_web_cog(src, str(tmp_path / "coastal.tif"), indexes=[1], zoom_level=11)
     with rasterio.open(info.href) as cog:
         assert cog.width == 512 < cog.height and cog.block_shapes[0] == (512, 512)
@@ -270,11 +276,7 @@ def test_a_cog_one_block_wide_is_valid_and_a_striped_one_is_not(tmp_path):
     assert validate_cog(info.href)[0] is True
     # the same on an overview (the second demo failure: blue cropped to two cells, 10 m at zoom
     # 14 has an overview exactly 512 px wide)
-    src10 = tmp_path / "blue_utm.tif"
-    with rasterio.open(src10, "w", driver="GTiff", height=2196, width=1098, count=1,
-                       dtype="uint16", crs=tile.crs, transform=tile.transform(10),
-                       nodata=0) as dst:
-        dst.write(np.full((1, 2196, 1098), 1000, np.uint16))
+    src10 = utm_raster("blue_utm.tif", 10, 2196, 1098)
     blue = write_web_cog(src10, str(tmp_path / "blue.tif"), indexes=[1], zoom_level=14)
     rio_errors = cog_validate(blue.href, quiet=True)[1]
     with rasterio.open(blue.href) as cog:
