@@ -522,9 +522,15 @@ def data_crop(stats: Sequence[dict], band: Band | str, size: int | None = None) 
     """The part of the band's tile grid its COG covers: the cells of :data:`CROP_CELL_M` that
     hold observed pixels (SCL not nodata in some scene: the windows' ``observed_bbox``).
 
-    A tile that the year's scenes cover only in part (a swath edge, a coast: Sentinel-2
-    images land and coastal water only) is published over its observed cells, not as a full
-    tile of nodata, and assemble warps and encodes only those. The whole grid when nothing is
+    A tile that the year's scenes cover only in part (a coast: Sentinel-2 images land and
+    coastal water only) is published over its observed cells, not as a full tile of nodata,
+    and assemble warps and encodes only those. Real Earth Search items show both cases:
+    28QCH on the Atlantic coast is 93 % nodata (``s2:nodata_pixel_percentage`` 92.999691 in
+    ../shared/realdata/odc-tools/apps/dc_tools/tests/data/S2A_28QCH_20200714_0_L2A.json),
+    while swath-edge tiles are partial on one orbit and full on the other (32UNU 0 / 40.7 %,
+    32TNT 0 / 67.6 % in ../shared/realdata/derived/xcube-stac_earthsearch_v1_s2l2a_bbox9-
+    10E47-48N_2020-03-01_05.json): a year's union covers those whole, so the crop gains
+    nothing there and changes nothing. The whole grid when nothing is
     observed, or for window statistics written before ``observed_bbox`` existed (a window
     with observed pixels then counts whole).
     """
