@@ -108,15 +108,17 @@ class Tile:
         """Longitude of the UTM zone's central meridian."""
         return -183.0 + 6 * self.zone
 
-    def ring(self, densify: int = 10) -> list[tuple[float, float]]:
+    def ring(self, densify: int = 10, bounds: Sequence[float] | None = None
+             ) -> list[tuple[float, float]]:
         """The tile's outline in lon/lat, counterclockwise, closed, edges densified.
 
         Longitudes are *continuous* around the zone's central meridian: a tile of zone 60 that
         reaches past 180 deg E has longitudes > 180, one of zone 1 past 180 deg W < -180.
+        ``bounds`` (the tile's CRS): the outline of that rectangle of the tile instead.
         """
         from rasterio.warp import transform as warp
 
-        minx, miny, maxx, maxy = self.bounds
+        minx, miny, maxx, maxy = self.bounds if bounds is None else bounds
         xs: list[float] = []
         ys: list[float] = []
         # counterclockwise (RFC 7946 sec. 3.1.6): NW -> SW -> SE -> NE
@@ -139,18 +141,19 @@ class Tile:
         lons = [p[0] for p in self.ring(densify=1)]
         return min(lons) < 180 < max(lons) or min(lons) < -180 < max(lons)
 
-    def footprint(self, densify: int = 10) -> dict:
-        """GeoJSON geometry (lon/lat, WGS84) of the whole tile, edges densified.
+    def footprint(self, densify: int = 10, bounds: Sequence[float] | None = None) -> dict:
+        """GeoJSON geometry (lon/lat, WGS84) of the whole tile (or of ``bounds``, a rectangle
+        in the tile's CRS), edges densified.
 
         A Polygon; a MultiPolygon split at the antimeridian for tiles that cross it, as RFC 7946
         sec. 3.1.9 asks (STAC item geometries are GeoJSON).
         """
-        return lonlat_geometry(self.ring(densify))
+        return lonlat_geometry(self.ring(densify, bounds))
 
-    def bbox(self) -> list[float]:
-        """[west, south, east, north] of the footprint; west > east when the tile crosses the
-        antimeridian (RFC 7946 sec. 5.2)."""
-        return lonlat_bbox(self.ring())
+    def bbox(self, bounds: Sequence[float] | None = None) -> list[float]:
+        """[west, south, east, north] of the footprint (of ``bounds``); west > east when it
+        crosses the antimeridian (RFC 7946 sec. 5.2)."""
+        return lonlat_bbox(self.ring(bounds=bounds))
 
     def __str__(self) -> str:
         return self.id

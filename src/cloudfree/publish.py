@@ -151,7 +151,8 @@ def build_tile_item(tile: str, year: int, public: dict[str, str], cogs: dict[str
     created = datetime.fromisoformat(marker["completed_at"].replace("Z", "+00:00"))
     item = stac.build_item(tile, year, assets, doc, item_stats(band_stats[COUNT_BAND]),
                            software_version=__version__, api_url=settings.stac_api_url,
-                           created=created)
+                           created=created,
+                           data_bounds=band_stats[COUNT_BAND].get("data_bounds"))
     d = _public_hrefs(item.to_dict(include_self_link=False, transform_hrefs=False), settings)
     d["properties"]["cloudfree:run"] = {"execution": marker.get("execution"),
                                         "completed_at": marker["completed_at"],

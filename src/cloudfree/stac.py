@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, lru_cache
@@ -429,8 +429,14 @@ def build_item(
     api_url: str | None = None,
     created: datetime | None = None,
     collection_href: str = COLLECTION_HREF,
+    data_bounds: Sequence[float] | None = None,
 ) -> pystac.Item:
     """The output item ``{tile}_{year}`` (see module docstring for the inputs).
+
+    ``data_bounds`` (the tile's UTM CRS): the rectangle the COGs were cropped to (the observed
+    cells, :func:`cloudfree.assemble.data_crop`); the item's geometry and bbox are that
+    rectangle's outline, not the whole tile's, so a STAC search does not find a coastal tile's
+    item over open sea it holds no pixel of. None: the whole tile.
 
     ``api_url`` (else ``manifest["api_url"]``, else Earth Search) builds the ``derived_from``
     links of scenes whose manifest record has no ``href``. ``created`` defaults to now (UTC).
@@ -445,8 +451,8 @@ def build_item(
     created = created or datetime.now(UTC)
     # A MultiPolygon split at 180 deg and a bbox with west > east for tiles that cross the
     # antimeridian (RFC 7946 sec. 3.1.9 and 5.2; see grid.Tile.footprint).
-    geometry = tile.footprint()
-    bbox = tile.bbox()
+    geometry = tile.footprint(bounds=data_bounds)
+    bbox = tile.bbox(bounds=data_bounds)
     start, end = year_range(year)
     item = pystac.Item(
         id=f"{tile.id}_{year}",

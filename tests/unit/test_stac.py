@@ -124,6 +124,30 @@ def test_item_geometry_is_tile_footprint(item_dict):
     assert item_dict["bbox"] == tile.bbox()
 
 
+def test_item_geometry_is_the_cropped_cells_when_given():
+    """A coastal tile's COGs cover its observed cells only (assemble.data_crop): the item's
+    geometry and bbox are that rectangle's outline, inside the tile's, and it validates."""
+    def area(geometry):  # shoelace in degrees² (ratios within ~2 % at this size)
+        ring = geometry["coordinates"][0]
+        pairs = zip(ring, ring[1:], strict=False)
+        return abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in pairs)) / 2
+
+    tile = parse_tile(TILE)
+    minx, miny, maxx, maxy = tile.bounds
+    cells = (minx, maxy - 3 * 10980, minx + 2 * 10980, maxy)  # the NW 2 x 3 cells
+    m = manifest()
+    it = build_item(TILE, YEAR, asset_infos(), m, stats(), software_version="0.1.0",
+                    created=datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC), data_bounds=cells)
+    d = it.to_dict(include_self_link=False)
+    assert d["geometry"]["type"] == "Polygon"
+    assert area(d["geometry"]) / area(tile.footprint()) == pytest.approx(0.06, rel=0.03)
+    west, south, east, north = d["bbox"]
+    t_west, t_south, t_east, t_north = tile.bbox()
+    assert t_west <= west < east < t_east and t_south < south < north <= t_north
+    assert north == pytest.approx(t_north, abs=1e-6)
+    validate_item(it)
+
+
 def test_item_properties(item_dict):
     props = item_dict["properties"]
     assert props["cloudfree:good_pixel_fraction"] == 0.987654
