@@ -242,27 +242,31 @@ _sleep = time.sleep  # patched in tests
 
 
 def _read_once(href: str, window: Window, band_index: int | Sequence[int],
-               out_dtype: str | None) -> np.ndarray:
+               out_dtype: str | None, out: np.ndarray | None = None) -> np.ndarray:
     import rasterio
 
     with storage.gdal_env(), rasterio.open(href) as src:
+        if out is not None and (window.row_off + window.height <= src.height
+                                and window.col_off + window.width <= src.width):
+            return src.read(band_index, window=window.to_rasterio(), out=out)
         return src.read(band_index, window=window.to_rasterio(), boundless=False,
                         out_dtype=out_dtype)
 
 
 def read_window(href: str, window: Window, *, band_index: int | Sequence[int] = 1,
-                out_dtype: str | None = None) -> np.ndarray:
+                out_dtype: str | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Read one window of a COG (s3://, http(s)://, or a local path), never boundless.
 
     Returns (h, w) for one band index, (n, h, w) for a sequence. A failing read is retried as
     transient ``READ_ATTEMPTS`` times in all, with exponential backoff; then it raises
     ``SourceReadError`` naming the href (``failures`` holds it). A source smaller than the
-    window is not retried.
+    window is not retried. ``out``: an array of the result's shape to decode into (returned;
+    ``out_dtype`` is then its dtype), instead of a new one.
     """
     delay = READ_BACKOFF_S
     for attempt in range(1, READ_ATTEMPTS + 1):
         try:
-            data = _read_once(href, window, band_index, out_dtype)
+            data = _read_once(href, window, band_index, out_dtype, out)
             break
         except Exception as err:  # noqa: BLE001 - every GDAL/IO failure becomes SourceReadError
             if attempt == READ_ATTEMPTS:
@@ -304,7 +308,8 @@ def read_stack(hrefs: Sequence[str], window: Window, *, threads: int = DEFAULT_T
                band_index: int | Sequence[int] = 1, dtype: str | None = None) -> np.ndarray:
     """Read the same window from every href in parallel threads -> (S, h, w) (or (S, n, h, w)).
 
-    Each scene is decoded straight into its slice of one preallocated array (no extra copy).
+    Each scene after the first is decoded straight into its slice of one preallocated array
+    (no array of its own, no copy).
     Every href is tried; if any fails, one ``SourceReadError`` lists them all in ``failures``.
     """
     if not hrefs:
@@ -325,7 +330,12 @@ def read_stack(hrefs: Sequence[str], window: Window, *, threads: int = DEFAULT_T
     del first
 
     def _one(i: int) -> None:
-        stack[i] = read_window(hrefs[i], window, band_index=band_index, out_dtype=dtype)
+        # decoded into the stack's slice: a new array per scene and a copy of it cost, on a
+        # 3072 px window of 16 scenes, ~0.3 s of first-touch page faults (288 MB) and a copy
+        view = stack[i]
+        data = read_window(hrefs[i], window, band_index=band_index, out_dtype=dtype, out=view)
+        if data is not view:
+            view[...] = data
 
     failures.update(_read_each(range(start + 1, len(hrefs)), hrefs, _one, threads))
     _raise_failures(failures, len(hrefs), window)

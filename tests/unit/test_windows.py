@@ -150,6 +150,9 @@ def test_read_window_and_stack(tmp_path):
     for i in range(3):
         np.testing.assert_array_equal(stack[i], arrays[i][256:, :])
     assert read_window(hrefs[0], w, out_dtype="float32").dtype == np.float32
+    buf = np.zeros((256, 512), np.uint16)  # decoded into the caller's array (read_stack's slices)
+    assert read_window(hrefs[2], w, out=buf) is buf
+    np.testing.assert_array_equal(buf, arrays[2][256:, :])
 
 
 def test_read_window_multiband(tmp_path):
@@ -167,6 +170,8 @@ def test_read_errors_name_href(tmp_path):
     href = _write(tmp_path / "small.tif", np.ones((256, 256), np.uint16))
     with pytest.raises(SourceReadError, match="small.tif"):
         read_window(href, Window(0, 0, 512, 512))
+    with pytest.raises(SourceReadError, match="expected"):  # into an array too: no retries
+        read_stack([href, href], Window(0, 0, 256, 512))
 
 
 def test_scl_patch_margin_clipped_at_the_edges(tmp_path):
