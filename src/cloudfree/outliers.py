@@ -167,15 +167,40 @@ def _time_order(order: Sequence[int] | None, n: int) -> list[int]:
     return order
 
 
-def _end_run(cand: np.ndarray, used: np.ndarray, order: Sequence[int]) -> np.ndarray:
-    """(S, h, w): the cloud-like observations before the first used clear-like one, in
-    ``order`` (unused observations are skipped)."""
-    open_ = np.ones(used.shape[1:], bool)
-    members = np.zeros(used.shape, bool)
+def _below(lim: np.ndarray) -> np.ndarray:
+    """An int (h, w) bound as uint16, clipped to 0..65535: for uint16 ``v``, ``v < lim`` and
+    ``v > lim`` keep their truth when ``lim`` is clipped (no uint16 is below 0 or above
+    65535), so the tests compare uint16 stacks with a plane instead of making int32 copies."""
+    return np.clip(lim, 0, 65535).astype(np.uint16)
+
+
+def _count(mask: np.ndarray) -> np.ndarray:
+    """Observations per pixel of a (S, h, w) bool: ``count_nonzero(axis=0)``, whose axis form
+    is ~10x slower than this reduction (see ``median._Kernel.run``)."""
+    return np.add.reduce(mask, axis=0, dtype=np.uint8 if mask.shape[0] < 256 else np.int32)
+
+
+def _end_run(cand: np.ndarray, clear: np.ndarray, order: Sequence[int],
+             blue: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The cloud-like observations (``cand``, used) before the first used clear-like one
+    (``clear``) in ``order``: (members (S, h, w), their count, their blue max and min (0 and
+    65535 where none; None without ``blue``)). Stops once every pixel's run has ended."""
+    open_ = np.ones(cand.shape[1:], bool)
+    members = np.zeros(cand.shape, bool)
+    n = np.zeros(cand.shape[1:], np.uint8 if cand.shape[0] < 256 else np.int32)
+    hi = lo = None
+    if blue is not None:
+        hi, lo = np.zeros(n.shape, np.uint16), np.full(n.shape, 65535, np.uint16)
     for s in order:
-        members[s] = open_ & used[s] & cand[s]
-        open_ &= ~(used[s] & ~cand[s])
-    return members
+        m = np.logical_and(open_, cand[s], out=members[s])
+        n += m
+        if hi is not None:
+            np.maximum(hi, blue[s], out=hi, where=m)
+            np.minimum(lo, blue[s], out=lo, where=m)
+        np.greater(open_, clear[s], out=open_)  # open_ &= ~clear[s]
+        if not open_.any():
+            break
+    return members, n, hi, lo
 
 
 def persistent(cand: np.ndarray, used: np.ndarray, order: Sequence[int], min_run: int,
@@ -191,16 +216,21 @@ def persistent(cand: np.ndarray, used: np.ndarray, order: Sequence[int], min_run
     all cloud-like is a surface too. Missed clouds come and go, so they rarely form a run.
     """
     order = list(order)
-    n_used = np.count_nonzero(used, axis=0)
+    cand = cand & used
     out = np.zeros(used.shape, bool)
-    for members in (_end_run(cand, used, order), _end_run(cand, used, order[::-1])):
-        n = np.count_nonzero(members, axis=0)
-        ok = (n >= min_run) | ((n == n_used) & (n > 0))
-        if blue is not None:
-            hi = np.where(members, blue, 0).max(axis=0).astype(np.int32)
-            lo = np.where(members, blue, 65535).min(axis=0).astype(np.int32)
-            ok &= (hi - lo <= np.maximum(tolerance_dn, hi // 32)) | (n == n_used)
-        out |= members & ok[None]
+    if not cand.any():
+        return out
+    clear = used & ~cand
+    n_used = _count(used)
+    for seq in (order, order[::-1]):
+        members, n, hi, lo = _end_run(cand, clear, seq, blue)
+        whole = n == n_used
+        ok = (n >= min_run) | (whole & (n > 0))
+        if hi is not None:
+            hi32 = hi.astype(np.int32)
+            ok &= (hi32 - lo <= np.maximum(tolerance_dn, hi32 // 32)) | whole
+        members &= ok[None]
+        out |= members
     return out
 
 
@@ -216,6 +246,23 @@ def cloud_like(blue: np.ndarray, red: np.ndarray, rule: OutlierRule = DEFAULT_RU
     ``2 blue - red > 2 x hot_dn`` in DN (step 1 of :func:`reject`, before the surface runs
     and the clear-like median decide what is rejected)."""
     return hot2(blue, red) > 2 * rule.hot_dn
+
+
+def _brightest_nir(nir: np.ndarray, blue: np.ndarray, red: np.ndarray, keep: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(nir, blue, red) (h, w) of each pixel's brightest-NIR kept observation, the first in
+    scene order on ties (``np.argmax``'s rule); NIR -1 where nothing is kept."""
+    nb = np.full(nir.shape[1:], -1, np.int32)
+    bb = np.zeros(nir.shape[1:], np.uint16)
+    rb = np.zeros(nir.shape[1:], np.uint16)
+    better = np.empty(nir.shape[1:], bool)
+    for s in range(nir.shape[0]):
+        np.greater(nir[s], nb, out=better)
+        better &= keep[s]
+        np.copyto(nb, nir[s], where=better)
+        np.copyto(bb, blue[s], where=better)
+        np.copyto(rb, red[s], where=better)
+    return nb, bb, rb
 
 
 def _shaded(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, keep: np.ndarray,
@@ -235,7 +282,7 @@ def _shaded(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, keep: np.ndarray
     - a shadow keeps at least the NIR's share ``k = nir / nir_ref`` of the light in blue and
       red (the skylight left in a shadow is bluer than the sun), so its HOT is at least ``k``
       times the reference's; where the reference's HOT scaled by ``k`` exceeds the
-      observation's by more than ``haze_dn``, the reference is the hazy one (a cloud).
+      observation's by more than ``haze_dn``, the reference is the hazier one (a cloud).
 
     Without them, with 8 dates, the cloud was kept while clear dates were rejected at 20 %
     (29RKH medium cloud), 25 % (29RKH cirrus) and 14 % (29UNU cirrus) of those pixels; with
@@ -244,37 +291,46 @@ def _shaded(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, keep: np.ndarray
     """
     from .median import masked_median
 
-    n32 = nir.astype(np.int32)
-    best = np.argmax(np.where(keep, n32, -1), axis=0)[None]  # (1, h, w) scene index
-    nb = np.take_along_axis(n32, best, axis=0)
-    bb = np.take_along_axis(blue, best, axis=0)
-    rb = np.take_along_axis(red, best, axis=0)
+    nb, bb, rb = _brightest_nir(nir, blue, red, keep)
     floor = rule.shadow_floor_dn
-    shade = keep & (nb - n32 > np.maximum(floor, nb // rule.shadow_rel_den)) & (
-        blue <= bb) & (red <= rb)
+    # nb - nir > max(floor, nb // den), as nir < a uint16 bound (-1 where nothing is kept)
+    shade = nir < _below(nb - np.maximum(floor, nb // rule.shadow_rel_den))[None]
+    shade &= blue <= bb[None]
+    shade &= red <= rb[None]
+    shade &= keep
     if not shade.any():
         return shade
     # the guards, on the few candidates only (shadows, and clear dates beside a bright one)
     s_i, y_i, x_i = np.nonzero(shade)
-    n_c = n32[s_i, y_i, x_i].astype(np.int64)
-    nb_c = nb[0, y_i, x_i].astype(np.int64)
+    n_c = nir[s_i, y_i, x_i].astype(np.int64)
+    nb_c = nb[y_i, x_i].astype(np.int64)
     hot_c = hot2(blue[s_i, y_i, x_i], red[s_i, y_i, x_i]).astype(np.int64)
-    hot_ref = hot2(bb[0, y_i, x_i], rb[0, y_i, x_i]).astype(np.int64)
+    hot_ref = hot2(bb[y_i, x_i], rb[y_i, x_i]).astype(np.int64)
     ok = n_c * hot_ref - nb_c * hot_c <= 2 * rule.haze_dn * nb_c  # k hot_ref - hot <= haze
     pix = np.zeros(shade.shape[1:], bool)
     pix[y_i, x_i] = True
-    ys, xs = np.nonzero(pix & (np.count_nonzero(keep, axis=0) >= rule.min_obs))  # robust
+    ys, xs = np.nonzero(pix)
+    kept = np.ascontiguousarray(keep[:, ys, xs][:, None])
+    robust_at = _count(kept[:, 0]) >= rule.min_obs
+    ys, xs, kept = ys[robust_at], xs[robust_at], kept[..., robust_at]
     if ys.size:
         centre = np.zeros(shade.shape[1:], np.int64)
         centre[ys, xs] = masked_median(np.ascontiguousarray(nir[:, ys, xs][:, None]),
-                                       np.ascontiguousarray(keep[:, ys, xs][:, None]),
-                                       kernel=kernel, threads=threads).median[0]
+                                       np.ascontiguousarray(kept), kernel=kernel,
+                                       threads=threads).median[0]
         robust = np.zeros(shade.shape[1:], bool)
         robust[ys, xs] = True
         c_c = centre[y_i, x_i]
         ok &= ~robust[y_i, x_i] | (c_c - n_c > np.maximum(floor, c_c // rule.shadow_rel_den))
     shade[s_i[~ok], y_i[~ok], x_i[~ok]] = False
     return shade
+
+
+#: Elements (scenes x pixels) of one row strip of :func:`reject`: the strip's int32 HOT, bool
+#: masks and uint16 temporaries then stay in the L2 cache (1 MiB per core and more on
+#: Lambda's x86 and Graviton hosts; 4 MiB here) instead of streaming (S, h, w) int32 stacks
+#: through memory once per operation. Measured in bench/bench_reject.py.
+STRIP_ELEMENTS = 1 << 17
 
 
 def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
@@ -286,40 +342,76 @@ def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
     shadow test (darker); ``use``: the observations the median would use (uint8/bool);
     ``order``: scene indices in time order (default: stack order). Only used observations are
     ever rejected, never all of a pixel's; see the module docstring for the rule.
+
+    The rule is per pixel, so it runs on row strips of about :data:`STRIP_ELEMENTS` values
+    (cache-sized; ``threads`` work on different strips, each median on one thread): the same
+    bits as on the whole stack (tests/unit/test_outliers_fast.py holds it to the slower
+    whole-stack code it replaced, tests/unit/test_outliers.py to :func:`reference_reject`).
     """
     _check_refs(blue=blue, red=red, nir=nir, use=np.asarray(use))
-    used = np.asarray(use).astype(bool)
+    used = np.asarray(use)
+    used = used if used.dtype == np.bool_ else used.astype(bool)
     out = np.zeros(used.shape, bool)
     if not rule.enabled or not used.any():
         return out
     order = _time_order(order, used.shape[0])
+    n, h, w = used.shape
+    rows = max(1, min(h, STRIP_ELEMENTS // max(1, n * w)))
+
+    def run(y0: int) -> None:
+        part = np.s_[:, y0:y0 + rows]
+        out[part] = _reject_strip(blue[part], red[part], nir[part], used[part], rule, order,
+                                  kernel)
+
+    starts = range(0, h, rows)
+    if threads > 1 and len(starts) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+            list(pool.map(run, starts))
+    else:
+        for y0 in starts:
+            run(y0)
+    return out
+
+
+def _reject_strip(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, used: np.ndarray,
+                  rule: OutlierRule, order: list[int], kernel: str | None) -> np.ndarray:
+    """:func:`reject` on (S, rows, w) views. Tests on uint16 stacks against per-pixel bounds
+    where exact (:func:`_below`); int32 only for HOT."""
+    from .median import masked_median
+
+    if not used.any():
+        return np.zeros(used.shape, bool)
     # 1. spectral: Fmask's HOT test (:func:`cloud_like`), B - 0.5 R - 0.08 > 0, in DN:
     # 2 B - R > 2 x 800; ``hot`` is computed once here, the haze test below reuses it
-    b32 = blue.astype(np.int32)
-    hot = 2 * b32 - red.astype(np.int32)  # hot2(blue, red)
-    cand = used & (hot > 2 * rule.hot_dn)
+    hot = np.multiply(blue, 2, dtype=np.int32)
+    hot -= red  # hot2(blue, red)
+    cand = hot > 2 * rule.hot_dn
+    cand &= used
     surface = persistent(cand, used, order, rule.persistent_run, blue, rule.cloud_floor_dn)
     cand &= ~surface
-    clear_like = used & ~cand
-    has_clear = clear_like.any(axis=0)
     if cand.any():
-        from .median import masked_median
-
-        c_cl = masked_median(blue, clear_like, kernel=kernel, threads=threads).median
-        cand &= (b32 - c_cl.astype(np.int32) > rule.cloud_floor_dn) & has_clear
+        clear_like = used & ~cand
+        c_cl = masked_median(blue, clear_like, kernel=kernel, threads=1).median
+        # blue - c_cl > floor, where the pixel has clear-like observations
+        cand &= blue > _below(c_cl.astype(np.int32) + rule.cloud_floor_dn)[None]
+        cand &= clear_like.any(axis=0)[None]
     # 2. shade: darker than the pixel's brightest-NIR clear-like observation in NIR by more than
     # a quarter (and the NIR floor) while not brighter in blue or red: a shadow dims every band
     # (direct beam gone); real changes that darken the NIR (harvest, senescence, a burn, a
     # flood) brighten the blue or red. Works with two observations, where no MAD exists.
     keep = used & ~cand
-    shade = _shaded(blue, red, nir, keep, rule, kernel, threads)
+    shade = _shaded(blue, red, nir, keep, rule, kernel, 1)
     # haze: HOT (blue - red / 2) is the distance from the clear-sky line in blue-red space, the
     # same for dark and bright clear surfaces and raised by haze (Zhang, Guindon & Cihlar 2002);
     # an observation whose HOT exceeds the pixel's lowest (clear-like, unshaded) by more than
     # ``haze_dn`` is hazy. Works with two observations; steady bright runs are exempt.
-    clear_keep = keep & ~shade
-    low = np.where(clear_keep, hot, np.iinfo(np.int32).max).min(axis=0)
-    hazy = keep & (hot - low > 2 * rule.haze_dn) & ~surface
+    top = np.iinfo(np.int32).max - 2 * rule.haze_dn  # no clear-like kept: nothing kept there
+    low = np.where(keep & ~shade, hot, top).min(axis=0)
+    hazy = hot > (low + 2 * rule.haze_dn)[None]
+    hazy &= keep
+    hazy &= ~surface
     ys, xs = np.nonzero(hazy.any(axis=0))
     if ys.size:  # a hazy date may have been the shade test's reference, sparing a shadow
         # (the hazier-reference guard): the shade test once more on the dates left there
@@ -328,25 +420,35 @@ def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
 
         left = keep & ~shade & ~hazy
         shade[:, ys, xs] |= _shaded(cols(blue), cols(red), cols(nir), cols(left), rule,
-                                    kernel, threads)[:, 0]
+                                    kernel, 1)[:, 0]
     shade |= hazy
     # 3. temporal: robust centre and MAD of what is left, cloud (blue) and shadow (NIR)
-    testable = np.count_nonzero(used, axis=0) >= rule.min_obs
-    keep &= ~shade
-    rejected = cand | shade
+    return _temporal(blue, nir, used, cand | shade, surface, rule, kernel)
+
+
+def _temporal(blue: np.ndarray, nir: np.ndarray, used: np.ndarray, fixed: np.ndarray,
+              surface: np.ndarray, rule: OutlierRule, kernel: str | None) -> np.ndarray:
+    """Step 3 of :func:`reject`: ``fixed`` (the spectral, shade and haze rejections) and the
+    temporal test's, ``rule.passes`` times, never every used observation of a pixel."""
+    testable = (_count(used) >= rule.min_obs)[None]
+    keep = used & ~fixed
+    rejected = fixed
     for _ in range(rule.passes):
-        c_b, mad_b = _centre_spread(blue, keep, kernel, threads)
+        c_b, mad_b = _centre_spread(blue, keep, kernel, 1)
         thr_b = np.maximum(mad_b * rule.k_num // rule.k_den, rule.cloud_floor_dn)
-        cloud = (b32 - c_b > thr_b) & ~surface  # a steady bright run is no cloud
-        c_n, mad_n = _centre_spread(nir, keep, kernel, threads)
+        test = blue > _below(c_b + thr_b)[None]  # b - c_b > thr_b
+        test &= ~surface  # a steady bright run is no cloud
+        c_n, mad_n = _centre_spread(nir, keep, kernel, 1)
         thr_n = np.maximum(np.maximum(mad_n * rule.k_num // rule.k_den, rule.shadow_floor_dn),
                            c_n // rule.shadow_rel_den)
-        shadow = c_n - nir.astype(np.int32) > thr_n
-        rejected = cand | shade | ((cloud | shadow) & used & testable)
+        test |= nir < _below(c_n - thr_n)[None]  # c_n - nir > thr_n
+        test &= used
+        test &= testable
+        rejected = test
+        rejected |= fixed
         rejected &= np.any(used & ~rejected, axis=0)  # never every used observation
         keep = used & ~rejected
-    out = rejected
-    return out
+    return rejected
 
 
 def _reference_runs(idx: list[int], flags: dict[int, bool], bl: dict[int, int],
