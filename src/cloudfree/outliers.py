@@ -339,7 +339,7 @@ def _shade_test(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, keep: np.nda
 #: masks and uint16 temporaries then stay in the L2 cache (1 MiB per core and more on
 #: Lambda's x86 and Graviton hosts; 4 MiB here) instead of streaming (S, h, w) int32 stacks
 #: through memory once per operation. Measured in bench/bench_reject.py.
-STRIP_ELEMENTS = 1 << 17
+STRIP_ELEMENTS = 1 << 18
 
 
 def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
@@ -431,10 +431,10 @@ def _reject_strip(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, used: np.n
     left = keep & ~shade & ~hazy
     redo = (best & hazy).any(axis=0) | (primary & left).any(axis=0)
     redo &= hazy.any(axis=0)
-    ys, xs = np.nonzero(redo)
-    if ys.size:
-        shade[:, ys, xs] |= _shaded(*(_columns(a, ys, xs) for a in (blue, red, nir, left)),
-                                    rule, kernel, 1)[:, 0]
+    at = np.flatnonzero(redo)
+    if at.size:
+        _flat_pixels(shade)[:, at] |= _shaded(*(_columns(a, at) for a in (blue, red, nir, left)),
+                                              rule, kernel, 1)[:, 0]
     shade |= hazy
     # 3. temporal: robust centre and MAD of what is left, cloud (blue) and shadow (NIR)
     return _temporal(blue, nir, used, cand | shade, surface, rule, kernel)
@@ -453,18 +453,27 @@ def _temporal(blue: np.ndarray, nir: np.ndarray, used: np.ndarray, fixed: np.nda
     rejected = _temporal_pass(blue, nir, used, fixed, surface, testable, keep, rule, kernel)
     for _ in range(rule.passes - 1):
         kept = used & ~rejected
-        ys, xs = np.nonzero((kept != keep).any(axis=0))
-        if not ys.size:
+        at = np.flatnonzero((kept != keep).any(axis=0))
+        if not at.size:
             break
         keep = kept
-        sub = [_columns(a, ys, xs) for a in (blue, nir, used, fixed, surface, testable, keep)]
-        rejected[:, ys, xs] = _temporal_pass(*sub, rule, kernel)[:, 0]
+        sub = [_columns(a, at) for a in (blue, nir, used, fixed, surface, testable, keep)]
+        _flat_pixels(rejected)[:, at] = _temporal_pass(*sub, rule, kernel)[:, 0]
     return rejected
 
 
-def _columns(a: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """The pixels (ys, xs) of a (..., h, w) array as a contiguous (..., 1, n) one."""
-    return np.ascontiguousarray(a[..., ys, xs][..., None, :])
+def _columns(a: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The pixels ``at`` (flat indices) of a C-contiguous (..., h, w) array as a (..., 1, n)
+    one (``np.take`` on the flat pixels: ~2x faster than indexing with rows and columns)."""
+    flat = a.reshape(*a.shape[:-2], -1)
+    return np.take(flat, at, axis=-1)[..., None, :]
+
+
+def _flat_pixels(a: np.ndarray) -> np.ndarray:
+    """(S, h * w) view of a C-contiguous (S, h, w) array, to write :func:`_columns` back."""
+    view = a.view()
+    view.shape = (a.shape[0], -1)  # raises rather than copies if ``a`` is not contiguous
+    return view
 
 
 def _temporal_pass(blue: np.ndarray, nir: np.ndarray, used: np.ndarray, fixed: np.ndarray,
