@@ -357,20 +357,20 @@ def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
     bits as on the whole stack (tests/unit/test_outliers_fast.py holds it to the slower
     whole-stack code it replaced, tests/unit/test_outliers.py to :func:`reference_reject`).
     """
-    _check_refs(blue=blue, red=red, nir=nir, use=np.asarray(use))
-    used = np.asarray(use)
-    used = used if used.dtype == np.bool_ else used.astype(bool)
-    out = np.zeros(used.shape, bool)
-    if not rule.enabled or not used.any():
+    use = np.asarray(use)
+    _check_refs(blue=blue, red=red, nir=nir, use=use)
+    out = np.zeros(use.shape, bool)
+    if not rule.enabled or not use.any():
         return out
-    order = _time_order(order, used.shape[0])
-    n, h, w = used.shape
+    order = _time_order(order, use.shape[0])
+    n, h, w = use.shape
     rows = max(1, min(h, STRIP_ELEMENTS // max(1, n * w)))
 
     def run(y0: int) -> None:
         part = np.s_[:, y0:y0 + rows]
-        out[part] = _reject_strip(*(np.ascontiguousarray(a[part]) for a in (blue, red, nir, used)),
-                                  rule, order, kernel)
+        used = use[part] != 0 if use.dtype != np.bool_ else np.ascontiguousarray(use[part])
+        out[part] = _reject_strip(*(np.ascontiguousarray(a[part]) for a in (blue, red, nir)),
+                                  used, rule, order, kernel)
 
     starts = range(0, h, rows)
     if threads > 1 and len(starts) > 1:
@@ -386,8 +386,8 @@ def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
 
 def _reject_strip(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, used: np.ndarray,
                   rule: OutlierRule, order: list[int], kernel: str | None) -> np.ndarray:
-    """:func:`reject` on (S, rows, w) views. Tests on uint16 stacks against per-pixel bounds
-    where exact (:func:`_below`); int32 only for HOT."""
+    """:func:`reject` on contiguous (S, rows, w) strips. Tests on uint16 stacks against
+    per-pixel bounds where exact (:func:`_below`); int32 only for HOT."""
     from .median import masked_median
 
     if not used.any():
@@ -706,15 +706,13 @@ def decide_references(scenes: Sequence[dict], states: np.ndarray, refs: np.ndarr
         from .harmonize import apply_offset
 
         usable = states >= mask.SNOW
-        for c in range(3):
-            plane = np.ascontiguousarray(refs[:, c])
-            apply_offset(plane, offsets, usable)
-            refs[:, c] = plane
+        for c in range(3):  # in place, scene plane by scene plane (no copy of the band)
+            apply_offset(refs[:, c], offsets, usable)
     fuse_observations(refs, states, observation_groups(scenes))
     use, _ = snow_fallback(states)
     order = sorted(range(len(scenes)), key=lambda i: (str(scenes[i].get("datetime") or ""),
                                                       str(scenes[i].get("id") or ""), i))
-    return reject(*(np.ascontiguousarray(refs[:, c]) for c in range(3)), use, rule,
+    return reject(*(refs[:, c] for c in range(3)), use, rule,  # reject copies its strips
                   order=order, kernel=kernel, threads=min(threads, 2))
 
 
