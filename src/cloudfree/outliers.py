@@ -219,8 +219,7 @@ def persistent(cand: np.ndarray, used: np.ndarray, order: Sequence[int], min_run
     when = when[:, None, None]
     clear = used & ~cand
     last_clear = (clear * when).max(axis=0)  # 0 where none
-    first_clear = (n + 1 - (clear * (n + 1 - when)).max(axis=0).astype(np.int32)).astype(
-        dtype)  # n + 1 where none
+    first_clear = n + 1 - (clear * (n + 1 - when)).max(axis=0)  # n + 1 where none
     n_used = _count(used)
     for members in (cand & (when < first_clear[None]),  # the opening run
                     cand & (when > last_clear[None])):  # the closing run
@@ -248,23 +247,6 @@ def cloud_like(blue: np.ndarray, red: np.ndarray, rule: OutlierRule = DEFAULT_RU
     ``2 blue - red > 2 x hot_dn`` in DN (step 1 of :func:`reject`, before the surface runs
     and the clear-like median decide what is rejected)."""
     return hot2(blue, red) > 2 * rule.hot_dn
-
-
-def _brightest_nir(nir: np.ndarray, blue: np.ndarray, red: np.ndarray, keep: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(nir, blue, red) (h, w) of each pixel's brightest-NIR kept observation, the first in
-    scene order on ties (``np.argmax``'s rule); NIR -1 where nothing is kept."""
-    nb = np.full(nir.shape[1:], -1, np.int32)
-    bb = np.zeros(nir.shape[1:], np.uint16)
-    rb = np.zeros(nir.shape[1:], np.uint16)
-    better = np.empty(nir.shape[1:], bool)
-    for s in range(nir.shape[0]):
-        np.greater(nir[s], nb, out=better)
-        better &= keep[s]
-        np.copyto(nb, nir[s], where=better)
-        np.copyto(bb, blue[s], where=better)
-        np.copyto(rb, red[s], where=better)
-    return nb, bb, rb
 
 
 def _shaded(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, keep: np.ndarray,
@@ -471,9 +453,9 @@ def _columns(a: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 def _flat_pixels(a: np.ndarray) -> np.ndarray:
     """(S, h * w) view of a C-contiguous (S, h, w) array, to write :func:`_columns` back."""
-    view = a.view()
-    view.shape = (a.shape[0], -1)  # raises rather than copies if ``a`` is not contiguous
-    return view
+    if not a.flags.c_contiguous:  # a reshape would be a copy: the writes would be lost
+        raise InputError("the pixels of a non-contiguous array have no flat view")
+    return a.reshape(a.shape[0], -1)
 
 
 def _temporal_pass(blue: np.ndarray, nir: np.ndarray, used: np.ndarray, fixed: np.ndarray,
