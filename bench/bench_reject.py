@@ -11,6 +11,11 @@ sand), and ``reject`` is timed against the frozen copy of the implementation it 
 (``tests/frozen_reject.frozen_reject``), best of 3 each, in the same run, on 1 and 2 threads;
 the two must decide the same bits. The load average is printed: the machine is shared.
 ``--profile`` adds a cProfile of each. About 15 s on 2 vCPU.
+
+``--fastscenes``: the stack as ``bench/bench_fulltile.py`` reads it instead (blocks of
+``bench/fastscenes.py``: each band of each scene an independent smooth field, so blue and red
+are unrelated and most observations look cloudy or hazy; SCL blobs): not realistic, but what the
+full-tile figures were measured on. About 30 s.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' frozen copy
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # fastscenes
 
 from tests.frozen_reject import frozen_reject, realistic_stack  # noqa: E402
 
@@ -33,6 +39,25 @@ from cloudfree.median import compiled_available  # noqa: E402
 from cloudfree.outliers import reject  # noqa: E402
 
 SQUARES_PER_TILE = 64  # 5490 px SCL grid / 768 px squares: 8 x 8 (the last ones clipped)
+
+
+def fastscenes_stack(shape: tuple[int, int, int], seed: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, None]:
+    """(blue, red, nir, use, order) from bench/fastscenes.py's blocks (see ``--fastscenes``):
+    each plane a block of its reflectance pool; ``use`` where an SCL block (512 px, repeated
+    2 x 2 like the tile's) is vegetation or bare soil (4, 5)."""
+    from fastscenes import _reflectance_block, _scl_block
+
+    rng = np.random.default_rng(seed)
+    s, h, w = shape
+    pool = [_reflectance_block(rng, 1024, 1, "uint16") for _ in range(8)]
+    scl = [np.repeat(np.repeat(_scl_block(rng, 512), 2, axis=0), 2, axis=1) for _ in range(8)]
+
+    def planes(source: list[np.ndarray]) -> np.ndarray:
+        return np.stack([np.resize(source[rng.integers(len(source))], (h, w)) for _ in range(s)])
+
+    blue, red, nir, classes = planes(pool), planes(pool), planes(pool), planes(scl)
+    return blue, red, nir, (classes == 4) | (classes == 5), None
 
 
 def best_of(fn, repeats: int = 3) -> float:
@@ -59,9 +84,12 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=16)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", action="store_true", help="cProfile both implementations")
+    ap.add_argument("--fastscenes", action="store_true",
+                    help="bench_fulltile's synthetic blocks instead of a realistic stack")
     args = ap.parse_args()
     shape = (args.scenes, args.size, args.size)
-    blue, red, nir, use, order = realistic_stack(shape, seed=args.seed)
+    make = fastscenes_stack if args.fastscenes else realistic_stack
+    blue, red, nir, use, order = make(shape, seed=args.seed)
     obs = use.size
     print(f"stack {shape} uint16 x 3, {1 - use.mean():.0%} of observations SCL-masked, "
           f"compiled median kernel: {compiled_available()}; load average "
