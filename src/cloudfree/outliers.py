@@ -221,14 +221,15 @@ def persistent(cand: np.ndarray, used: np.ndarray, order: Sequence[int], min_run
     last_clear = (clear * when).max(axis=0)  # 0 where none
     first_clear = n + 1 - (clear * (n + 1 - when)).max(axis=0)  # n + 1 where none
     n_used = _count(used)
+    dark = None if blue is None else np.invert(blue)  # 65535 - blue: its minimum as a maximum
     for members in (cand & (when < first_clear[None]),  # the opening run
                     cand & (when > last_clear[None])):  # the closing run
         count = _count(members)
         whole = count == n_used
         ok = (count >= min_run) | (whole & (count > 0))
-        if blue is not None:
+        if blue is not None and dark is not None:
             hi = _max_under(blue, members).astype(np.int32)
-            lo = np.invert(_max_under(np.invert(blue), members)).astype(np.int32)  # 65535: none
+            lo = np.invert(_max_under(dark, members)).astype(np.int32)  # 65535 where none
             ok &= (hi - lo <= np.maximum(tolerance_dn, hi // 32)) | whole
         members &= ok[None]
         out |= members
