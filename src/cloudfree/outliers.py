@@ -167,15 +167,33 @@ def _time_order(order: Sequence[int] | None, n: int) -> list[int]:
     return order
 
 
-def _end_run(cand: np.ndarray, used: np.ndarray, order: Sequence[int]) -> np.ndarray:
-    """(S, h, w): the cloud-like observations before the first used clear-like one, in
-    ``order`` (unused observations are skipped)."""
-    open_ = np.ones(used.shape[1:], bool)
-    members = np.zeros(used.shape, bool)
-    for s in order:
-        members[s] = open_ & used[s] & cand[s]
-        open_ &= ~(used[s] & ~cand[s])
-    return members
+def _below(lim: np.ndarray) -> np.ndarray:
+    """An int (h, w) bound as uint16, clipped to 0..65535: for uint16 ``v``, ``v < lim`` and
+    ``v > lim`` keep their truth when ``lim`` is clipped (no uint16 is below 0 or above
+    65535), so the tests compare uint16 stacks with a plane instead of making int32 copies."""
+    return np.clip(lim, 0, 65535).astype(np.uint16)
+
+
+def _count(mask: np.ndarray) -> np.ndarray:
+    """Observations per pixel of a (S, h, w) bool: ``count_nonzero(axis=0)``, whose axis form
+    is ~10x slower than this reduction (see ``median._Kernel.run``)."""
+    return np.add.reduce(mask, axis=0, dtype=np.uint8 if mask.shape[0] < 256 else np.int32)
+
+
+def _first(mask: np.ndarray) -> np.ndarray:
+    """(S, h, w) bool: the first True of each pixel along the scenes (none where none).
+    ``np.argmax(axis=0)`` is ~10x slower than these three passes."""
+    n = mask.shape[0]
+    dtype = np.uint8 if n < 256 else np.int32
+    rank = np.arange(n, 0, -1, dtype=dtype)[:, None, None]  # n for scene 0 ... 1 for the last
+    top = (mask * rank).max(axis=0)  # rank of the first True, 0 where none
+    return (rank == top[None]) & mask
+
+
+def _max_under(stack: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(h, w): the largest uint16 of ``stack`` under ``mask``, 0 where none (a product and a
+    reduction: ~5x faster than a masked ``np.maximum.reduce`` or ``np.where``)."""
+    return (stack * mask).max(axis=0)
 
 
 def persistent(cand: np.ndarray, used: np.ndarray, order: Sequence[int], min_run: int,
@@ -190,17 +208,31 @@ def persistent(cand: np.ndarray, used: np.ndarray, order: Sequence[int], min_run
     far more; noise and a roof's seasonal change do not). A pixel whose used observations are
     all cloud-like is a surface too. Missed clouds come and go, so they rarely form a run.
     """
-    order = list(order)
-    n_used = np.count_nonzero(used, axis=0)
+    cand = cand & used
     out = np.zeros(used.shape, bool)
-    for members in (_end_run(cand, used, order), _end_run(cand, used, order[::-1])):
-        n = np.count_nonzero(members, axis=0)
-        ok = (n >= min_run) | ((n == n_used) & (n > 0))
-        if blue is not None:
-            hi = np.where(members, blue, 0).max(axis=0).astype(np.int32)
-            lo = np.where(members, blue, 65535).min(axis=0).astype(np.int32)
-            ok &= (hi - lo <= np.maximum(tolerance_dn, hi // 32)) | (n == n_used)
-        out |= members & ok[None]
+    if not cand.any():
+        return out
+    n = used.shape[0]
+    dtype = np.uint8 if n < 255 else np.int32
+    when = np.empty(n, dtype)  # 1 + the scene's place in time order
+    when[list(order)] = np.arange(1, n + 1, dtype=dtype)
+    when = when[:, None, None]
+    clear = used & ~cand
+    last_clear = (clear * when).max(axis=0)  # 0 where none
+    first_clear = n + 1 - (clear * (n + 1 - when)).max(axis=0)  # n + 1 where none
+    n_used = _count(used)
+    dark = None if blue is None else np.invert(blue)  # 65535 - blue: its minimum as a maximum
+    for members in (cand & (when < first_clear[None]),  # the opening run
+                    cand & (when > last_clear[None])):  # the closing run
+        count = _count(members)
+        whole = count == n_used
+        ok = (count >= min_run) | (whole & (count > 0))
+        if blue is not None and dark is not None:
+            hi = _max_under(blue, members).astype(np.int32)
+            lo = np.invert(_max_under(dark, members)).astype(np.int32)  # 65535 where none
+            ok &= (hi - lo <= np.maximum(tolerance_dn, hi // 32)) | whole
+        members &= ok[None]
+        out |= members
     return out
 
 
@@ -221,7 +253,17 @@ def cloud_like(blue: np.ndarray, red: np.ndarray, rule: OutlierRule = DEFAULT_RU
 def _shaded(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, keep: np.ndarray,
             rule: OutlierRule, kernel: str | None = None, threads: int = 1) -> np.ndarray:
     """(S, h, w): kept observations that look like the pixel's brightest-NIR kept one in shade
-    (see :func:`reject`, step 2); never that one itself.
+    (see :func:`_shade_test`)."""
+    return _shade_test(blue, red, nir, keep, rule, kernel, threads)[0]
+
+
+def _shade_test(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, keep: np.ndarray,
+                rule: OutlierRule, kernel: str | None = None, threads: int = 1
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shade, primary, best), (S, h, w) each: the kept observations that look like the
+    pixel's brightest-NIR kept one in shade (see :func:`reject`, step 2), never that one
+    itself; those that passed the test before its guards; that reference (where it is
+    brighter than 0).
 
     The brightest-NIR observation is the reference, so a missed cloud (bright in every band)
     would make every clear observation look shaded, and be kept alone. Two guards, measured
@@ -235,7 +277,7 @@ def _shaded(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, keep: np.ndarray
     - a shadow keeps at least the NIR's share ``k = nir / nir_ref`` of the light in blue and
       red (the skylight left in a shadow is bluer than the sun), so its HOT is at least ``k``
       times the reference's; where the reference's HOT scaled by ``k`` exceeds the
-      observation's by more than ``haze_dn``, the reference is the hazy one (a cloud).
+      observation's by more than ``haze_dn``, the reference is the hazier one (a cloud).
 
     Without them, with 8 dates, the cloud was kept while clear dates were rejected at 20 %
     (29RKH medium cloud), 25 % (29RKH cirrus) and 14 % (29UNU cirrus) of those pixels; with
@@ -244,37 +286,43 @@ def _shaded(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, keep: np.ndarray
     """
     from .median import masked_median
 
-    n32 = nir.astype(np.int32)
-    best = np.argmax(np.where(keep, n32, -1), axis=0)[None]  # (1, h, w) scene index
-    nb = np.take_along_axis(n32, best, axis=0)
-    bb = np.take_along_axis(blue, best, axis=0)
-    rb = np.take_along_axis(red, best, axis=0)
-    floor = rule.shadow_floor_dn
-    shade = keep & (nb - n32 > np.maximum(floor, nb // rule.shadow_rel_den)) & (
-        blue <= bb) & (red <= rb)
+    knir = nir * keep
+    nb = knir.max(axis=0)  # 0 where nothing is kept (and no shade: nothing is darker)
+    best = _first(knir == nb[None])  # np.argmax's pick among equal NIRs
+    bb, rb = _max_under(blue, best), _max_under(red, best)
+    nb32 = nb.astype(np.int32)
+    floor, den = rule.shadow_floor_dn, rule.shadow_rel_den
+    # nb - nir > max(floor, nb // den), as nir below a uint16 bound (:func:`_below`)
+    shade = nir < _below(nb32 - np.maximum(floor, nb32 // den))[None]
+    shade &= blue <= bb[None]
+    shade &= red <= rb[None]
+    shade &= keep
     if not shade.any():
-        return shade
-    # the guards, on the few candidates only (shadows, and clear dates beside a bright one)
-    s_i, y_i, x_i = np.nonzero(shade)
-    n_c = n32[s_i, y_i, x_i].astype(np.int64)
-    nb_c = nb[0, y_i, x_i].astype(np.int64)
+        return shade, shade, best
+    primary = shade.copy()
+    # the guards (shadows, and clear dates beside a bright one): the NIR median, where robust
+    med = masked_median(nir, keep, kernel=kernel, threads=threads)
+    centre = med.median.astype(np.int32)
+    far = nir < _below(centre - np.maximum(floor, centre // den))[None]  # c - nir > ...
+    far |= (med.count < rule.min_obs)[None]
+    shade &= far
+    # the hazier reference, on the few candidates left (int64 products)
+    flat = np.flatnonzero(shade)
+    s_i, y_i, x_i = np.unravel_index(flat, shade.shape)
+    n_c = nir[s_i, y_i, x_i].astype(np.int64)
+    nb_c = nb[y_i, x_i].astype(np.int64)
     hot_c = hot2(blue[s_i, y_i, x_i], red[s_i, y_i, x_i]).astype(np.int64)
-    hot_ref = hot2(bb[0, y_i, x_i], rb[0, y_i, x_i]).astype(np.int64)
-    ok = n_c * hot_ref - nb_c * hot_c <= 2 * rule.haze_dn * nb_c  # k hot_ref - hot <= haze
-    pix = np.zeros(shade.shape[1:], bool)
-    pix[y_i, x_i] = True
-    ys, xs = np.nonzero(pix & (np.count_nonzero(keep, axis=0) >= rule.min_obs))  # robust
-    if ys.size:
-        centre = np.zeros(shade.shape[1:], np.int64)
-        centre[ys, xs] = masked_median(np.ascontiguousarray(nir[:, ys, xs][:, None]),
-                                       np.ascontiguousarray(keep[:, ys, xs][:, None]),
-                                       kernel=kernel, threads=threads).median[0]
-        robust = np.zeros(shade.shape[1:], bool)
-        robust[ys, xs] = True
-        c_c = centre[y_i, x_i]
-        ok &= ~robust[y_i, x_i] | (c_c - n_c > np.maximum(floor, c_c // rule.shadow_rel_den))
-    shade[s_i[~ok], y_i[~ok], x_i[~ok]] = False
-    return shade
+    hot_ref = hot2(bb[y_i, x_i], rb[y_i, x_i]).astype(np.int64)
+    hazier = n_c * hot_ref - nb_c * hot_c > 2 * rule.haze_dn * nb_c  # k hot_ref - hot > haze
+    shade.reshape(-1)[flat[hazier]] = False
+    return shade, primary, best
+
+
+#: Elements (scenes x pixels) of one row strip of :func:`reject`: the strip's int32 HOT, bool
+#: masks and uint16 temporaries then stay in the L2 cache (1 MiB per core and more on
+#: Lambda's x86 and Graviton hosts; 4 MiB here) instead of streaming (S, h, w) int32 stacks
+#: through memory once per operation. Measured in bench/bench_reject.py.
+STRIP_ELEMENTS = 1 << 18
 
 
 def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
@@ -286,67 +334,148 @@ def reject(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, use: np.ndarray,
     shadow test (darker); ``use``: the observations the median would use (uint8/bool);
     ``order``: scene indices in time order (default: stack order). Only used observations are
     ever rejected, never all of a pixel's; see the module docstring for the rule.
+
+    The rule is per pixel, so it runs on row strips of about :data:`STRIP_ELEMENTS` values
+    (cache-sized; ``threads`` work on different strips, each median on one thread): the same
+    bits as on the whole stack (tests/unit/test_outliers_fast.py holds it to the slower
+    whole-stack code it replaced, tests/unit/test_outliers.py to :func:`reference_reject`).
     """
-    _check_refs(blue=blue, red=red, nir=nir, use=np.asarray(use))
-    used = np.asarray(use).astype(bool)
-    out = np.zeros(used.shape, bool)
-    if not rule.enabled or not used.any():
+    use = np.asarray(use)
+    _check_refs(blue=blue, red=red, nir=nir, use=use)
+    out = np.zeros(use.shape, bool)
+    if not rule.enabled or not use.any():
         return out
-    order = _time_order(order, used.shape[0])
+    order = _time_order(order, use.shape[0])
+    n, h, w = use.shape
+    rows = max(1, min(h, STRIP_ELEMENTS // max(1, n * w)))
+
+    def run(y0: int) -> None:
+        part = np.s_[:, y0:y0 + rows]
+        used = use[part] != 0 if use.dtype != np.bool_ else np.ascontiguousarray(use[part])
+        out[part] = _reject_strip(*(np.ascontiguousarray(a[part]) for a in (blue, red, nir)),
+                                  used, rule, order, kernel)
+
+    starts = range(0, h, rows)
+    if threads > 1 and len(starts) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+            list(pool.map(run, starts))
+    else:
+        for y0 in starts:
+            run(y0)
+    return out
+
+
+def _reject_strip(blue: np.ndarray, red: np.ndarray, nir: np.ndarray, used: np.ndarray,
+                  rule: OutlierRule, order: list[int], kernel: str | None) -> np.ndarray:
+    """:func:`reject` on contiguous (S, rows, w) strips. Tests on uint16 stacks against
+    per-pixel bounds where exact (:func:`_below`); int32 only for HOT."""
+    from .median import masked_median
+
+    if not used.any():
+        return np.zeros(used.shape, bool)
     # 1. spectral: Fmask's HOT test (:func:`cloud_like`), B - 0.5 R - 0.08 > 0, in DN:
     # 2 B - R > 2 x 800; ``hot`` is computed once here, the haze test below reuses it
-    b32 = blue.astype(np.int32)
-    hot = 2 * b32 - red.astype(np.int32)  # hot2(blue, red)
-    cand = used & (hot > 2 * rule.hot_dn)
+    hot = np.multiply(blue, 2, dtype=np.int32)
+    hot -= red  # hot2(blue, red)
+    cand = hot > 2 * rule.hot_dn
+    cand &= used
     surface = persistent(cand, used, order, rule.persistent_run, blue, rule.cloud_floor_dn)
     cand &= ~surface
-    clear_like = used & ~cand
-    has_clear = clear_like.any(axis=0)
     if cand.any():
-        from .median import masked_median
-
-        c_cl = masked_median(blue, clear_like, kernel=kernel, threads=threads).median
-        cand &= (b32 - c_cl.astype(np.int32) > rule.cloud_floor_dn) & has_clear
+        clear_like = used & ~cand
+        c_cl = masked_median(blue, clear_like, kernel=kernel, threads=1).median
+        # blue - c_cl > floor, where the pixel has clear-like observations
+        cand &= blue > _below(c_cl.astype(np.int32) + rule.cloud_floor_dn)[None]
+        cand &= clear_like.any(axis=0)[None]
     # 2. shade: darker than the pixel's brightest-NIR clear-like observation in NIR by more than
     # a quarter (and the NIR floor) while not brighter in blue or red: a shadow dims every band
     # (direct beam gone); real changes that darken the NIR (harvest, senescence, a burn, a
     # flood) brighten the blue or red. Works with two observations, where no MAD exists.
     keep = used & ~cand
-    shade = _shaded(blue, red, nir, keep, rule, kernel, threads)
+    shade, primary, best = _shade_test(blue, red, nir, keep, rule, kernel, 1)
     # haze: HOT (blue - red / 2) is the distance from the clear-sky line in blue-red space, the
     # same for dark and bright clear surfaces and raised by haze (Zhang, Guindon & Cihlar 2002);
     # an observation whose HOT exceeds the pixel's lowest (clear-like, unshaded) by more than
     # ``haze_dn`` is hazy. Works with two observations; steady bright runs are exempt.
-    clear_keep = keep & ~shade
-    low = np.where(clear_keep, hot, np.iinfo(np.int32).max).min(axis=0)
-    hazy = keep & (hot - low > 2 * rule.haze_dn) & ~surface
-    ys, xs = np.nonzero(hazy.any(axis=0))
-    if ys.size:  # a hazy date may have been the shade test's reference, sparing a shadow
-        # (the hazier-reference guard): the shade test once more on the dates left there
-        def cols(a: np.ndarray) -> np.ndarray:
-            return np.ascontiguousarray(a[:, ys, xs][:, None])
-
-        left = keep & ~shade & ~hazy
-        shade[:, ys, xs] |= _shaded(cols(blue), cols(red), cols(nir), cols(left), rule,
-                                    kernel, threads)[:, 0]
+    # lowest HOT of the clear-like kept: hot + 65535 >= 0, so a masked max of its complement
+    span = 2 * 65535 + 1  # hot2 spans -65535 .. 131070
+    low = np.multiply(span - 65535 - hot, keep & ~shade).max(axis=0)
+    low = span - 65535 - low  # 131071 where none (nothing kept there: nothing hazy)
+    hazy = hot > (low + 2 * rule.haze_dn)[None]
+    hazy &= keep
+    hazy &= ~surface
+    # a hazy date may have been the shade test's reference, sparing a shadow (the
+    # hazier-reference guard): the shade test once more on the dates left, where there are
+    # hazy ones. It can change only where the reference was hazy (a new one) or a date left
+    # passed the test but not its guards (the NIR median and count of fewer dates differ):
+    # elsewhere it would shade nothing new.
+    left = keep & ~shade & ~hazy
+    redo = (best & hazy).any(axis=0) | (primary & left).any(axis=0)
+    redo &= hazy.any(axis=0)
+    at = np.flatnonzero(redo)
+    if at.size:
+        _flat_pixels(shade)[:, at] |= _shaded(*(_columns(a, at) for a in (blue, red, nir, left)),
+                                              rule, kernel, 1)[:, 0]
     shade |= hazy
     # 3. temporal: robust centre and MAD of what is left, cloud (blue) and shadow (NIR)
-    testable = np.count_nonzero(used, axis=0) >= rule.min_obs
-    keep &= ~shade
-    rejected = cand | shade
-    for _ in range(rule.passes):
-        c_b, mad_b = _centre_spread(blue, keep, kernel, threads)
-        thr_b = np.maximum(mad_b * rule.k_num // rule.k_den, rule.cloud_floor_dn)
-        cloud = (b32 - c_b > thr_b) & ~surface  # a steady bright run is no cloud
-        c_n, mad_n = _centre_spread(nir, keep, kernel, threads)
-        thr_n = np.maximum(np.maximum(mad_n * rule.k_num // rule.k_den, rule.shadow_floor_dn),
-                           c_n // rule.shadow_rel_den)
-        shadow = c_n - nir.astype(np.int32) > thr_n
-        rejected = cand | shade | ((cloud | shadow) & used & testable)
-        rejected &= np.any(used & ~rejected, axis=0)  # never every used observation
-        keep = used & ~rejected
-    out = rejected
-    return out
+    return _temporal(blue, nir, used, cand | shade, surface, rule, kernel)
+
+
+def _temporal(blue: np.ndarray, nir: np.ndarray, used: np.ndarray, fixed: np.ndarray,
+              surface: np.ndarray, rule: OutlierRule, kernel: str | None) -> np.ndarray:
+    """Step 3 of :func:`reject`: ``fixed`` (the spectral, shade and haze rejections) and the
+    temporal test's, ``rule.passes`` times, never every used observation of a pixel.
+
+    A pass depends on a pixel's kept observations only, so where a pass kept what the one
+    before kept, every later pass decides the same: passes after the first run on the pixels
+    whose kept set changed (a few percent: 3.9 % of the square in bench/bench_reject.py)."""
+    testable = _count(used) >= rule.min_obs
+    keep = used & ~fixed
+    rejected = _temporal_pass(blue, nir, used, fixed, surface, testable, keep, rule, kernel)
+    for _ in range(rule.passes - 1):
+        kept = used & ~rejected
+        at = np.flatnonzero((kept != keep).any(axis=0))
+        if not at.size:
+            break
+        keep = kept
+        sub = [_columns(a, at) for a in (blue, nir, used, fixed, surface, testable, keep)]
+        _flat_pixels(rejected)[:, at] = _temporal_pass(*sub, rule, kernel)[:, 0]
+    return rejected
+
+
+def _columns(a: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The pixels ``at`` (flat indices) of a C-contiguous (..., h, w) array as a (..., 1, n)
+    one (``np.take`` on the flat pixels: ~2x faster than indexing with rows and columns)."""
+    flat = a.reshape(*a.shape[:-2], -1)
+    return np.take(flat, at, axis=-1)[..., None, :]
+
+
+def _flat_pixels(a: np.ndarray) -> np.ndarray:
+    """(S, h * w) view of a C-contiguous (S, h, w) array, to write :func:`_columns` back."""
+    if not a.flags.c_contiguous:  # a reshape would be a copy: the writes would be lost
+        raise InputError("the pixels of a non-contiguous array have no flat view")
+    return a.reshape(a.shape[0], -1)
+
+
+def _temporal_pass(blue: np.ndarray, nir: np.ndarray, used: np.ndarray, fixed: np.ndarray,
+                   surface: np.ndarray, testable: np.ndarray, keep: np.ndarray,
+                   rule: OutlierRule, kernel: str | None) -> np.ndarray:
+    """One pass of :func:`_temporal` with the centres and MADs of ``keep``."""
+    c_b, mad_b = _centre_spread(blue, keep, kernel, 1)
+    thr_b = np.maximum(mad_b * rule.k_num // rule.k_den, rule.cloud_floor_dn)
+    rejected = blue > _below(c_b + thr_b)[None]  # b - c_b > thr_b: cloud
+    rejected &= ~surface  # a steady bright run is no cloud
+    c_n, mad_n = _centre_spread(nir, keep, kernel, 1)
+    thr_n = np.maximum(np.maximum(mad_n * rule.k_num // rule.k_den, rule.shadow_floor_dn),
+                       c_n // rule.shadow_rel_den)
+    rejected |= nir < _below(c_n - thr_n)[None]  # c_n - nir > thr_n: shadow
+    rejected &= used
+    rejected &= testable[None]
+    rejected |= fixed
+    rejected &= np.any(used & ~rejected, axis=0)  # never every used observation
+    return rejected
 
 
 def _reference_runs(idx: list[int], flags: dict[int, bool], bl: dict[int, int],
@@ -560,15 +689,13 @@ def decide_references(scenes: Sequence[dict], states: np.ndarray, refs: np.ndarr
         from .harmonize import apply_offset
 
         usable = states >= mask.SNOW
-        for c in range(3):
-            plane = np.ascontiguousarray(refs[:, c])
-            apply_offset(plane, offsets, usable)
-            refs[:, c] = plane
+        for c in range(3):  # in place, scene plane by scene plane (no copy of the band)
+            apply_offset(refs[:, c], offsets, usable)
     fuse_observations(refs, states, observation_groups(scenes))
     use, _ = snow_fallback(states)
     order = sorted(range(len(scenes)), key=lambda i: (str(scenes[i].get("datetime") or ""),
                                                       str(scenes[i].get("id") or ""), i))
-    return reject(*(np.ascontiguousarray(refs[:, c]) for c in range(3)), use, rule,
+    return reject(*(refs[:, c] for c in range(3)), use, rule,  # reject copies its strips
                   order=order, kernel=kernel, threads=min(threads, 2))
 
 

@@ -346,6 +346,25 @@ def test_apply_offset_exact() -> None:
     np.testing.assert_array_equal(stack2, [[[4000, 500]]])
 
 
+def test_apply_offset_is_the_masked_clamp_on_random_stacks() -> None:
+    """The uint16 passes give the DNs of the masked copy they replaced (max(DN, offset + 1) -
+    offset where valid and DN > 0), on every DN edge, uint8 masks of any value and views."""
+    rng = np.random.default_rng(4)
+    edges = np.array([0, 1, 2, 999, 1000, 1001, 1002, 65534, 65535], np.uint16)
+    stack = rng.integers(0, 65536, (5, 3, 7, 9)).astype(np.uint16)
+    stack[:, :, 0, :] = np.resize(edges, (5, 3, 9))
+    valid = rng.integers(0, 3, (5, 7, 9)).astype(np.uint8)  # 2 is valid too
+    offsets = [1000, 0, 1, 65534, 3000]
+    want = stack[:, 1].copy()
+    for s, off in enumerate(offsets):
+        shifted = np.maximum(want[s], np.uint16(off + 1)) - np.uint16(off)
+        np.copyto(want[s], shifted, where=(valid[s] != 0) & (want[s] > 0))
+    before = stack.copy()
+    apply_offset(stack[:, 1], offsets, valid)  # a view: written in place
+    np.testing.assert_array_equal(stack[:, 1], want)
+    np.testing.assert_array_equal(np.delete(stack, 1, axis=1), np.delete(before, 1, axis=1))
+
+
 def test_apply_offset_errors() -> None:
     stack = np.zeros((2, 2, 2), np.uint16)
     with pytest.raises(InputError):
