@@ -46,11 +46,11 @@ def _failing(monkeypatch, href: str, bad_windows: set[str], times: int | None = 
     real = windows._read_once
     calls = {"n": 0}
 
-    def fake(h, window, band_index, out_dtype):
+    def fake(h, window, band_index, out_dtype, out=None):
         if h == href and window.key in bad_windows and (times is None or calls["n"] < times):
             calls["n"] += 1
             raise OSError(f"TIFFReadEncodedTile() failed on {window.key}")
-        return real(h, window, band_index, out_dtype)
+        return real(h, window, band_index, out_dtype, out)
 
     monkeypatch.setattr(windows, "_read_once", fake)
     return calls
