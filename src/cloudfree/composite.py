@@ -315,7 +315,8 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
     footprint = states.any(axis=0)  # some state above NODATA (0); no (S, h, w) temporary
     observed, observed_bbox = int(np.count_nonzero(footprint)), footprint_bbox(footprint, window)
     del footprint
-    if not (states >= mask.SNOW).any():  # nothing usable anywhere: skip decoding the band
+    if states.max() < mask.SNOW:  # nothing usable anywhere: skip decoding the band (a max, not
+        # a (S, h, w) comparison: big temporaries cost first-touch page faults, see read_stack)
         return _empty_result(band, window, ids, scenes, observed, observed_bbox)
     hrefs = _scene_hrefs(scenes, band.key)
     offsets = np.zeros(len(scenes), dtype=np.int64)
@@ -338,7 +339,8 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
     if np.any(offsets):
         from .harmonize import apply_offset
 
-        apply_offset(stack, offsets, states >= mask.SNOW)
+        for s in np.flatnonzero(offsets):  # scene by scene: no (S, h, w) mask
+            apply_offset(stack[s:s + 1], offsets[s:s + 1], states[s:s + 1] >= mask.SNOW)
     sources = fuse_observations(stack, states, observation_groups(scenes))
     use, snow = snow_fallback(states)
     del states

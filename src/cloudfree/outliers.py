@@ -681,7 +681,7 @@ def decide_references(scenes: Sequence[dict], states: np.ndarray, refs: np.ndarr
     if states.shape != (len(scenes), *refs.shape[2:]) or refs.shape[:2] != (len(scenes), 3):
         raise InputError(f"states {states.shape} and references {refs.shape} do not match "
                          f"{len(scenes)} scenes")
-    if not (states >= mask.SNOW).any():  # nothing usable: nothing to test
+    if states.max() < mask.SNOW:  # nothing usable: nothing to test
         return np.zeros(states.shape, bool)
     states[~refs.all(axis=1) & (states > mask.MASKED)] = mask.MASKED
     offsets = _offsets(scenes)
@@ -707,13 +707,15 @@ def _decide(scenes: Sequence[dict], w20: Window, rule: OutlierRule,
     from .composite import _scene_hrefs
 
     states = decision_states(scenes, w20, mask_classes, dilate_nodata, threads)
-    if not (states >= mask.SNOW).any():  # nothing usable: nothing to test, nothing to read
+    if states.max() < mask.SNOW:  # nothing usable: nothing to test, nothing to read
         return np.zeros(states.shape, bool)
     refs = np.empty((len(scenes), 3, w20.height, w20.width), np.uint16)
+    ten = None  # one 10 m buffer for both bands (a fresh one costs its page faults)
     for c, key in enumerate((CLOUD_BAND, WHITE_BAND)):
-        mean_on_decision_grid(read_stack(_scene_hrefs(scenes, key), w20.scaled(2),
-                                         threads=threads), out=refs[:, c])
-    refs[:, 2] = read_stack(_scene_hrefs(scenes, SHADOW_BAND), w20, threads=threads)
+        ten = read_stack(_scene_hrefs(scenes, key), w20.scaled(2), threads=threads, out=ten)
+        mean_on_decision_grid(ten, out=refs[:, c])
+    del ten
+    read_stack(_scene_hrefs(scenes, SHADOW_BAND), w20, threads=threads, out=refs[:, 2])
     return decide_references(scenes, states, refs, rule, threads=threads, kernel=kernel)
 
 

@@ -305,11 +305,13 @@ def _raise_failures(failures: dict[str, str], n: int, window: Window) -> None:
 
 
 def read_stack(hrefs: Sequence[str], window: Window, *, threads: int = DEFAULT_THREADS,
-               band_index: int | Sequence[int] = 1, dtype: str | None = None) -> np.ndarray:
+               band_index: int | Sequence[int] = 1, dtype: str | None = None,
+               out: np.ndarray | None = None) -> np.ndarray:
     """Read the same window from every href in parallel threads -> (S, h, w) (or (S, n, h, w)).
 
     Each scene after the first is decoded straight into its slice of one preallocated array
-    (no array of its own, no copy).
+    (no array of its own, no copy). ``out``: that array (or a view whose scene slices are
+    contiguous), e.g. one buffer reused for several bands, instead of a new one.
     Every href is tried; if any fails, one ``SourceReadError`` lists them all in ``failures``.
     """
     if not hrefs:
@@ -325,7 +327,13 @@ def read_stack(hrefs: Sequence[str], window: Window, *, threads: int = DEFAULT_T
             start += 1
     if first is None:
         _raise_failures(failures, len(hrefs), window)
-    stack = np.empty((len(hrefs), *first.shape), dtype=first.dtype)
+    if out is None:
+        stack = np.empty((len(hrefs), *first.shape), dtype=first.dtype)
+    elif out.shape != (len(hrefs), *first.shape) or out.dtype != first.dtype:
+        raise InputError(f"read_stack into {out.shape} {out.dtype}: the stack is "
+                         f"{(len(hrefs), *first.shape)} {first.dtype}")
+    else:
+        stack = out
     stack[start] = first
     del first
 

@@ -153,6 +153,12 @@ def test_read_window_and_stack(tmp_path):
     buf = np.zeros((256, 512), np.uint16)  # decoded into the caller's array (read_stack's slices)
     assert read_window(hrefs[2], w, out=buf) is buf
     np.testing.assert_array_equal(buf, arrays[2][256:, :])
+    into = np.zeros((3, 2, 256, 512), np.uint16)  # a stack into a view: (S, h, w) of (S, 2, ..)
+    assert read_stack(hrefs, w, out=into[:, 1]).base is not None
+    np.testing.assert_array_equal(into[:, 1], stack)
+    assert not into[:, 0].any()
+    with pytest.raises(InputError, match="read_stack into"):
+        read_stack(hrefs, w, out=np.zeros((2, 256, 512), np.uint16))
 
 
 def test_read_window_multiband(tmp_path):
