@@ -591,7 +591,11 @@ def to_band_grid(reject20: np.ndarray, band: Band, window: Window) -> np.ndarray
     if res == DECISION_RESOLUTION:
         return reject20
     if res == 10:
-        up = np.repeat(np.repeat(reject20, 2, axis=1), 2, axis=2)
+        s_n, h20, w20_ = reject20.shape  # one (S, 2h, 2w) array, no repeat() intermediate
+        up = np.empty((s_n, 2 * h20, 2 * w20_), bool)
+        for dr in (0, 1):
+            for dc in (0, 1):
+                up[:, dr::2, dc::2] = reject20
         r0, c0 = window.row_off - 2 * w20.row_off, window.col_off - 2 * w20.col_off
         return up[:, r0:r0 + window.height, c0:c0 + window.width]
     if res == 60:

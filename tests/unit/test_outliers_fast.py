@@ -100,3 +100,18 @@ def test_persistent_matches_the_frozen_one():
             for run in (0, 1, 3):
                 np.testing.assert_array_equal(persistent(cand, used, order, run, *args),
                                               frozen_persistent(cand, used, order, run, *args))
+
+
+@pytest.mark.parametrize("row,col,h,w", [(0, 0, 6, 8), (1, 3, 5, 7), (2, 2, 4, 4)])
+def test_to_band_grid_at_10m_is_each_20m_pixel_repeated_2x2(row, col, h, w):
+    from cloudfree.bands import get_band
+    from cloudfree.outliers import decision_window, to_band_grid
+    from cloudfree.windows import Window
+
+    band, window = get_band("blue"), Window(row, col, h, w)
+    w20 = decision_window(band, window)
+    reject20 = np.random.default_rng(row + col).random((3, *w20.shape)) < 0.4
+    got = to_band_grid(reject20, band, window)
+    full = np.repeat(np.repeat(reject20, 2, axis=1), 2, axis=2)
+    r0, c0 = row - 2 * w20.row_off, col - 2 * w20.col_off
+    np.testing.assert_array_equal(got, full[:, r0:r0 + h, c0:c0 + w])
