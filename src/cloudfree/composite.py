@@ -211,21 +211,29 @@ def fuse_observations(stack: np.ndarray, states: np.ndarray,
     return sources
 
 
-def snow_fallback(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def snow_fallback(states: np.ndarray, *, in_place: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """(use (S, h, w) uint8, snow (h, w) bool) from the states (S, h, w).
 
     A pixel with a snow-free clear observation uses exactly those; a pixel without one uses its
-    snow observations and is flagged in ``snow``.
+    snow observations and is flagged in ``snow``. Scene by scene: the temporaries are one
+    scene's. ``in_place``: ``use`` is written over ``states`` (returned as ``use``; the caller
+    no longer needs the states): no new (S, h, w) array, whose first-touch page faults cost
+    more than the comparison (~0.3 s for a 3072 px window of 16 scenes on this VM).
     """
-    use = (states == mask.CLEAR).view(np.uint8)
-    ground = use.any(axis=0)
-    snowy = np.zeros(ground.shape, bool)  # scene by scene: one scene's temporaries, not the
-    for s in range(states.shape[0]):  # stack's (a (S, h, w) mask is a second states array)
+    ground = np.zeros(states.shape[1:], bool)
+    snowy = np.zeros(states.shape[1:], bool)
+    for s in range(states.shape[0]):
+        ground |= states[s] == mask.CLEAR
         snowy |= states[s] == mask.SNOW
     snow = ~ground & snowy
-    if snow.any():
-        for s in range(states.shape[0]):
-            use[s] |= ((states[s] == mask.SNOW) & snow).view(np.uint8)
+    use = states if in_place else np.empty(states.shape, np.uint8)
+    fallback = snow.any()
+    for s in range(states.shape[0]):
+        clear = states[s] == mask.CLEAR
+        if fallback:
+            clear |= (states[s] == mask.SNOW) & snow
+        use[s] = clear
     return use, snow
 
 
@@ -342,7 +350,7 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
         for s in np.flatnonzero(offsets):  # scene by scene: no (S, h, w) mask
             apply_offset(stack[s:s + 1], offsets[s:s + 1], states[s:s + 1] >= mask.SNOW)
     sources = fuse_observations(stack, states, observation_groups(scenes))
-    use, snow = snow_fallback(states)
+    use, snow = snow_fallback(states, in_place=True)
     del states
     if rejection is not None and rejection.shape != (len(scenes), *window.shape):
         raise InputError(f"outlier decision of shape {rejection.shape} for {len(scenes)} "

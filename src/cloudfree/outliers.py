@@ -696,7 +696,7 @@ def decide_references(scenes: Sequence[dict], states: np.ndarray, refs: np.ndarr
         for c in range(3):  # in place, scene plane by scene plane (no copy of the band)
             apply_offset(refs[:, c], offsets, usable)
     fuse_observations(refs, states, observation_groups(scenes))
-    use, _ = snow_fallback(states)
+    use, _ = snow_fallback(states, in_place=True)
     order = sorted(range(len(scenes)), key=lambda i: (str(scenes[i].get("datetime") or ""),
                                                       str(scenes[i].get("id") or ""), i))
     return reject(*(refs[:, c] for c in range(3)), use, rule,  # reject copies its strips

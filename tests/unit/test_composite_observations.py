@@ -44,6 +44,10 @@ def test_snow_fallback_only_where_no_ground_was_seen() -> None:
     np.testing.assert_array_equal(use[:, 0], [[0, 1, 0], [1, 1, 0], [0, 0, 0]])
     np.testing.assert_array_equal(snow, [[False, True, False]])
     assert use.dtype == np.uint8
+    again, snow2 = snow_fallback(states, in_place=True)  # written over the states
+    assert again is states and again.dtype == np.uint8
+    np.testing.assert_array_equal(again, use)
+    np.testing.assert_array_equal(snow2, snow)
 
 
 def test_fuse_two_granules_first_best_state_wins() -> None:
