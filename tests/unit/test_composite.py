@@ -283,3 +283,20 @@ def test_window_without_any_clear_pixel_skips_the_band_read(monkeypatch):
     stats = res.stats()
     assert stats["observed_pixels"] == 4 and stats["valid_pixels"] == 0
     assert get_band("blue").count == 1
+
+
+def test_scratch_arrays_are_reused_only_inside_reused_buffers():
+    """A median batch reuses one stack and one states array across its windows (fresh big
+    arrays cost their page faults); outside the block every call gets its own."""
+    from cloudfree.composite import reused_buffers, scratch
+
+    a, b = scratch("x", (2, 3), np.uint16), scratch("x", (2, 3), np.uint16)
+    assert a is not b
+    with reused_buffers():
+        first = scratch("stack", (4, 5, 6), np.uint16)
+        assert scratch("stack", (4, 5, 6), np.uint16) is first
+        assert scratch("states", (4, 5, 6), np.uint8) is not first
+        other = scratch("stack", (4, 5, 2), np.uint16)  # the batch's last, narrower window
+        assert other is not first and other.shape == (4, 5, 2)
+        assert scratch("stack", (4, 5, 6), np.uint16) is not first  # replaced, not kept
+    assert scratch("stack", (4, 5, 6), np.uint16) is not first
