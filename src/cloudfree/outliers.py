@@ -591,8 +591,10 @@ def to_band_grid(reject20: np.ndarray, band: Band, window: Window) -> np.ndarray
     if res == DECISION_RESOLUTION:
         return reject20
     if res == 10:
+        from .composite import scratch
+
         s_n, h20, w20_ = reject20.shape  # one (S, 2h, 2w) array, no repeat() intermediate
-        up = np.empty((s_n, 2 * h20, 2 * w20_), bool)
+        up = scratch("decision", (s_n, 2 * h20, 2 * w20_), bool)  # a median batch reuses it
         for dr in (0, 1):
             for dc in (0, 1):
                 up[:, dr::2, dc::2] = reject20
