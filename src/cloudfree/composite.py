@@ -299,8 +299,10 @@ def _visual_median(stack: np.ndarray, use: np.ndarray):
     from .median import masked_median
 
     channels, first = [], None
-    for c in range(stack.shape[1]):
-        res = masked_median(stack[:, c].astype(np.uint16), use)
+    plane = scratch("visual_plane", (stack.shape[0], *stack.shape[2:]), np.uint16)
+    for c in range(stack.shape[1]):  # one uint16 plane for the three channels (and windows)
+        np.copyto(plane, stack[:, c])
+        res = masked_median(plane, use)
         channels.append(res.median.astype(np.uint8))  # median of uint8 values fits uint8
         if first is None:
             first = res
