@@ -593,11 +593,8 @@ def to_band_grid(reject20: np.ndarray, band: Band, window: Window) -> np.ndarray
     if res == 10:
         from .composite import scratch
 
-        s_n, h20, w20_ = reject20.shape  # one (S, 2h, 2w) array, no repeat() intermediate
-        up = scratch("decision", (s_n, 2 * h20, 2 * w20_), bool)  # a median batch reuses it
-        for dr in (0, 1):
-            for dc in (0, 1):
-                up[:, dr::2, dc::2] = reject20
+        s_n, h20, w20_ = reject20.shape  # a median batch reuses the (S, 2h, 2w) array
+        up = mask.repeat2(reject20, out=scratch("decision", (s_n, 2 * h20, 2 * w20_), bool))
         r0, c0 = window.row_off - 2 * w20.row_off, window.col_off - 2 * w20.col_off
         return up[:, r0:r0 + window.height, c0:c0 + window.width]
     if res == 60:

@@ -204,3 +204,16 @@ def test_scene_state_matches_the_plain_rule(res: int, seed: int) -> None:
                 scene_state(scl, res, classes, radius),
                 _scene_state_reference(scl, res, classes, radius),
                 err_msg=f"res {res} nodata {nodata_share} radius {radius}")
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 4, 3), (1, 1)])
+def test_repeat2_is_numpy_repeat_on_the_last_two_axes(shape):
+    from cloudfree.mask import repeat2
+
+    a = np.random.default_rng(0).integers(0, 255, shape).astype(np.uint8)
+    expected = np.repeat(np.repeat(a, 2, axis=-2), 2, axis=-1)
+    np.testing.assert_array_equal(repeat2(a), expected)
+    out = np.zeros(expected.shape, np.uint8)
+    assert repeat2(a, out=out) is out and np.array_equal(out, expected)
+    with pytest.raises(InputError):
+        repeat2(a, out=np.zeros(shape, np.uint8))
