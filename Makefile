@@ -47,13 +47,14 @@ view: up
 	@eval "$$($(CLOUDFREE) local env)" && $(CLOUDFREE) view --port $(VIEW_PORT)
 
 # make test: unit + realdata tests on TEST_WORKERS processes (pytest-xdist, one file per worker at
-# a time; `sam build` is serialized by a lock), then the integration tests in order on the stack.
+# a time; `sam build` is serialized by a lock), then the integration tests in order on the stack
+# (their 25 slowest printed: CI must stay under 30 minutes on 2 cores).
 # PYTEST_ARGS=...: one plain pytest run with those arguments instead.
 TEST_WORKERS ?= 2
 test: up
 ifeq ($(strip $(PYTEST_ARGS)),)
 	$(PY) -m pytest -m "not integration" -n $(TEST_WORKERS) --dist loadfile
-	$(PY) -m pytest -m integration
+	$(PY) -m pytest -m integration --durations=25
 else
 	$(PY) -m pytest $(PYTEST_ARGS)
 endif
