@@ -524,8 +524,8 @@ def _reference_cell(manifest: dict, decision: _Decision, window: Window, cell: W
             states20 = decision_states(scenes, part, decision.classes, DEFAULT_DILATE_NODATA,
                                        threads)
     refs = np.empty((len(scenes), 3, part.height, part.width), np.uint16)
-    with _timed(spent, "outliers"):  # first: its read's own array is gone before blue and red
-        refs[:, 2] = read_stack(_scene_hrefs(scenes, SHADOW_BAND), part, threads=threads)
+    with _timed(spent, "outliers"):  # first, straight into its reference plane
+        read_stack(_scene_hrefs(scenes, SHADOW_BAND), part, threads=threads, out=refs[:, 2])
     held = {}
     # the band not held first: its stack is dropped before the held ones are read
     for c, key, hold in sorted(((c, k, k in keys and k in HELD_REFERENCES)

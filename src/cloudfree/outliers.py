@@ -227,7 +227,7 @@ def persistent(cand: np.ndarray, used: np.ndarray, order: Sequence[int], min_run
         count = _count(members)
         whole = count == n_used
         ok = (count >= min_run) | (whole & (count > 0))
-        if blue is not None and dark is not None:
+        if dark is not None:
             hi = _max_under(blue, members).astype(np.int32)
             lo = np.invert(_max_under(dark, members)).astype(np.int32)  # 65535 where none
             ok &= (hi - lo <= np.maximum(tolerance_dn, hi // 32)) | whole
