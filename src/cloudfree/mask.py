@@ -226,8 +226,28 @@ def scene_state(
         all_nodata = _block_all(scl20 == NODATA_CLASS, 3)
     else:
         all_nodata = nodata
-    if all_nodata.all():
+    box = true_bbox(~all_nodata)
+    if box is None:
         return state
-    state[dilate(nodata, dilate_nodata) if dilate_nodata else nodata] = MASKED
-    state[all_nodata] = NODATA
-    return state
+    # Only pixels outside ``all_nodata`` keep what the dilation gives them (the others end
+    # NODATA), and those lie in ``box``: dilate there alone, from the nodata within
+    # ``dilate_nodata`` of it (exact; a 2 km observed patch in a 10980 px window costs its own
+    # size, not the window's)
+    r0, c0, r1, c1 = box
+    d = dilate_nodata
+    a0, b0 = max(r0 - d, 0), max(c0 - d, 0)
+    grown = dilate(nodata[a0:r1 + d, b0:c1 + d], d) if d else nodata[a0:r1 + d, b0:c1 + d]
+    inner = state[r0:r1, c0:c1]
+    inner[grown[r0 - a0:r1 - a0, c0 - b0:c1 - b0]] = MASKED
+    inner[all_nodata[r0:r1, c0:c1]] = NODATA
+    return state  # outside the box: all nodata, NODATA already (at 60 m a block minimum)
+
+
+def true_bbox(a: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(row0, col0, row1, col1)`` (ends excluded) of the nonzero pixels of a 2-D array, None
+    when it has none."""
+    rows = np.flatnonzero(a.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(a.any(axis=0))
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1

@@ -300,3 +300,91 @@ def test_scratch_arrays_are_reused_only_inside_reused_buffers():
         assert other is not first and other.shape == (4, 5, 2)
         assert scratch("stack", (4, 5, 6), np.uint16) is not first  # replaced, not kept
     assert scratch("stack", (4, 5, 6), np.uint16) is not first
+
+
+def _patch_scenes(root: Path, n: int = 480) -> dict:
+    """Five scenes all nodata but for observed patches (a small AOI, a swath corner): clouds,
+    snow where nothing else is clear, a dark outlier SCL missed (the outlier test), two
+    granules of one observation (fused), harmonization offsets; blue, red and the visual
+    image at 10 m, nir08 at 20 m, coastal at 60 m, SCL at 20 m."""
+    rng = np.random.default_rng(7)
+    m = n // 2
+    scenes = []
+    patches = [(40, 60, 120, 150), (50, 70, 110, 140), (30, 50, 100, 160), (60, 40, 130, 120),
+               (100, 110, 140, 175)]
+    for i, (r0, c0, r1, c1) in enumerate(patches):
+        scl = np.zeros((m, m), np.uint8)
+        scl[r0:r1, c0:c1] = 4
+        scl[r0:r0 + 10, c0:c1] = 9 if i == 1 else 4
+        scl[r0 + 12:r0 + 20, c0 + 5:c0 + 25] = 11 if i in (0, 2) else scl[r0 + 12, c0 + 5]
+        scl[rng.random((m, m)) < 0.02] = 0
+        blue = np.zeros((n, n), np.uint16)
+        blue[2 * r0:2 * r1, 2 * c0:2 * c1] = rng.integers(900, 1600, (2 * (r1 - r0),
+                                                                      2 * (c1 - c0)))
+        if i == 3:
+            blue[2 * r0 + 40:2 * r0 + 80, 2 * c0 + 20:2 * c0 + 90] = 9000  # a missed cloud
+        red = np.where(blue > 0, blue + 40, 0).astype(np.uint16)
+        nir = np.where(scl > 0, rng.integers(2000, 3000, (m, m)), 0).astype(np.uint16)
+        coastal = np.where(scl[1::3, 1::3] > 0, 1200 + i, 0).astype(np.uint16)
+        tci = np.stack([np.where(blue > 0, (blue // 40 + c) % 250 + 1, 0) for c in range(3)]
+                       ).astype(np.uint8)
+        sid = f"S2B_33UUP_2023070{i}_0_L2A"
+        scene = {"id": sid, "datetime": f"2023-07-0{i + 1}T10:00:00Z",
+                 "harmonization": {"offset": 1000 if i % 2 else 0, "reason": "test"},
+                 "assets": {"blue": write_raster(root / f"{sid}_B02.tif", blue, 10, 256),
+                            "red": write_raster(root / f"{sid}_B04.tif", red, 10, 256),
+                            "nir08": write_raster(root / f"{sid}_B8A.tif", nir, 20, 256),
+                            "coastal": write_raster(root / f"{sid}_B01.tif", coastal, 60, 256),
+                            "visual": write_raster(root / f"{sid}_TCI.tif", tci, 10, 256),
+                            "scl": write_raster(root / f"{sid}_SCL.tif", scl, 20, 256)}}
+        if i in (3, 4):
+            scene["observation"] = "S2B_33UUP_20230704"  # two granules of one datatake
+        scenes.append(scene)
+    return {"tile": "33UUP", "year": 2023, "scenes": scenes}
+
+
+@pytest.fixture(scope="module")
+def patch_manifest(tmp_path_factory) -> dict:
+    return _patch_scenes(tmp_path_factory.mktemp("patch"))
+
+
+@pytest.mark.parametrize("band,window", [
+    ("blue", Window(0, 0, 480, 480)), ("blue", Window(0, 160, 320, 320)),
+    ("blue", Window(96, 120, 64, 200)), ("visual", Window(0, 0, 480, 480)),
+    ("nir08", Window(0, 0, 240, 240)), ("nir08", Window(40, 0, 120, 100)),
+    ("coastal", Window(0, 0, 80, 80)), ("blue", Window(300, 300, 100, 100))],
+    ids=lambda v: v if isinstance(v, str) else v.key)
+@pytest.mark.parametrize("outliers", ["on", "off"])
+def test_a_window_cropped_to_its_usable_box_equals_the_whole_window(
+        patch_manifest, band, window, outliers, monkeypatch):
+    """``composite_window`` composites only the box of the usable pixels when that is smaller
+    than the window; every output (median, count, snow, per-scene counts, footprint, stats)
+    equals the whole window's computation."""
+    from cloudfree import composite as comp
+
+    def run(crop: bool):
+        monkeypatch.setattr(comp, "CROP_TO_USABLE", crop)
+        return composite_window(patch_manifest, band, window, outliers=outliers, threads=2)
+
+    reads = []
+    real_read = comp.read_stack
+    monkeypatch.setattr(comp, "read_stack",
+                        lambda hrefs, w, **k: reads.append(w) or real_read(hrefs, w, **k))
+    got, want = run(True), run(False)
+    assert got.window == want.window == window
+    np.testing.assert_array_equal(got.median, want.median)
+    np.testing.assert_array_equal(got.count, want.count)
+    np.testing.assert_array_equal(got.snow, want.snow)
+    assert got.stats() == want.stats()
+    hist = got.stats()["count_histogram"]  # taken over the observed box, plus the rest as 0
+    assert hist == np.bincount(want.count.ravel(), minlength=len(hist)).tolist()
+    assert (got.contributions, got.outliers, got.masked, got.offsets, got.observed) == \
+        (want.contributions, want.outliers, want.masked, want.offsets, want.observed)
+    if want.valid_pixels:  # the box was decoded, not the window (when it is smaller)
+        assert reads[0].size <= window.size and reads[-1] == window
+        assert sum(want.masked.values()) > 0
+    if band == "blue" and window.size == 480 * 480:
+        assert reads[0].size < window.size / 4
+        assert want.snow_pixels > 0 and want.valid_pixels > 10_000
+        if outliers == "on":
+            assert sum(want.outliers.values()) > 0

@@ -206,6 +206,39 @@ def test_scene_state_matches_the_plain_rule(res: int, seed: int) -> None:
                 err_msg=f"res {res} nodata {nodata_share} radius {radius}")
 
 
+@pytest.mark.parametrize("res", [10, 20, 60])
+@pytest.mark.parametrize("seed", range(8))
+def test_scene_state_of_an_observed_patch_matches_the_plain_rule(res: int, seed: int) -> None:
+    """A window all nodata but for a patch (a swath corner, a small AOI): the dilation runs
+    only around the patch; the states equal the plain rule's over the whole window, with the
+    patch at the window's edges, corners and inside, and ragged (partly nodata 60 m blocks)."""
+    from cloudfree.mask import DEFAULT_MASK_CLASSES, scene_state
+
+    rng = np.random.default_rng(100 + seed)
+    h, w = 36, 45
+    for _ in range(6):
+        scl = np.zeros((h, w), np.uint8)
+        r0, c0 = rng.integers(0, h - 1), rng.integers(0, w - 1)
+        r1, c1 = rng.integers(r0 + 1, h + 1), rng.integers(c0 + 1, w + 1)
+        scl[r0:r1, c0:c1] = rng.integers(1, 12, size=(r1 - r0, c1 - c0))
+        scl[rng.random(scl.shape) < 0.05] = 0  # holes inside the patch
+        for radius in (0, 1, 2, 5):
+            np.testing.assert_array_equal(
+                scene_state(scl, res, DEFAULT_MASK_CLASSES, radius),
+                _scene_state_reference(scl, res, DEFAULT_MASK_CLASSES, radius),
+                err_msg=f"res {res} patch {(r0, c0, r1, c1)} radius {radius}")
+
+
+def test_true_bbox() -> None:
+    from cloudfree.mask import true_bbox
+
+    a = np.zeros((5, 7), bool)
+    assert true_bbox(a) is None
+    a[1, 2] = a[3, 5] = True
+    assert true_bbox(a) == (1, 2, 4, 6)
+    assert true_bbox(np.ones((2, 3), np.uint8)) == (0, 0, 2, 3)
+
+
 @pytest.mark.parametrize("shape", [(3, 5), (2, 4, 3), (1, 1)])
 def test_repeat2_is_numpy_repeat_on_the_last_two_axes(shape):
     from cloudfree.mask import repeat2
