@@ -106,7 +106,7 @@ def decide_invocation(manifest: dict, squares: list[dict], root: str) -> dict:
 
 def run_decide(manifest: dict, root: Path) -> dict:
     """The tile's decide step: ``manifest.decision_plan()``'s batches, one fresh process each
-    (4 invocations of 16 squares of 768 px on the 20 m grid), before any band."""
+    (4 invocations of 4 squares of 1536 px on the 20 m grid), before any band."""
     from cloudfree.manifest import decision_plan
 
     plan = decision_plan()

@@ -56,7 +56,8 @@ class Layout:
 
     def outlier_decisions(self, year: int, tile: str) -> str:
         """Folder of the outlier decisions shared by a tile's bands (``outliers``: one file per
-        768 px square of the 20 m grid, under a key of what the decision depends on)."""
+        ``outliers.CACHE_CHUNK`` px square of the 20 m grid, under a key of what the decision
+        depends on)."""
         return f"{self.run_prefix(year, tile)}/outliers"
 
     def manifest(self, year: int, tile: str) -> str:

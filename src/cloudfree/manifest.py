@@ -41,10 +41,10 @@ from .windows import Window, batch_windows, plan_windows
 MANIFEST_VERSION = 2
 #: Windows one median invocation handles (fewer Step Functions transitions per tile).
 WINDOWS_PER_BATCH = 8
-#: Squares of the shared outlier decision one *decide* invocation computes (a tile has 64 on
-#: its 20 m grid, ``outliers.decision_squares``): 4 invocations per tile, one round at the
-#: default BandConcurrency (4), the *Decide* map's MaxConcurrency.
-SQUARES_PER_DECIDE = 16
+#: Squares of the shared outlier decision one *decide* invocation computes (a tile has 16 of
+#: 1536 px on its 20 m grid, ``outliers.decision_squares``): 4 invocations per tile, one round
+#: at the default BandConcurrency (4), the *Decide* map's MaxConcurrency.
+SQUARES_PER_DECIDE = 4
 #: The SCL asset key: a scene without a readable SCL cannot be masked at all.
 SCL_KEY = "scl"
 #: Asset keys the plan reads per scene: every output band plus the SCL.

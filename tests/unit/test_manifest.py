@@ -72,7 +72,7 @@ def test_decision_plan_covers_the_20m_grid_once_in_four_batches(manifest):
     covered = {(r, c) for w in plan.windows
                for r in range(w.row_off, w.row_off + w.height, 6)
                for c in range(w.col_off, w.col_off + w.width, 6)}
-    assert len(plan.windows) == 64 and len(plan.batches) == 4  # 768 px squares of 5490
+    assert len(plan.windows) == 16 and len(plan.batches) == 4  # 1536 px squares of 5490
     assert covered == {(r, c) for r in range(0, 5490, 6) for c in range(0, 5490, 6)}
     assert sum(w.height * w.width for w in plan.windows) == 5490 ** 2  # no overlap
     assert all(w.height % 3 == 0 and w.width % 3 == 0 for w in plan.windows)  # whole 60 m px
