@@ -505,12 +505,15 @@ def _reject_outliers(scenes: Sequence[dict], band: Band, window: Window, use: np
             return np.zeros(len(scenes), np.int64)
     counts = np.zeros(len(scenes), np.int64)
     kept = {}  # the rejected observations of fused layers, for their granules' counts
+    rejected = np.empty(use.shape[1:], bool)
     for s in range(len(scenes)):  # scene by scene: one scene's temporaries
-        rejected = rejection[s] & use[s].view(bool)
-        use[s][rejected] = 0
+        used = use[s].view(bool)  # 0/1 (snow_fallback)
+        np.logical_and(rejection[s], used, out=rejected)
         counts[s] = np.count_nonzero(rejected)
+        if counts[s]:
+            np.logical_xor(used, rejected, out=used)  # used and not rejected
         if s in sources:
-            kept[s] = rejected
+            kept[s] = rejected.copy()
     if not sources:
         return counts
     full = np.zeros(use.shape, np.uint8)

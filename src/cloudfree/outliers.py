@@ -773,7 +773,7 @@ def unpack_decision(data: bytes, shape: tuple[int, int, int]) -> np.ndarray | No
     bits = np.frombuffer(raw[12:], np.uint8)
     if bits.size != (n + 7) // 8:
         return None
-    return np.unpackbits(bits, count=n).reshape(shape).astype(bool)
+    return np.unpackbits(bits, count=n).reshape(shape).view(bool)  # 0/1 bytes: no copy
 
 
 def _shared(uri: str, shape: tuple[int, int, int], compute: Callable[[], np.ndarray]
@@ -851,10 +851,16 @@ def _shared_rejection(scenes: Sequence[dict], band: Band, window: Window, rule: 
                       cache: str, mask_classes: Iterable[int] | None, dilate_nodata: int,
                       threads: int, kernel: str | None) -> np.ndarray:
     """:func:`band_window_rejection` from the shared squares under ``cache`` (see there)."""
+    from .composite import scratch
+
     h20, w20_ = _scl_shape(str((scenes[0].get("assets") or {}).get("scl")))  # 5490 x 5490
     key = decision_key(scenes, rule, mask_classes, dilate_nodata)
     w20 = decision_window(band, window)
-    out = np.zeros((len(scenes), window.height, window.width), bool)
+    shape = (len(scenes), window.height, window.width)
+    if band.resolution == 60 and (h20 % 3 or w20_ % 3):
+        out = np.zeros(shape, bool)  # "odd" squares below may leave pixels unset
+    else:  # the squares tile the grid: every pixel is set below; a median batch reuses it
+        out = scratch("rejection", shape, bool)
     for chunk20 in decision_squares(h20, w20_):  # the squares the decide step stores
         if (chunk20.row_off >= w20.row_off + w20.height or chunk20.col_off >= w20.col_off
                 + w20.width or chunk20.row_off + chunk20.height <= w20.row_off
@@ -878,6 +884,13 @@ def _shared_rejection(scenes: Sequence[dict], band: Band, window: Window, rule: 
         rej20 = decide() if odd else _shared(decision_uri(cache, key, chunk20),
                                              (len(scenes), chunk20.height, chunk20.width),
                                              decide)
+        if band.resolution == 10 and not (r0 % 2 or c0 % 2 or r1 % 2 or c1 % 2):
+            # straight into the window's part (no (S, 2h, 2w) copy of the whole square)
+            mask.repeat2(rej20[:, r0 // 2 - chunk20.row_off:r1 // 2 - chunk20.row_off,
+                               c0 // 2 - chunk20.col_off:c1 // 2 - chunk20.col_off],
+                         out=out[:, r0 - window.row_off:r1 - window.row_off,
+                                 c0 - window.col_off:c1 - window.col_off])
+            continue
         part = to_band_grid(rej20, band, on_band)
         out[:, r0 - window.row_off:r1 - window.row_off,
             c0 - window.col_off:c1 - window.col_off] = \

@@ -104,6 +104,7 @@ def test_shared_decision_equals_the_per_window_one_and_is_made_once(tmp_path, mo
     real = outliers._decide
     cache = str(tmp_path / "decisions")
     cases = [("blue", Window(0, 0, N, N)), ("red", Window(5, 7, 40, 50)),
+             ("green", Window(4, 10, 50, 44)),  # 10 m, even: repeated straight into place
              ("nir08", Window(3, 0, 29, 32)), ("coastal", Window(1, 1, 9, 9))]
     for band, window in cases:
         plain = band_window_rejection(scenes, band, window, threads=2)
@@ -118,7 +119,7 @@ def test_shared_decision_equals_the_per_window_one_and_is_made_once(tmp_path, mo
     # blue decided the 3 x 3 squares of the 32 px 20 m grid; the other bands reused them
     assert sorted((w.row_off, w.col_off) for w in made["blue"]) == [
         (r, c) for r in (0, 12, 24) for c in (0, 12, 24)]
-    assert made["red"] == made["nir08"] == []
+    assert made["red"] == made["green"] == made["nir08"] == []
     # 60 m reuses them too, except the test SCL's last 8 px (not whole 60 m pixels; the real
     # 5490 px grid has no such edge): those are decided in place, not stored
     assert made["coastal"] and all(24 in (w.row_off, w.col_off) for w in made["coastal"])
