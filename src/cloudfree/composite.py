@@ -36,6 +36,7 @@ Per window and band, in this order:
 from __future__ import annotations
 
 import contextlib
+import math
 import tempfile
 import threading
 import time
@@ -175,16 +176,20 @@ def reused_buffers():
 
 
 def scratch(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """An uninitialised array: inside :func:`reused_buffers`, the one the last call with this
-    ``name``, shape and dtype returned (for arrays that do not outlive the call taking them)."""
+    """An uninitialised C-contiguous array: inside :func:`reused_buffers`, made from the memory
+    of the last call with this ``name`` and dtype when that held enough (a batch's narrower
+    edge window, or a window's usable box, reuses its big buffer instead of mapping a new one
+    and faulting its pages in, then dropping it for the next full window); for arrays that
+    do not outlive the call taking them."""
     arrays = getattr(_scratch, "arrays", None)
     if arrays is None:
         return np.empty(shape, dtype)
-    arr = arrays.get(name)
-    if arr is None or arr.shape != tuple(shape) or arr.dtype != np.dtype(dtype):
+    need, dtype = math.prod(shape), np.dtype(dtype)
+    flat = arrays.get(name)
+    if flat is None or flat.dtype != dtype or flat.size < need:
         arrays.pop(name, None)  # the old one goes before the new one is made
-        arr = arrays[name] = np.empty(shape, dtype)
-    return arr
+        flat = arrays[name] = np.empty(need, dtype)
+    return flat[:need].reshape(shape)
 
 
 def _offsets(scenes: Sequence[dict]) -> np.ndarray:

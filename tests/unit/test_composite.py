@@ -294,12 +294,17 @@ def test_scratch_arrays_are_reused_only_inside_reused_buffers():
     assert a is not b
     with reused_buffers():
         first = scratch("stack", (4, 5, 6), np.uint16)
-        assert scratch("stack", (4, 5, 6), np.uint16) is first
-        assert scratch("states", (4, 5, 6), np.uint8) is not first
+        again = scratch("stack", (4, 5, 6), np.uint16)
+        assert again.shape == (4, 5, 6) and np.shares_memory(again, first)
+        assert not np.shares_memory(scratch("states", (4, 5, 6), np.uint8), first)
         other = scratch("stack", (4, 5, 2), np.uint16)  # the batch's last, narrower window
-        assert other is not first and other.shape == (4, 5, 2)
-        assert scratch("stack", (4, 5, 6), np.uint16) is not first  # replaced, not kept
-    assert scratch("stack", (4, 5, 6), np.uint16) is not first
+        assert other.shape == (4, 5, 2) and other.flags.c_contiguous
+        assert np.shares_memory(other, first)  # in the big one's memory, not a new mapping
+        assert np.shares_memory(scratch("stack", (4, 5, 6), np.uint16), first)  # still kept
+        bigger = scratch("stack", (4, 5, 7), np.uint16)  # more than it holds: a new one
+        assert bigger.shape == (4, 5, 7) and not np.shares_memory(bigger, first)
+        assert not np.shares_memory(scratch("stack", (4, 5, 6), np.uint8), bigger)  # dtype
+    assert not np.shares_memory(scratch("stack", (4, 5, 6), np.uint16), first)
 
 
 def _patch_scenes(root: Path, n: int = 480) -> dict:
