@@ -475,7 +475,7 @@ def _placed(part: WindowResult, window: Window, box: tuple[int, int, int, int],
     masked = {k: v + int(extra) for (k, v), extra in zip(part.masked.items(), masked_outside,
                                                           strict=True)}
     return replace(part, window=window, median=median, count=count, snow=snow,
-                               observed=observed, observed_bbox=observed_bbox, masked=masked)
+                   observed=observed, observed_bbox=observed_bbox, masked=masked)
 
 
 def union_bbox(boxes) -> tuple[int, int, int, int] | None:
