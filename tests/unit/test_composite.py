@@ -393,3 +393,27 @@ def test_a_window_cropped_to_its_usable_box_equals_the_whole_window(
         assert want.snow_pixels > 0 and want.valid_pixels > 10_000
         if outliers == "on":
             assert sum(want.outliers.values()) > 0
+
+
+@pytest.mark.parametrize("band,window", [("blue", Window(0, 0, 480, 480)),
+                                         ("nir08", Window(0, 0, 240, 240)),
+                                         ("blue", Window(100, 96, 200, 300))],
+                         ids=lambda v: v if isinstance(v, str) else v.key)
+def test_the_decision_cropped_to_the_usable_box_equals_the_whole_square(
+        patch_manifest, band, window, monkeypatch):
+    """``outliers._decide`` reads and tests only the box of a square's usable pixels (a swath
+    edge): the same decision as over the whole square, which rejects something here."""
+    from cloudfree import composite as comp
+    from cloudfree import outliers
+
+    reads = []
+    real_read = outliers.read_stack
+    monkeypatch.setattr(outliers, "read_stack",
+                        lambda hrefs, w, **k: reads.append(w) or real_read(hrefs, w, **k))
+    got = outliers.band_window_rejection(patch_manifest["scenes"], band, window, threads=2)
+    cropped_reads = list(reads)
+    monkeypatch.setattr(comp, "CROP_TO_USABLE", False)
+    want = outliers.band_window_rejection(patch_manifest["scenes"], band, window, threads=2)
+    np.testing.assert_array_equal(got, want)
+    assert want.any()  # the missed cloud of scene 3
+    assert sum(w.size for w in cropped_reads) < sum(w.size for w in reads[len(cropped_reads):])
