@@ -151,10 +151,6 @@ def _scene_hrefs(scenes: Sequence[dict], asset: str) -> list[str]:
     return hrefs
 
 
-#: Composite only the box of a window's usable pixels when it is smaller than the window
-#: (``composite_window``). Off in tests only: the cropped result must equal the whole window's.
-CROP_TO_USABLE = True
-
 _scratch = threading.local()
 
 
@@ -389,27 +385,24 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
     # (S, h, w) temporary: big temporaries cost first-touch page faults, see read_stack)
     best = states.max(axis=0)
     observed, observed_bbox = int(np.count_nonzero(best)), footprint_bbox(best, window)
-    box = mask.true_bbox(best >= mask.SNOW)
+    box = mask.usable_box(best)
     del best
     if box is None:  # nothing usable anywhere: skip decoding the band
         return _empty_result(band, window, ids, scenes, observed, observed_bbox)
-    r0, c0, r1, c1 = box
-    if CROP_TO_USABLE and (r1 - r0) * (c1 - c0) < window.size:
+    if box.crops:
         # Usable pixels only in part of the window (a swath edge, an observed patch): decode
         # and composite that box alone, then place it in the window (exact: the rest has no
         # usable observation, so count 0 and median 0 as in _empty_result; the outlier test is
         # per pixel). MASKED pixels outside the box still count in ``masked``.
-        inside = (slice(None), slice(r0, r1), slice(c0, c1))
         masked_outside = [int(np.count_nonzero(states[s] == mask.MASKED))
-                          - int(np.count_nonzero(states[s, r0:r1, c0:c1] == mask.MASKED))
+                          - int(np.count_nonzero(states[s][box.inside] == mask.MASKED))
                           for s in range(len(scenes))]
-        sub = Window(window.row_off + r0, window.col_off + c0, r1 - r0, c1 - c0)
         part = composite_window(
-            manifest, band_key, sub, mask_classes=mask_classes, dilate_nodata=dilate_nodata,
-            threads=threads, states=np.ascontiguousarray(states[inside]), outliers=outliers,
-            outlier_cache=outlier_cache,
-            rejection=None if rejection is None else rejection[inside],
-            stack=None if stack is None else stack[inside])
+            manifest, band_key, window.sub(box.bounds), mask_classes=mask_classes,
+            dilate_nodata=dilate_nodata, threads=threads, states=box.cut(states),
+            outliers=outliers, outlier_cache=outlier_cache,
+            rejection=None if rejection is None else rejection[box.inside],
+            stack=None if stack is None else stack[box.inside])
         return _placed(part, window, box, observed, observed_bbox, masked_outside)
     hrefs = _scene_hrefs(scenes, band.key)
     offsets = np.zeros(len(scenes), dtype=np.int64)
@@ -459,22 +452,15 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
                         dict(zip(ids, (int(v) for v in masked), strict=True)), observed_bbox)
 
 
-def _placed(part: WindowResult, window: Window, box: tuple[int, int, int, int],
-            observed: int, observed_bbox, masked_outside: Sequence[int]) -> WindowResult:
-    """The result of a box of ``window`` (``part``) placed in the whole window: zeros (no
-    observation) around it, the window's own footprint, ``masked`` plus what lies outside."""
-    r0, c0, r1, c1 = box
-    median = np.zeros((*part.median.shape[:-2], *window.shape), part.median.dtype)
-    median[..., r0:r1, c0:c1] = part.median
-    count = np.zeros(window.shape, part.count.dtype)
-    count[r0:r1, c0:c1] = part.count
-    snow = None
-    if part.snow is not None:
-        snow = np.zeros(window.shape, bool)
-        snow[r0:r1, c0:c1] = part.snow
+def _placed(part: WindowResult, window: Window, box: mask.UsableBox, observed: int,
+            observed_bbox, masked_outside: Sequence[int]) -> WindowResult:
+    """The result of the usable box of ``window`` (``part``) placed in the whole window: zeros
+    (no observation) around it, the window's own footprint, ``masked`` plus what lies outside."""
     masked = {k: v + int(extra) for (k, v), extra in zip(part.masked.items(), masked_outside,
                                                           strict=True)}
-    return replace(part, window=window, median=median, count=count, snow=snow,
+    return replace(part, window=window, median=box.place(part.median),
+                   count=box.place(part.count),
+                   snow=None if part.snow is None else box.place(part.snow),
                    observed=observed, observed_bbox=observed_bbox, masked=masked)
 
 

@@ -22,6 +22,7 @@ all-nine rule stays.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -251,3 +252,48 @@ def true_bbox(a: np.ndarray) -> tuple[int, int, int, int] | None:
         return None
     cols = np.flatnonzero(a.any(axis=0))
     return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+#: Work on the box of a window's usable pixels alone when it is smaller than the window (the
+#: medians' ``composite.composite_window`` and the decide step's ``outliers._decide``). Off in
+#: tests only: each path's cropped result must equal its whole-window one.
+CROP_TO_USABLE = True
+
+
+@dataclass(frozen=True)
+class UsableBox:
+    """The box ``bounds`` (row0, col0, row1, col1; ends excluded) of the usable pixels (best
+    state >= ``SNOW``) of a window of ``shape``: outside it no scene has a usable observation,
+    so a per-pixel computation there gives what an empty window gives (no decoding needed)."""
+
+    bounds: tuple[int, int, int, int]
+    shape: tuple[int, int]
+
+    @property
+    def crops(self) -> bool:
+        """Whether to compute on the box alone: it is smaller than the window."""
+        r0, c0, r1, c1 = self.bounds
+        return CROP_TO_USABLE and (r1 - r0) * (c1 - c0) < self.shape[0] * self.shape[1]
+
+    @property
+    def inside(self) -> tuple:
+        """The index of the box in an array whose last two axes are the window's."""
+        r0, c0, r1, c1 = self.bounds
+        return (Ellipsis, slice(r0, r1), slice(c0, c1))
+
+    def cut(self, a: np.ndarray) -> np.ndarray:
+        """The box of ``a`` (last two axes the window's), C-contiguous."""
+        return np.ascontiguousarray(a[self.inside])
+
+    def place(self, part: np.ndarray) -> np.ndarray:
+        """``part`` (the box's result) in a zeroed array of the window's shape."""
+        out = np.zeros((*part.shape[:-2], *self.shape), part.dtype)
+        out[self.inside] = part
+        return out
+
+
+def usable_box(best: np.ndarray) -> UsableBox | None:
+    """The :class:`UsableBox` of a window from each pixel's best state over the scenes
+    (``states.max(axis=0)``); None when no pixel is usable."""
+    bounds = true_bbox(best >= SNOW)
+    return None if bounds is None else UsableBox(bounds, best.shape)

@@ -707,21 +707,15 @@ def _decide(scenes: Sequence[dict], w20: Window, rule: OutlierRule,
             kernel: str | None) -> np.ndarray:
     """The decision (S, h, w) bool on one 20 m window (see :func:`band_window_rejection`):
     reads the SCL and the reference bands, then :func:`decide_references`."""
-    from . import composite
-
     states = decision_states(scenes, w20, mask_classes, dilate_nodata, threads)
-    box = mask.true_bbox(states.max(axis=0) >= mask.SNOW)
+    box = mask.usable_box(states.max(axis=0))
     if box is None:  # nothing usable: nothing to test, nothing to read
         return np.zeros(states.shape, bool)
-    r0, c0, r1, c1 = box
-    if composite.CROP_TO_USABLE and (r1 - r0) * (c1 - c0) < w20.size:
+    if box.crops:
         # usable pixels in part of the square only (a swath edge): read and test that box
         # (exact: the test is per pixel; nothing outside it is usable, so nothing rejected)
-        out = np.zeros(states.shape, bool)
-        sub = Window(w20.row_off + r0, w20.col_off + c0, r1 - r0, c1 - c0)
-        out[:, r0:r1, c0:c1] = _decide_from_states(
-            scenes, sub, np.ascontiguousarray(states[:, r0:r1, c0:c1]), rule, threads, kernel)
-        return out
+        return box.place(_decide_from_states(scenes, w20.sub(box.bounds), box.cut(states),
+                                             rule, threads, kernel))
     return _decide_from_states(scenes, w20, states, rule, threads, kernel)
 
 

@@ -102,6 +102,11 @@ class Window:
         c1 = math.ceil((self.col_off + self.width) * factor - 1e-9)
         return Window(r0, c0, r1 - r0, c1 - c0)
 
+    def sub(self, bounds: tuple[int, int, int, int]) -> Window:
+        """The part ``(row0, col0, row1, col1)`` (ends excluded, in this window's pixels)."""
+        r0, c0, r1, c1 = bounds
+        return Window(self.row_off + r0, self.col_off + c0, r1 - r0, c1 - c0)
+
     def transform(self, grid_transform: Affine) -> Affine:
         """Affine transform of the window's own pixels, given the full grid's transform."""
         return grid_transform @ Affine.translation(self.col_off, self.row_off)

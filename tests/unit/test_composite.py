@@ -11,6 +11,7 @@ import pytest
 import rasterio
 
 from cloudfree import composite as _composite
+from cloudfree import mask
 from cloudfree.composite import write_window_result
 from cloudfree.errors import InputError
 from cloudfree.grid import parse_tile
@@ -368,7 +369,7 @@ def test_a_window_cropped_to_its_usable_box_equals_the_whole_window(
     from cloudfree import composite as comp
 
     def run(crop: bool):
-        monkeypatch.setattr(comp, "CROP_TO_USABLE", crop)
+        monkeypatch.setattr(mask, "CROP_TO_USABLE", crop)
         return composite_window(patch_manifest, band, window, outliers=outliers, threads=2)
 
     reads = []
@@ -403,7 +404,6 @@ def test_the_decision_cropped_to_the_usable_box_equals_the_whole_square(
         patch_manifest, band, window, monkeypatch):
     """``outliers._decide`` reads and tests only the box of a square's usable pixels (a swath
     edge): the same decision as over the whole square, which rejects something here."""
-    from cloudfree import composite as comp
     from cloudfree import outliers
 
     reads = []
@@ -412,7 +412,7 @@ def test_the_decision_cropped_to_the_usable_box_equals_the_whole_square(
                         lambda hrefs, w, **k: reads.append(w) or real_read(hrefs, w, **k))
     got = outliers.band_window_rejection(patch_manifest["scenes"], band, window, threads=2)
     cropped_reads = list(reads)
-    monkeypatch.setattr(comp, "CROP_TO_USABLE", False)
+    monkeypatch.setattr(mask, "CROP_TO_USABLE", False)
     want = outliers.band_window_rejection(patch_manifest["scenes"], band, window, threads=2)
     np.testing.assert_array_equal(got, want)
     assert want.any()  # the missed cloud of scene 3

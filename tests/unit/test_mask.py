@@ -250,3 +250,25 @@ def test_repeat2_is_numpy_repeat_on_the_last_two_axes(shape):
     assert repeat2(a, out=out) is out and np.array_equal(out, expected)
     with pytest.raises(InputError):
         repeat2(a, out=np.zeros(shape, np.uint8))
+
+
+def test_usable_box_cuts_and_places_the_box_of_usable_pixels(monkeypatch) -> None:
+    from cloudfree import mask
+    from cloudfree.windows import Window
+
+    states = np.zeros((2, 6, 8), np.uint8)
+    states[0, 1:3, 2:5] = mask.MASKED  # observed, not usable: outside the box
+    states[1, 2:4, 3:6] = mask.CLEAR
+    states[0, 4, 6] = mask.SNOW
+    box = mask.usable_box(states.max(axis=0))
+    assert box.bounds == (2, 3, 5, 7) and box.shape == (6, 8) and box.crops
+    cut = box.cut(states)
+    assert cut.shape == (2, 3, 4) and cut.flags.c_contiguous
+    np.testing.assert_array_equal(box.place(cut)[:, 2:5, 3:7], states[:, 2:5, 3:7])
+    assert not box.place(cut)[:, :2].any() and box.place(cut).dtype == np.uint8
+    assert Window(100, 200, 6, 8).sub(box.bounds) == Window(102, 203, 3, 4)
+    monkeypatch.setattr(mask, "CROP_TO_USABLE", False)
+    assert not box.crops
+    monkeypatch.setattr(mask, "CROP_TO_USABLE", True)
+    assert not mask.usable_box(np.full((3, 3), mask.CLEAR, np.uint8)).crops  # the whole window
+    assert mask.usable_box(np.full((3, 3), mask.MASKED, np.uint8)) is None
