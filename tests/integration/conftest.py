@@ -87,7 +87,9 @@ def wait_for(predicate, timeout: float = 120, what: str = "condition", poll: flo
 
 
 def wait_execution(arn: str, timeout: float = 900, poll: float = 2.0) -> dict:
-    """``describe_execution`` of ``arn`` once it has ended (AssertionError after ``timeout``)."""
+    """``describe_execution`` of ``arn`` once it has ended (AssertionError after ``timeout``);
+    an execution that did not succeed also gets ``why`` (:func:`cloudfree.pipeline.run.failure`:
+    its error and cause, and its failed children's), since pytest cuts a long dict short."""
     import time
 
     import boto3
@@ -99,6 +101,8 @@ def wait_execution(arn: str, timeout: float = 900, poll: float = 2.0) -> dict:
     while time.monotonic() - t0 < timeout:
         desc = sfn.describe_execution(executionArn=arn)
         if desc["status"] in run.TERMINAL:
+            if desc["status"] != "SUCCEEDED":  # for the assertion: what failed, and why
+                desc["why"] = run.failure(arn)
             return desc
         time.sleep(poll)
     raise AssertionError(f"{arn} still running after {timeout}s")

@@ -33,7 +33,7 @@ def deployed_item(deployed_stack, small_archive) -> dict:
     if not storage.exists(uri):
         payload = run.execution_input(YEAR, [TILE], None, {"scenes": SCENES})
         desc = wait_execution(run.start(deployed, payload, name=f"onebox-{int(time.time())}"))
-        assert desc["status"] == "SUCCEEDED", desc
+        assert desc["status"] == "SUCCEEDED", desc.get("why", desc)
         wait_for(lambda: storage.exists(uri), 180, "the published item")
     return storage.read_json(uri)
 

@@ -143,7 +143,8 @@ def test_second_run_changes_no_output_byte(first, deployed):
     assert len(before) == len(OUTPUT_BANDS) + 2
     arn = run.start(deployed, run.execution_input(YEAR, [TILE], None, {"scenes": 6}),
                     name=f"e2e-rerun-{int(time.time())}")
-    assert _wait(arn)["status"] == "SUCCEEDED"
+    desc = _wait(arn)
+    assert desc["status"] == "SUCCEEDED", desc.get("why")
     time.sleep(3)  # a stray publish would land within this
     assert _checksums(deployed) == before
 

@@ -297,6 +297,27 @@ def _children(sfn, execution_arn: str) -> list[str]:
     return arns
 
 
+def failure(execution_arn: str, events: int = 6) -> str:
+    """Why an execution failed, for a person: its error and cause, then each failed Distributed
+    Map child's, then the last failure events of their histories (a task's error after its
+    retries ran out, a map run's tolerated-failure breach)."""
+    import boto3
+
+    sfn = boto3.client("stepfunctions")
+    lines = []
+    for arn in (execution_arn, *_children(sfn, execution_arn)):
+        desc = sfn.describe_execution(executionArn=arn)
+        if desc["status"] == "SUCCEEDED":
+            continue
+        lines.append(f"{desc['name']}: {desc['status']} {desc.get('error')}: "
+                     f"{(desc.get('cause') or '')[:600]}")
+        failed = [e for e in _history(sfn, arn) if e["type"].endswith(("Failed", "TimedOut"))]
+        for e in failed[-events:]:
+            det = next((v for k, v in e.items() if k.endswith("EventDetails")), {}) or {}
+            lines.append(f"  {e['type']}: {det.get('error')}: {(det.get('cause') or '')[:400]}")
+    return "\n".join(lines) or f"{execution_arn}: nothing failed"
+
+
 def _sizes(events: list[dict]) -> tuple[int, int, int]:
     """(state transitions, largest state payload, largest Lambda result) of a history."""
     transitions = sum(1 for e in events if e["type"].endswith("StateEntered"))
