@@ -5,6 +5,15 @@ aligned to the source COGs' internal blocks (Earth Search: 1024 px for every ref
 the visual image, 512 px for the 20 m SCL), so every source block is decoded exactly once and no
 read straddles blocks (a straddling read decodes 2.5-4x slower, see DESIGN Performance facts).
 
+Where the 1024 px comes from: ``gdalinfo`` of real Earth Search 10 m COGs, published by their
+users, prints ``Block=1024x1024 Type=UInt16``, ``COMPRESSION=DEFLATE``, ``PREDICTOR=2``, ``NoData
+Value=0`` and overviews 5490/2745/1373/687 (``s3://sentinel-cogs/sentinel-s2-l2a-cogs/22/L/HH/
+2023/7/S2A_22LHH_20230703_0_L2A/B04.tif`` and ``.../36/R/WV/2026/2/S2B_36RWV_20260201_0_L2A/
+B04.tif``; anyone online can check it with ``AWS_NO_SIGN_REQUEST=YES gdalinfo /vsis3/...``). The
+20 m bands' 1024 px and SCL's 512 px come from DESIGN.md alone: ``../shared/realdata``'s Earth
+Search COGs are decimated 10x (their blocks are 512 px), so they cannot confirm it. Results never
+depend on it (reads of any window are exact); only the decode count does.
+
 SCL alignment follows from the reflectance alignment: a 1024 k px window at 10 m is 512 k SCL px,
 at 20 m 1024 k SCL px, at 60 m 3072 k SCL px — all multiples of SCL's 512 px block.
 
