@@ -10,6 +10,13 @@ The error is a :class:`~cloudfree.errors.TransientError`, so the state machine's
 Every injected fault is also recorded as a small object under the work bucket's ``faults/``
 prefix (``WORK_BUCKET``), so a test can count the faults and retries a run survived.
 
+Bounded: one task key (a tile's median batch, a band's assemble, a tile's publish) gets at most
+``MAX_PER_KEY`` injected faults, counted from those records. That stays below every retry budget
+the faulty tasks have, so a FaultRate run tests that retries recover, never that they run out
+(``test_a_failing_tile_is_recorded_and_reported`` tests that). Unbounded, FaultRate 0.2 failed
+one key's five attempts (4 retries: ``retry.LOCAL_HANDLER``) with probability 0.2^5, about 1 %
+of runs over the small tile's 31 keys: CI saw it once (TooManyTileFailures).
+
 Determinism: every attempt draws from its own RNG, seeded by ``FAULT_SEED`` (env) or a fresh
 random token, plus the task and its key (tile/band/batch). The seed is in the error message, so
 a failing attempt can be replayed exactly by setting ``FAULT_SEED`` to it.
@@ -28,6 +35,9 @@ from .errors import ConfigError, TransientError
 log = logging.getLogger(__name__)
 
 POINTS = ("before", "during", "after")
+#: Injected faults per task key at most: below the smallest retry budget of a faulty task
+#: (publish: Lambda's 2 retries of an asynchronous invocation; median and assemble: 4).
+MAX_PER_KEY = 2
 
 
 #: The error raised: exactly ``TransientError`` (not a subclass), because on AWS the exception's
@@ -77,20 +87,45 @@ class Attempt:
 
 
 def attempt(task: str, key: str, env: dict[str, str] | None = None) -> Attempt:
-    """The fault plan of one attempt from the environment (``FAULT_RATE``, ``FAULT_SEED``)."""
+    """The fault plan of one attempt from the environment (``FAULT_RATE``, ``FAULT_SEED``); no
+    fault once the key has had ``MAX_PER_KEY`` of them (counted from their records)."""
     env = os.environ if env is None else env
-    return Attempt(task, key, fault_rate(env), env.get("FAULT_SEED") or "")
+    planned = Attempt(task, key, fault_rate(env), env.get("FAULT_SEED") or "")
+    if planned.point is not None and len(_records(task, key, env)) >= MAX_PER_KEY:
+        planned.point = None  # this key had its share: retries recover, they never run out
+    return planned
+
+
+def _prefix(task: str, key: str, env: dict[str, str] | None = None) -> str | None:
+    """Where the faults of one task key are recorded: ``s3://$WORK_BUCKET/faults/{task}/{key}/``
+    (None without a work bucket: nothing recorded, nothing bounded)."""
+    bucket = (os.environ if env is None else env).get("WORK_BUCKET")
+    return f"s3://{bucket}/faults/{task}/{key}/" if bucket else None
+
+
+def _records(task: str, key: str, env: dict[str, str] | None = None) -> list[str]:
+    """The faults recorded for one task key (an unreadable listing counts as none)."""
+    prefix = _prefix(task, key, env)
+    if prefix is None:
+        return []
+    from . import storage
+
+    try:
+        return list(storage.list_uris(prefix))
+    except Exception as err:  # noqa: BLE001 - the bound is best effort, like the records
+        log.warning("could not list the injected faults of %s %s: %s", task, key, err)
+        return []
 
 
 def _record(attempt: Attempt, point: str) -> None:
-    """Best effort: ``s3://$WORK_BUCKET/faults/{task}/{key}/{seed}-{point}.json``."""
-    bucket = os.environ.get("WORK_BUCKET")
-    if not bucket:
+    """Best effort: ``{_prefix}/{seed}-{point}.json``."""
+    prefix = _prefix(attempt.task, attempt.key)
+    if prefix is None:
         return
     from . import storage
 
     try:
-        storage.write_json(f"s3://{bucket}/faults/{attempt.task}/{attempt.key}/"
-                           f"{attempt.seed}-{point}.json", {"point": point, "seed": attempt.seed})
+        storage.write_json(f"{prefix}{attempt.seed}-{point}.json",
+                           {"point": point, "seed": attempt.seed})
     except Exception as err:  # noqa: BLE001 - the record never hides the fault itself
         log.warning("could not record the injected fault: %s", err)

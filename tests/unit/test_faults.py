@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloudfree import faults
+from cloudfree import faults, retry
 from cloudfree.errors import ConfigError, TransientError
 
 
@@ -56,3 +56,30 @@ def test_the_error_is_exactly_transient_error_so_step_functions_retries_it_by_na
     assert type(info.value).__name__ == "TransientError"
     with pytest.raises(ValueError):
         a.check("sometime")
+
+
+def test_a_key_fails_at_most_max_per_key_times_so_retries_never_run_out(tmp_path, monkeypatch):
+    """Counted from the fault records (local files here, the work bucket on a stack): with
+    FAULT_RATE 1 a key fails MAX_PER_KEY attempts, then passes; other keys are not affected."""
+    monkeypatch.setattr(faults, "_prefix",
+                        lambda task, key, env=None: f"{tmp_path}/faults/{task}/{key}/")
+    env = {"FAULT_RATE": "1"}
+
+    def run(key):
+        a = faults.attempt("median", key, env)
+        try:
+            for point in faults.POINTS:
+                a.check(point)
+        except TransientError:
+            return False
+        return True
+
+    assert [run("33UUP/2023/blue/0") for _ in range(5)] == \
+        [False] * faults.MAX_PER_KEY + [True] * (5 - faults.MAX_PER_KEY)
+    assert len(faults._records("median", "33UUP/2023/blue/0")) == faults.MAX_PER_KEY
+    assert not run("33UUP/2023/blue/1")  # a key of its own
+    # below every budget: median and assemble's retries (TransientError on AWS, MiniStack's
+    # Runtime.HandlerError), publish's 2 retries of an asynchronous invocation (S3 event)
+    assert faults.MAX_PER_KEY <= min(retry.TRANSIENT.attempts, retry.LOCAL_HANDLER.attempts, 2)
+    monkeypatch.setattr(faults, "_prefix", lambda task, key, env=None: None)
+    assert not any(run("33UUP/2023/blue/0") for _ in range(3))  # nothing recorded: unbounded
