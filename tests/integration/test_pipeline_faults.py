@@ -15,8 +15,9 @@ tile is a 2 km AOI: 158 s and 209 s at load ~5, against 611 s and 685 s at load 
 
 Both print the faults injected per task and point (each one is one retry taken: the runs
 succeed, as ``faults.MAX_PER_KEY`` keeps every key's faults below its retry budget; unbounded,
-FaultRate 0.2 exhausted one of the tile's 31 keys in about 1 % of runs, and CI saw it once) and how many assets are byte-identical (SHA-256 of every asset's bytes, which must also
-equal the item's ``file:checksum``, all in the item's one version folder).
+FaultRate 0.2 exhausted one of the tile's 31 keys in about 1 % of runs, and CI saw it once)
+and how many assets are byte-identical (SHA-256 of every asset's bytes, which must also equal
+the item's ``file:checksum``, all in the item's one version folder).
 """
 
 from __future__ import annotations
