@@ -1,9 +1,10 @@
-"""Build hook for the compiled median kernel; all metadata lives in pyproject.toml.
+"""Build hook for the compiled kernels; all metadata lives in pyproject.toml.
 
-``cloudfree._median`` is optional: without a C compiler the install still succeeds and
-``cloudfree.median.masked_median`` falls back to its numpy network. It uses the limited
-C API (one ``abi3`` binary for CPython 3.11+) and no numpy headers. The Lambda layer builds
-the same source with ``layers/cloudfree/Makefile``.
+Both are optional: without a C compiler the install still succeeds, ``cloudfree._median`` is
+replaced by ``cloudfree.median``'s numpy network and ``cloudfree._warp`` by GDAL's warper
+(``cloudfree.assemble``). They use the limited C API (one ``abi3`` binary for CPython 3.11+)
+and no numpy headers. The Lambda layer builds the same sources with
+``layers/cloudfree/Makefile``.
 """
 
 from setuptools import Extension, setup
@@ -11,13 +12,14 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "cloudfree._median",
-            sources=["src/cloudfree/_median.c"],
+            f"cloudfree.{name}",
+            sources=[f"src/cloudfree/{name}.c"],
             py_limited_api=True,
             define_macros=[("Py_LIMITED_API", "0x030B0000")],
             extra_compile_args=["-O3", "-std=c99", "-fno-strict-aliasing"],
             optional=True,
         )
+        for name in ("_median", "_warp")
     ],
     options={"bdist_wheel": {"py_limited_api": "cp311"}},
 )

@@ -74,11 +74,15 @@ p4=$!
 mkvenv .venv-lint requirements/lint.txt &
 p5=$!
 wait $p3 && wait $p4 && wait $p5
-# the project itself, editable, in its venv (again when the compiled median kernel is missing
-# or older than its source: pip install -e . builds it in place, next to median.py)
-so=$(ls src/cloudfree/_median*.so 2>/dev/null | head -1 || true)
-if ! .venv/bin/python -c "import cloudfree._median" 2>/dev/null \
-   || [[ -z "$so" || src/cloudfree/_median.c -nt "$so" ]]; then
+# the project itself, editable, in its venv (again when a compiled kernel, the median's or the
+# warp's, is missing or older than its source: pip install -e . builds them in place)
+stale=0
+for k in _median _warp; do
+  so=$(ls src/cloudfree/$k*.so 2>/dev/null | head -1 || true)
+  if ! .venv/bin/python -c "import cloudfree.$k" 2>/dev/null \
+     || [[ -z "$so" || src/cloudfree/$k.c -nt "$so" ]]; then stale=1; fi
+done
+if [[ $stale == 1 ]]; then
   .venv/bin/pip install -q --no-deps -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
 fi
 wait_npm
