@@ -598,8 +598,7 @@ def to_band_grid(reject20: np.ndarray, band: Band, window: Window) -> np.ndarray
         r0, c0 = window.row_off - 2 * w20.row_off, window.col_off - 2 * w20.col_off
         return up[:, r0:r0 + window.height, c0:c0 + window.width]
     if res == 60:
-        s, h, w = reject20.shape
-        return reject20.reshape(s, h // 3, 3, w // 3, 3).any(axis=(2, 4))
+        return mask.block_reduce(reject20, 3, np.logical_or)
     raise InputError(f"band resolution must be 10, 20 or 60 m, got {res!r}")
 
 

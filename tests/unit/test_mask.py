@@ -272,3 +272,21 @@ def test_usable_box_cuts_and_places_the_box_of_usable_pixels(monkeypatch) -> Non
     monkeypatch.setattr(mask, "CROP_TO_USABLE", True)
     assert not mask.usable_box(np.full((3, 3), mask.CLEAR, np.uint8)).crops  # the whole window
     assert mask.usable_box(np.full((3, 3), mask.MASKED, np.uint8)) is None
+
+
+@pytest.mark.parametrize("op,ref", [(np.minimum, "min"), (np.logical_or, "any"),
+                                    (np.logical_and, "all")])
+def test_block_reduce_equals_the_reshaped_reduction(op, ref) -> None:
+    from cloudfree import mask
+
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 4, (3, 12, 15), dtype=np.uint8)
+    if ref != "min":
+        a = a > 2
+    want = getattr(a.reshape(3, 4, 3, 5, 3), ref)(axis=(2, 4))
+    got = mask.block_reduce(a, 3, op)
+    assert got.dtype == a.dtype
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(mask.block_reduce(a[0], 3, op), want[0])
+    with pytest.raises(InputError, match="whole 3 x 3 blocks"):
+        mask.block_reduce(a[:, :11], 3, op)
