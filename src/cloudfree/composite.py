@@ -416,15 +416,7 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
             stack = read_stack(hrefs, window, threads=threads, out=scratch(
                 "stack", (len(scenes), *window.shape), band.dtype))
         offsets = _offsets(scenes)
-    # a band DN of 0 (all channels 0 for visual) demotes a usable pixel to masked; scene by
-    # scene, so the temporaries are one scene's, not the stack's
-    masked = np.zeros(len(scenes), np.int64)
-    for s in range(len(scenes)):
-        no_data = ~stack[s].any(axis=0) if band.count > 1 else stack[s] == 0
-        st = states[s]
-        st[no_data & (st > mask.MASKED)] = mask.MASKED
-        masked[s] = np.count_nonzero((st == mask.MASKED) | (st == mask.SNOW))
-    del no_data
+    masked = _demote_missing(stack, states, band)
     if np.any(offsets):
         from .harmonize import apply_offset
 
@@ -450,6 +442,23 @@ def composite_window(manifest: dict, band_key: str, window: Window | dict, *,
                         dict(zip(ids, (int(v) for v in offsets), strict=True)), observed,
                         snow, dict(zip(ids, (int(v) for v in removed), strict=True)),
                         dict(zip(ids, (int(v) for v in masked), strict=True)), observed_bbox)
+
+
+def _demote_missing(stack: np.ndarray, states: np.ndarray, band: Band) -> np.ndarray:
+    """A band DN of 0 (all channels 0 for visual) demotes a usable observation (SNOW, CLEAR)
+    to MASKED, in ``states``; returns each scene's MASKED + SNOW count. Scene by scene, so the
+    temporaries are one scene's, not the stack's."""
+    masked = np.zeros(states.shape[0], np.int64)
+    no_data = np.empty(states.shape[1:], bool)
+    for s in range(states.shape[0]):
+        if band.count > 1:
+            np.logical_not(stack[s].any(axis=0), out=no_data)
+        else:
+            np.equal(stack[s], 0, out=no_data)
+        st = states[s]
+        np.minimum(st, mask.MASKED, out=st, where=no_data)
+        masked[s] = np.count_nonzero(np.logical_xor(st == mask.MASKED, st == mask.SNOW))
+    return masked
 
 
 def _placed(part: WindowResult, window: Window, box: mask.UsableBox, observed: int,
