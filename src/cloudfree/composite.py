@@ -217,13 +217,12 @@ def build_states(scl_hrefs: Sequence[str], band: Band, window: Window,
                                                                 dilate_nodata)
         if patch is None:
             patch = read_scl_patch(scl_hrefs[i], band, window, margin=dilate_nodata)
-        have = mask.band_grid_shape(patch.scl20.shape, band.resolution)
-        if patch.row + window.height > have[0] or patch.col + window.width > have[1]:
+        state = mask.scene_state(patch.scl20, band.resolution, classes, dilate_nodata)
+        crop = state[patch.row: patch.row + window.height, patch.col: patch.col + window.width]
+        if crop.shape != window.shape:
             raise SourceReadError(f"SCL {scl_hrefs[i]} does not cover window {window.key} of "
-                                  f"{band.key} (got {have} px on the band grid from "
-                                  f"{(patch.row, patch.col)})")
-        mask.scene_state_into(patch.scl20, band.resolution, classes, dilate_nodata, out[i],
-                              (patch.row, patch.col))
+                                  f"{band.key} (got {crop.shape} px on the band grid)")
+        out[i] = crop
 
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(scl_hrefs)))) as pool:
         list(pool.map(_one, range(len(scl_hrefs))))

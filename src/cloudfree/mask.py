@@ -174,47 +174,13 @@ def _block_all(a: np.ndarray, k: int) -> np.ndarray:
     return block_reduce(a, k, np.logical_and)
 
 
-def band_grid_shape(shape20: tuple[int, int], band_resolution: int) -> tuple[int, int]:
-    """The band-grid shape (10, 20 or 60 m) of a 20 m SCL array of ``shape20``."""
+def _band_shape(shape20: tuple[int, int], band_resolution: int) -> tuple[int, int]:
     h, w = shape20
     if band_resolution == 10:
         return 2 * h, 2 * w
     if band_resolution == 60:
         return h // 3, w // 3
     return h, w
-
-
-def _states20(scl20: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
-    """Each 20 m SCL pixel's state by one lookup (:func:`scene_state`)."""
-    lut = np.full(256, CLEAR, dtype=np.uint8)
-    lut[list(classes)] = MASKED
-    if SNOW_CLASS in classes:
-        lut[SNOW_CLASS] = SNOW
-    lut[NODATA_CLASS] = NODATA
-    return lut[scl20]
-
-
-def scene_state_into(scl20: np.ndarray, band_resolution: int, classes: Iterable[int],
-                     dilate_nodata: int, into: np.ndarray, at: tuple[int, int]) -> np.ndarray:
-    """:func:`scene_state` of the window ``into`` (2-D uint8, filled and returned) whose first
-    pixel is ``at`` (row, col) on this SCL's band grid. At 10 m without class 0 (most windows)
-    the states are repeated from the 20 m ones straight into it: no patch-sized temporary,
-    whose first-touch page faults cost ~0.25 s per 3072 px window of 16 scenes on this VM."""
-    _check_scl(scl20)
-    (r, c), (h, w) = at, into.shape
-    have = band_grid_shape(scl20.shape, band_resolution)
-    if r < 0 or c < 0 or r + h > have[0] or c + w > have[1]:
-        raise InputError(f"a {h} x {w} window at {at} is outside the SCL's {have} band pixels")
-    classes = tuple(int(k) for k in classes)
-    if band_resolution == 10 and not (r % 2 or c % 2 or h % 2 or w % 2) and \
-            scl20.ndim == 2 and all(0 <= k <= 255 for k in classes):
-        state20 = _states20(scl20, classes)
-        # no class 0 in the whole patch (its margin holds every neighbour a dilation would
-        # look at): nothing to dilate
-        if state20.all():
-            return repeat2(state20[r // 2:(r + h) // 2, c // 2:(c + w) // 2], out=into)
-    into[...] = scene_state(scl20, band_resolution, classes, dilate_nodata)[r:r + h, c:c + w]
-    return into
 
 
 def scene_state(
@@ -249,8 +215,13 @@ def scene_state(
     # One lookup gives each 20 m pixel its state; the order NODATA < MASKED < SNOW < CLEAR makes
     # the 60 m rule a block minimum (clear only if all nine are clear, snow if all nine are
     # clear or snow, any class 0 inside gives NODATA here and MASKED below).
-    state20 = _states20(scl20, classes)
-    out_shape = band_grid_shape(scl20.shape, band_resolution)
+    lut = np.full(256, CLEAR, dtype=np.uint8)
+    lut[list(classes)] = MASKED
+    if SNOW_CLASS in classes:
+        lut[SNOW_CLASS] = SNOW
+    lut[NODATA_CLASS] = NODATA
+    state20 = lut[scl20]
+    out_shape = _band_shape(scl20.shape, band_resolution)
     if not state20.any():  # all class 0 (outside the swath): NODATA == 0 everywhere
         return np.zeros(out_shape, dtype=np.uint8)
     if band_resolution == SCL_RESOLUTION:

@@ -290,31 +290,3 @@ def test_block_reduce_equals_the_reshaped_reduction(op, ref) -> None:
     np.testing.assert_array_equal(mask.block_reduce(a[0], 3, op), want[0])
     with pytest.raises(InputError, match="whole 3 x 3 blocks"):
         mask.block_reduce(a[:, :11], 3, op)
-
-
-@pytest.mark.parametrize("res", [10, 20, 60])
-@pytest.mark.parametrize("at,shape", [((4, 6), (20, 24)), ((3, 6), (20, 24)), ((4, 6), (19, 24)),
-                                      ((0, 0), (30, 36))])
-@pytest.mark.parametrize("holes", [False, True])
-def test_scene_state_into_equals_the_cropped_scene_state(res, at, shape, holes) -> None:
-    """The window's states written in place (``build_states``) equal the whole patch's states
-    cropped, with and without class 0 (the fast 10 m path skips the patch-sized array)."""
-    from cloudfree import mask
-
-    rng = np.random.default_rng(res + at[0] + shape[0] + holes)
-    scl = rng.choice([4, 5, 6, 8, 9, 3, 11], size=(30, 36)).astype(np.uint8)
-    if holes:
-        scl[:5, :7] = 0
-    h, w = mask.band_grid_shape(scl.shape, res)
-    shape = (min(shape[0], h - at[0]), min(shape[1], w - at[1]))
-    if min(shape) <= 0:
-        pytest.skip("the window lies outside this grid")
-    want = mask.scene_state(scl, res, mask.DEFAULT_MASK_CLASSES, 2)
-    want = want[at[0]:at[0] + shape[0], at[1]:at[1] + shape[1]]
-    into = np.full(shape, 99, np.uint8)
-    got = mask.scene_state_into(scl, res, mask.DEFAULT_MASK_CLASSES, 2, into, at)
-    assert got is into
-    np.testing.assert_array_equal(into, want)
-    with pytest.raises(InputError, match="outside the SCL"):
-        mask.scene_state_into(scl, res, mask.DEFAULT_MASK_CLASSES, 2,
-                              np.empty((h + 1, 2), np.uint8), (0, 0))
