@@ -69,8 +69,8 @@ test-heavy: up
 test-integration: up
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
-# bench: the median kernel against np.nanmedian, the outlier decision of one decide square (16 x
-# 768², against the frozen old implementation, ~15 s), window reads, then one full 10980² tile (16
+# bench: the median kernel against np.nanmedian, the outlier decision on a quarter of a decide
+# square (16 x 768², against the frozen old implementation, ~15 s), window reads, then one full 10980² tile (16
 # scenes; one band per resolution by default: BENCH_TILE_ARGS=--full for all 13 outputs).
 BENCH_TILE_ARGS ?=
 bench: setup

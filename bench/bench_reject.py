@@ -2,14 +2,16 @@
 
     .venv/bin/python bench/bench_reject.py [--size 768] [--scenes 16] [--profile]
 
-The decide step (``outliers.decide_squares``) runs ``reject`` on 64 squares of 768 x 768 px
-(20 m) per tile, each a (16, 768, 768) uint16 stack of blue, red and nir08 with the scenes'
-SCL-derived ``use``; ``decide_references`` passes ``threads=min(threads, 2)``. Here one such
-square is synthesized (``tests/frozen_reject.realistic_stack``: clear surfaces with a seasonal
-NIR cycle, ~33 % of observations SCL-masked, missed clouds, shadows, haze, white roofs and bright
-sand), and ``reject`` is timed against the frozen copy of the implementation it replaced
-(``tests/frozen_reject.frozen_reject``), best of 3 each, in the same run, on 1 and 2 threads;
-the two must decide the same bits. The load average is printed: the machine is shared.
+The decide step (``outliers.decide_squares``) runs ``reject`` on the tile's 5490² px (20 m) in
+squares of ``outliers.CACHE_CHUNK`` (1536 px: 16 per tile, the edge ones clipped), each a (16,
+1536, 1536) uint16 stack of blue, red and nir08 with the scenes' SCL-derived ``use``;
+``decide_references`` passes ``threads=min(threads, 2)``. The rule is per pixel, so its time
+scales with the area: here one square of ``--size`` px (768 by default, a quarter of a decide
+square, to keep the run short) is synthesized (``tests/frozen_reject.realistic_stack``: clear
+surfaces with a seasonal NIR cycle, ~33 % of observations SCL-masked, missed clouds, shadows,
+haze, white roofs and bright sand), and ``reject`` is timed against the frozen copy of the
+implementation it replaced (``tests/frozen_reject.frozen_reject``), best of 3 each, in the same
+run, on 1 and 2 threads; the two must decide the same bits. The load average is printed: the machine is shared.
 ``--profile`` adds a cProfile of each. About 15 s on 2 vCPU.
 
 ``--fastscenes``: the stack as ``bench/bench_fulltile.py`` reads it instead (blocks of
@@ -38,7 +40,7 @@ from tests.frozen_reject import frozen_reject, realistic_stack  # noqa: E402
 from cloudfree.median import compiled_available  # noqa: E402
 from cloudfree.outliers import reject  # noqa: E402
 
-SQUARES_PER_TILE = 64  # 5490 px SCL grid / 768 px squares: 8 x 8 (the last ones clipped)
+TILE_PX_20M = 5490  # the tile's side on the 20 m grid: "per tile" scales a square by area
 
 
 def fastscenes_stack(shape: tuple[int, int, int], seed: int
@@ -106,11 +108,13 @@ def main() -> None:
                                                         threads=t))
         t_new = best_of(lambda t=threads: reject(blue, red, nir, use, order=order, threads=t))
         rows.append((threads, t_old, t_new))
-    print("threads  before (s)  after (s)  speed-up  after ns/obs  per tile (64 squares)")
+    per_tile = TILE_PX_20M ** 2 / args.size ** 2
+    print(f"threads  before (s)  after (s)  speed-up  after ns/obs  per tile ({per_tile:.1f} x "
+          "the square's area)")
     for threads, t_old, t_new in rows:
         print(f"{threads:7d}  {t_old:10.3f}  {t_new:9.3f}  {t_old / t_new:7.2f}x  "
-              f"{t_new / obs * 1e9:12.1f}  {t_old * SQUARES_PER_TILE:5.0f} s -> "
-              f"{t_new * SQUARES_PER_TILE:4.0f} s")
+              f"{t_new / obs * 1e9:12.1f}  {t_old * per_tile:5.0f} s -> "
+              f"{t_new * per_tile:4.0f} s")
     print(f"identical bits: yes; load average now "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.profile:
