@@ -11,8 +11,8 @@ square, to keep the run short) is synthesized (``tests/frozen_reject.realistic_s
 surfaces with a seasonal NIR cycle, ~33 % of observations SCL-masked, missed clouds, shadows,
 haze, white roofs and bright sand), and ``reject`` is timed against the frozen copy of the
 implementation it replaced (``tests/frozen_reject.frozen_reject``), best of 3 each, in the same
-run, on 1 and 2 threads; the two must decide the same bits. The load average is printed: the machine is shared.
-``--profile`` adds a cProfile of each. About 15 s on 2 vCPU.
+run, on 1 and 2 threads; the two must decide the same bits. The load average is printed: the
+machine is shared. ``--profile`` adds a cProfile of each. About 15 s on 2 vCPU.
 
 ``--fastscenes``: the stack as ``bench/bench_fulltile.py`` reads it instead (blocks of
 ``bench/fastscenes.py``: each band of each scene an independent smooth field, so blue and red
