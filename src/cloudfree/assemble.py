@@ -485,8 +485,7 @@ def _warp_exact(src_path: str | Path, dst, indexes: Sequence[int], bilinear: boo
                 continue  # outside the source: nodata, left sparse
             part = src.read(list(indexes), window=RioWindow(c0, q0, c1 - c0, q1 - q0),
                             out_dtype=dtype)
-            part = np.ascontiguousarray(part)
-            lx, ly = np.ascontiguousarray(col - c0), np.ascontiguousarray(row - q0)
+            lx, ly = col - c0, row - q0  # new C-contiguous arrays, as read() returns ``part``
             out = np.empty((len(indexes), r1 - r0, dst.width), dtype)
             n = r1 - r0
             cuts = [n * i // max(1, threads) for i in range(max(1, threads) + 1)]

@@ -169,11 +169,6 @@ def block_reduce(a: np.ndarray, k: int, op: np.ufunc) -> np.ndarray:
     return out
 
 
-def _block_all(a: np.ndarray, k: int) -> np.ndarray:
-    """True where all ``k x k`` pixels of each block of a 2-D bool array are True."""
-    return block_reduce(a, k, np.logical_and)
-
-
 def _band_shape(shape20: tuple[int, int], band_resolution: int) -> tuple[int, int]:
     h, w = shape20
     if band_resolution == 10:
@@ -239,7 +234,7 @@ def scene_state(
     if not nodata.any():
         return state
     if band_resolution == 60:
-        all_nodata = _block_all(scl20 == NODATA_CLASS, 3)
+        all_nodata = block_reduce(scl20 == NODATA_CLASS, 3, np.logical_and)
     else:
         all_nodata = nodata
     box = true_bbox(~all_nodata)

@@ -119,15 +119,14 @@ def _set_fault_rate(deployed, rate: str) -> None:
     import boto3
 
     lam = boto3.client("lambda")
-    for logical in FAULTY:
-        name = _function(deployed, logical)
+    names = {logical: _function(deployed, logical) for logical in FAULTY}
+    for logical, name in names.items():
         env = lam.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
         lam.update_function_configuration(FunctionName=name,
                                           Environment={"Variables": {**env, "FAULT_RATE": rate}})
         got = lam.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
         assert got["FAULT_RATE"] == rate, (logical, got)
-    for logical in FAULTY:  # as on AWS: invoke only once the update is done (State Active)
-        name = _function(deployed, logical)
+    for name in names.values():  # as on AWS: invoke only once the update is done (State Active)
         for _ in range(100):
             conf = lam.get_function_configuration(FunctionName=name)
             if conf.get("LastUpdateStatus") != "InProgress" and conf.get("State") != "Pending":
