@@ -25,11 +25,17 @@ fi
 
 # the viewer's headless browser test drives Debian's chromium (Playwright's own browser builds
 # are downloads outside the package registries); MapLibre GL comes from npm (below)
-if ! command -v chromium >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  echo "[setup] installing chromium and npm (apt)"
+# Ask apt only for what is missing: a machine whose Node.js comes from NodeSource already has npm,
+# and Debian's npm package conflicts with that nodejs ("nodejs : Conflicts: npm"), which fails the
+# whole install (seen on a fresh machine on 2026-12-02).
+want_apt=()
+command -v chromium >/dev/null 2>&1 || want_apt+=(chromium)
+command -v npm >/dev/null 2>&1 || want_apt+=(npm)
+if ((${#want_apt[@]})); then
+  echo "[setup] installing ${want_apt[*]} (apt)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends chromium npm >/dev/null
+  apt-get install -y -qq --no-install-recommends "${want_apt[@]}" >/dev/null
 fi
 
 mkvenv() {  # mkvenv DIR REQFILE [extra pip args]
