@@ -440,7 +440,9 @@ def test_layer_fits_lambda_and_ships_no_boto():
                 "aws_lambda_powertools", "pydantic", "aws_xray_sdk"):
         assert (site / pkg).is_dir(), f"{pkg} missing from the layer"
     assert (site / "cloudfree" / "events.py").exists()
-    assert not list(site.rglob("__pycache__"))
+    # bytecode is shipped on purpose (tests/unit/test_layer.py: a cold start compiles nothing);
+    # only tests and stray scripts are stripped
+    assert not [p for p in site.rglob("tests") if p.is_dir()]
     assert list(site.glob("rasterio-1.4.3.dist-info"))
     numpy_version = next(site.glob("numpy-*.dist-info")).name.split("-")[1]
     assert tuple(int(x) for x in numpy_version.split(".")[:2]) < (2, 3)
