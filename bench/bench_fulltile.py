@@ -80,13 +80,15 @@ def _peak_mb() -> float:
 
 
 def median_invocation(manifest: dict, band: str, windows: list[dict], root: str,
-                      outliers: str = "on") -> dict:
-    """One median Lambda invocation: a batch of windows of one band (fresh process)."""
+                      outliers: str = "on", memory_mb: int = TEMPLATE_MEMORY_MB) -> dict:
+    """One median Lambda invocation: a batch of windows of one band (fresh process), with the
+    function's memory (``tasks.median`` passes MedianMemoryMB: it decides reading ahead)."""
     from cloudfree.composite import composite_band_windows
 
     t0 = time.perf_counter()
     done = composite_band_windows(manifest, band, windows, LocalLayout("w", "d", "c", root=root),
-                                  YEAR, TILE, overwrite=True, outliers=outliers)
+                                  YEAR, TILE, overwrite=True, outliers=outliers,
+                                  memory_mb=memory_mb)
     return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb(), "windows": len(done)}
 
 
@@ -187,7 +189,7 @@ def run_band(manifest: dict, band_key: str, root: Path, memory_mb: int,
     n = len(manifest["scenes"])
     windows = plan_windows(band, n, memory_mb)
     batches = [[w.to_dict() for w in b] for b in batch_windows(windows, WINDOWS_PER_BATCH)]
-    med = [_fresh(median_invocation, manifest, band.key, b, str(root), outliers)
+    med = [_fresh(median_invocation, manifest, band.key, b, str(root), outliers, memory_mb)
            for b in batches]
     asm = _fresh(assemble_invocation, band.key, [w.to_dict() for w in windows], str(root))
     decode_s, decoded = decode_all_blocks([s["assets"][band.key] for s in manifest["scenes"]])

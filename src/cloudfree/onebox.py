@@ -373,10 +373,8 @@ def read_scl_once(scenes: list[dict], window10: Window, resolutions: Iterable[in
     (``windows.read_scl_area``): without it, every cell of every resolution reads its own
     patch, and its margin decodes the neighbouring SCL blocks again. None when that exceeds
     :data:`SCL_AREA_BYTES`."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from .composite import DEFAULT_DILATE_NODATA
-    from .windows import read_scl_area, scl_window
+    from .windows import read_scl_area, run_reads, scl_window
 
     parts = [scl_window(_res_band(res), window10.scaled(10 / res), DEFAULT_DILATE_NODATA)
              for res in resolutions]
@@ -386,8 +384,7 @@ def read_scl_once(scenes: list[dict], window10: Window, resolutions: Iterable[in
     area = Window.bounding(parts)
     if len(scenes) * area.size > SCL_AREA_BYTES:
         return None
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(scenes)))) as pool:
-        return list(pool.map(lambda s: read_scl_area(s["assets"]["scl"], area), scenes))
+    return run_reads(lambda s: read_scl_area(s["assets"]["scl"], area), scenes, threads)
 
 
 class _Decision:

@@ -373,14 +373,15 @@ def median(tile: str, year: int, band: str, batch: int, options: dict | None,
     t0 = time.perf_counter()
     fault.check("before")
     half = max(1, len(windows) // 2)
-    done = []
-    for part in (windows[:half], windows[half:]):  # "during": after the first half is written
-        done += composite_band_windows(manifest, band, part, settings.layout, int(year), t,
-                                       overwrite=opts.force,
-                                       mask_classes=manifest.mask_classes,
-                                       outliers=settings.outlier_rejection)
-        if part and len(done) < len(windows):
+
+    def during(n: int) -> None:  # "during": after the first half is written
+        if n == half and n < len(windows):
             fault.check("during")
+
+    done = composite_band_windows(manifest, band, windows, settings.layout, int(year), t,
+                                  overwrite=opts.force, mask_classes=manifest.mask_classes,
+                                  outliers=settings.outlier_rejection,
+                                  memory_mb=settings.median_memory_mb, after_window=during)
     fault.check("after")
     return {"band": band, "batch": int(batch), "windows": len(done),
             "skipped": sum(1 for d in done if d["skipped"]),

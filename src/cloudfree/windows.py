@@ -33,6 +33,10 @@ Memory model (``window_memory_bytes``), per invocation::
                             + visual channel cast   2 (visual only: one channel as uint16) )
                + outputs (median, count, the GeoTIFF write buffer)  OUTPUT_BYTES_PER_PIXEL
 
+While one window is composited, the next one's inputs may be read (``window_inputs_bytes``:
+stack + states + outlier decision), when both fit in ``composite.READ_AHEAD_FRACTION`` of
+the memory; the windows are planned without it, so reading ahead never makes them smaller.
+
 ``plan_windows`` picks the largest square window of k x k blocks whose estimate stays within
 ``MEMORY_FRACTION`` (50 %) of the invocation's memory, then evens the windows out over the grid
 (11 blocks of 10 m -> windows of 2, 3, 4 or 6 blocks), clipping the last row/column at the edge.
@@ -41,9 +45,11 @@ Memory model (``window_memory_bytes``), per invocation::
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,6 +191,13 @@ def window_memory_bytes(band: Band, n_scenes: int, height: int, width: int, *,
     return int(fixed + stack + pixels * OUTPUT_BYTES_PER_PIXEL)
 
 
+def window_inputs_bytes(band: Band, n_scenes: int, height: int, width: int) -> int:
+    """Bytes of one window's inputs held while the window before it is composited (a median
+    batch reads ahead, ``composite.read_window_inputs``): the band's stack, the states and
+    the outlier decision (1 byte per scene and pixel each)."""
+    return int(n_scenes * height * width * (np.dtype(band.dtype).itemsize * band.count + 2))
+
+
 def _max_blocks(band: Band, n_scenes: int, memory_mb: int, n_blocks: int, threads: int) -> int:
     budget = memory_mb * 2**20 * MEMORY_FRACTION
     best = 0
@@ -295,6 +308,47 @@ def read_window(href: str, window: Window, *, band_index: int | Sequence[int] = 
     return data
 
 
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _forget_pools() -> None:  # a forked child has none of the parent's threads
+    _pools.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
+
+
+def reader_pool(threads: int) -> ThreadPoolExecutor:
+    """This process's pool of ``threads`` threads for GDAL reads, kept for its lifetime (and a
+    warm Lambda's next invocations).
+
+    A thread's first GDAL open costs ~11 ms more than the next ones: GDAL gives each thread its
+    own PROJ context, which opens PROJ's SQLite database (measured here: two opens on two new
+    threads 23.9 ms, on kept ones 2.6 ms). Pools made per call paid it for every thread of
+    every read: up to 8 threads, twice per window (SCL and band), ~4 % of a median batch's CPU
+    in libsqlite3 and libproj under ``perf``. Tasks given to it must not wait on other tasks
+    of the same pool."""
+    threads = max(1, int(threads))
+    with _pools_lock:
+        pool = _pools.get(threads)
+        if pool is None:
+            pool = _pools[threads] = ThreadPoolExecutor(
+                threads, thread_name_prefix=f"cloudfree-read{threads}")
+        return pool
+
+
+def run_reads(fn, items: Iterable, threads: int) -> list:
+    """``[fn(x) for x in items]`` on :func:`reader_pool` threads (in order; the first exception
+    raised, once every call has ended)."""
+    items = list(items)
+    if len(items) <= 1 or threads <= 1:
+        return [fn(x) for x in items]
+    futures = [reader_pool(threads).submit(fn, x) for x in items]
+    wait(futures)
+    return [f.result() for f in futures]
+
+
 def _read_each(indices: Sequence[int], hrefs: Sequence[str], one, threads: int
                ) -> dict[str, str]:
     """Run ``one(i)`` for every index in threads; the failures as ``{href: message}``."""
@@ -306,9 +360,7 @@ def _read_each(indices: Sequence[int], hrefs: Sequence[str], one, threads: int
         except SourceReadError as err:
             failures[hrefs[i]] = err.failures.get(hrefs[i], str(err))
 
-    if indices:
-        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(indices)))) as pool:
-            list(pool.map(_safe, indices))
+    run_reads(_safe, indices, threads)
     return failures
 
 

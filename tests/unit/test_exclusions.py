@@ -34,6 +34,16 @@ def scenes_doc(tmp_path_factory) -> dict:
     return make_scenes(tmp_path_factory.mktemp("scenes"))
 
 
+@pytest.fixture(autouse=True, params=["in-turn", "read-ahead"])
+def read_ahead(request):
+    """Every test twice: windows read in turn, and each next window read while the current one
+    is composited (``composite._ReadAhead``: a failing read then surfaces from the reader)."""
+    with pytest.MonkeyPatch.context() as mp:  # the tests' own monkeypatch.undo() keeps it
+        if request.param == "read-ahead":
+            mp.setattr(_composite, "read_ahead_fits", lambda *args, **kwargs: True)
+        yield request.param
+
+
 @pytest.fixture(autouse=True)
 def no_sleep(monkeypatch):
     slept = []

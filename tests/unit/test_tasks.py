@@ -197,7 +197,7 @@ def test_median_and_cost_take_the_plan_from_the_manifest_not_the_settings(monkey
     monkeypatch.setattr(Manifest, "read", classmethod(lambda cls, uri: manifest))
     seen = {"windows": []}
 
-    def fake(m, band, windows, layout, year, tile, **kw):  # called once per half batch
+    def fake(m, band, windows, layout, year, tile, **kw):  # called once per batch
         seen.update(band=band, masks=kw["mask_classes"])
         seen["windows"] += list(windows)
         return [{"skipped": False, "excluded": ["s3"]} for _ in windows]
