@@ -618,21 +618,31 @@ def mean_on_decision_grid(stack10: np.ndarray, out: np.ndarray | None = None) ->
                          f"{stack10.shape}")
     # row pairs first (each a contiguous row), then column pairs: 0.39 -> 0.32 s for 16 x 3072²
     # against the four pixels as views strided in both axes (themselves several times faster
-    # than reducing a (h, 2, w, 2) reshape over axes (1, 3)); one scene's temporaries at a time
-    rows = np.empty((h2 // 2, w2), np.uint32)
-    total = np.empty((h2 // 2, w2 // 2), np.uint32)
-    low_rows = np.empty((h2 // 2, w2), np.uint16)
-    low = np.empty((h2 // 2, w2 // 2), np.uint16)
+    # than reducing a (h, 2, w, 2) reshape over axes (1, 3)); in strips of MEAN_STRIP output
+    # rows, whose temporaries (~0.8 MB) stay in the cache and are made once per call: whole-
+    # scene ones (42 MB) were fresh pages for every call of the decide step's per-scene means
+    h, w = h2 // 2, w2 // 2
+    k = min(MEAN_STRIP, h)
+    rows = np.empty((k, w2), np.uint32)
+    total = np.empty((k, w), np.uint32)
+    low_rows = np.empty((k, w2), np.uint16)
+    low = np.empty((k, w), np.uint16)
     for s in range(s_n):
-        x = stack10[s]
-        np.add(x[0::2], x[1::2], out=rows, dtype=np.uint32)
-        np.add(rows[:, 0::2], rows[:, 1::2], out=total)
-        total >>= 2  # // 4
-        np.copyto(out[s], total, casting="unsafe")  # < 65536: the mean of four uint16
-        np.minimum(x[0::2], x[1::2], out=low_rows)
-        np.minimum(low_rows[:, 0::2], low_rows[:, 1::2], out=low)
-        out[s][low == 0] = 0
+        for r0 in range(0, h, k):
+            n = min(k, h - r0)
+            x, o = stack10[s, 2 * r0:2 * (r0 + n)], out[s, r0:r0 + n]
+            np.add(x[0::2], x[1::2], out=rows[:n], dtype=np.uint32)
+            np.add(rows[:n, 0::2], rows[:n, 1::2], out=total[:n])
+            total[:n] >>= 2  # // 4
+            np.copyto(o, total[:n], casting="unsafe")  # < 65536: the mean of four uint16
+            np.minimum(x[0::2], x[1::2], out=low_rows[:n])
+            np.minimum(low_rows[:n, 0::2], low_rows[:n, 1::2], out=low[:n])
+            o[low[:n] == 0] = 0
     return out
+
+
+#: Output rows per strip of :func:`mean_on_decision_grid`.
+MEAN_STRIP = 64
 
 
 def _mean_on_decision_grid(hrefs: Sequence[str], w20: Window, threads: int) -> np.ndarray:
@@ -707,40 +717,71 @@ def decide_references(scenes: Sequence[dict], states: np.ndarray, refs: np.ndarr
                   order=order, kernel=kernel, threads=min(threads, 2))
 
 
+@dataclass
+class _DecideInputs:
+    """What one 20 m window's decision reads (:func:`_decide_inputs`): the states over the
+    window; over the box of its usable pixels, the three reference planes."""
+
+    states: np.ndarray
+    box: mask.UsableBox | None = None
+    refs: np.ndarray | None = None
+
+
+def _decide_inputs(scenes: Sequence[dict], w20: Window, mask_classes: Iterable[int] | None,
+                   dilate_nodata: int, threads: int) -> _DecideInputs:
+    """Read the SCL, then the reference bands over the usable box only: a box cropping the
+    window (a swath edge) is read and tested alone (exact: the test is per pixel; nothing
+    outside it is usable, so nothing there is rejected); no usable pixel, nothing read."""
+    states = decision_states(scenes, w20, mask_classes, dilate_nodata, threads)
+    box = mask.usable_box(states.max(axis=0))
+    if box is None:
+        return _DecideInputs(states)
+    return _DecideInputs(states, box, _references(scenes, w20.sub(box.bounds) if box.crops
+                                                  else w20, threads))
+
+
+def _decide_from(scenes: Sequence[dict], got: _DecideInputs, rule: OutlierRule, threads: int,
+                 kernel: str | None) -> np.ndarray:
+    """The decision (S, h, w) bool on the window ``got`` was read for."""
+    if got.box is None:  # nothing usable: nothing to test
+        return np.zeros(got.states.shape, bool)
+    if got.box.crops:
+        return got.box.place(decide_references(scenes, got.box.cut(got.states), got.refs,
+                                               rule, threads=threads, kernel=kernel))
+    return decide_references(scenes, got.states, got.refs, rule, threads=threads, kernel=kernel)
+
+
 def _decide(scenes: Sequence[dict], w20: Window, rule: OutlierRule,
             mask_classes: Iterable[int] | None, dilate_nodata: int, threads: int,
             kernel: str | None) -> np.ndarray:
     """The decision (S, h, w) bool on one 20 m window (see :func:`band_window_rejection`):
     reads the SCL and the reference bands, then :func:`decide_references`."""
-    states = decision_states(scenes, w20, mask_classes, dilate_nodata, threads)
-    box = mask.usable_box(states.max(axis=0))
-    if box is None:  # nothing usable: nothing to test, nothing to read
-        return np.zeros(states.shape, bool)
-    if box.crops:
-        # usable pixels in part of the square only (a swath edge): read and test that box
-        # (exact: the test is per pixel; nothing outside it is usable, so nothing rejected)
-        return box.place(_decide_from_states(scenes, w20.sub(box.bounds), box.cut(states),
-                                             rule, threads, kernel))
-    return _decide_from_states(scenes, w20, states, rule, threads, kernel)
+    return _decide_from(scenes, _decide_inputs(scenes, w20, mask_classes, dilate_nodata,
+                                               threads), rule, threads, kernel)
 
 
-def _decide_from_states(scenes: Sequence[dict], w20: Window, states: np.ndarray,
-                        rule: OutlierRule, threads: int, kernel: str | None) -> np.ndarray:
-    """:func:`_decide` once the states are known: read the references, then decide."""
-    from .composite import _scene_hrefs, scratch
+def _references(scenes: Sequence[dict], w20: Window, threads: int) -> np.ndarray:
+    """The reference planes (S, 3, h, w) uint16 of a 20 m window, as read: blue and red as 2 x 2
+    means (:func:`mean_on_decision_grid`), nir08."""
+    from .composite import _scene_hrefs, scratch, scratch_slot
+    from .windows import read_each_into
 
     # inside a decide invocation (composite.reused_buffers) the squares after the first reuse
-    # these arrays: a fresh 226 MB refs and 302 MB 10 m buffer cost their first-touch page
-    # faults (~1.8 ms per MB on this VM, about a second per square)
+    # these arrays: a fresh 226 MB refs array costs its first-touch page faults (~1.8 ms per MB
+    # on this VM, about half a second per square)
     refs = scratch("decide-refs", (len(scenes), 3, w20.height, w20.width), np.uint16)
     w10 = w20.scaled(2)
-    ten = scratch("decide-10m", (len(scenes), *w10.shape), np.uint16)  # both bands in turn
+    with scratch_slot(-1):  # the reader's own: one set whichever slot the refs fill
+        ten = scratch("decide-10m", (min(threads, len(scenes)), *w10.shape), np.uint16)
     for c, key in enumerate((CLOUD_BAND, WHITE_BAND)):
-        read_stack(_scene_hrefs(scenes, key), w10, threads=threads, out=ten)
-        mean_on_decision_grid(ten, out=refs[:, c])
-    del ten
+        # each scene reduced on its reader thread as soon as it is decoded: a few 10 m
+        # buffers instead of the whole 10 m stack (302 MB for 16 scenes), the means on both
+        # cores and from the cache (before: 0.25 s per band and square on one core)
+        read_each_into(_scene_hrefs(scenes, key), w10,
+                       lambda i, px, c=c: mean_on_decision_grid(px[None], out=refs[i:i + 1, c]),
+                       ten, threads=threads)
     read_stack(_scene_hrefs(scenes, SHADOW_BAND), w20, threads=threads, out=refs[:, 2])
-    return decide_references(scenes, states, refs, rule, threads=threads, kernel=kernel)
+    return refs
 
 
 # --- one decision per place, shared by the bands ------------------------------------------------
@@ -797,17 +838,23 @@ def unpack_decision(data: bytes, shape: tuple[int, int, int]) -> np.ndarray | No
     return np.unpackbits(bits, count=n).reshape(shape).view(bool)  # 0/1 bytes: no copy
 
 
+def _stored(uri: str, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The decision stored at ``uri`` when it is there, of ``shape`` and sound; else None."""
+    from . import storage
+
+    data = storage.read_if_exists(uri)
+    return None if data is None else unpack_decision(data, shape)
+
+
 def _shared(uri: str, shape: tuple[int, int, int], compute: Callable[[], np.ndarray]
             ) -> np.ndarray:
     """The decision stored at ``uri``, else computed and stored. Concurrent invocations may
     both compute one square: the rule is deterministic, so they write the same bytes."""
     from . import storage
 
-    data = storage.read_if_exists(uri)
-    if data is not None:
-        got = unpack_decision(data, shape)
-        if got is not None:
-            return got
+    got = _stored(uri, shape)
+    if got is not None:
+        return got
     rejected = compute()
     storage.write_bytes(uri, pack_decision(rejected), "application/octet-stream")
     return rejected
@@ -845,19 +892,34 @@ def decide_squares(scenes: Sequence[dict], squares: Iterable[Window | dict], cac
         return {"squares": len(squares), "computed": 0, "skipped": len(squares)}
     mask_classes = None if mask_classes is None else tuple(mask_classes)
     key = decision_key(scenes, rule, mask_classes, dilate_nodata)
-    computed = 0
-    from .composite import reused_buffers
+    from . import storage
+    from .composite import _ReadAhead, reused_buffers
 
-    with reused_buffers():  # one set of states and reference arrays for the batch's squares
-        for square in squares:
-            def decide(c: Window = square) -> np.ndarray:
-                nonlocal computed
-                computed += 1
-                return _decide(scenes, c, rule, mask_classes, dilate_nodata, threads, kernel)
+    todo = [sq for sq in squares  # a rerun: what is stored (and sound) is not read again
+            if _stored(decision_uri(cache, key, sq), (len(scenes), sq.height, sq.width)) is None]
+    # each next square's SCL and reference bands are read while this one is decided (the
+    # test runs on 2 threads of numpy; the reads, on the reader pool): two sets of states and
+    # references, used in turn (composite._ReadAhead)
+    ahead = _ReadAhead() if len(todo) > 1 else None
+    try:
+        with reused_buffers():  # one set of states and reference arrays for the batch's squares
+            pending = None
+            for k, square in enumerate(todo):
+                def read(c: Window = square) -> _DecideInputs:
+                    return _decide_inputs(scenes, c, mask_classes, dilate_nodata, threads)
 
-            _shared(decision_uri(cache, key, square),
-                    (len(scenes), square.height, square.width), decide)
-    return {"squares": len(squares), "computed": computed, "skipped": len(squares) - computed}
+                if ahead is not None and k == 0:
+                    pending = ahead.start(read)
+                got = pending.result() if pending is not None else read()
+                pending = ahead.start(read, todo[k + 1]) if ahead and k + 1 < len(todo) else None
+                rejected = _decide_from(scenes, got, rule, threads, kernel)
+                storage.write_bytes(decision_uri(cache, key, square), pack_decision(rejected),
+                                    "application/octet-stream")
+    finally:
+        if ahead is not None:
+            ahead.close()
+    return {"squares": len(squares), "computed": len(todo),
+            "skipped": len(squares) - len(todo)}
 
 
 @functools.lru_cache(maxsize=64)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -411,6 +412,31 @@ def read_stack(hrefs: Sequence[str], window: Window, *, threads: int = DEFAULT_T
     failures.update(_read_each(range(start + 1, len(hrefs)), hrefs, _one, threads))
     _raise_failures(failures, len(hrefs), window)
     return stack
+
+
+def read_each_into(hrefs: Sequence[str], window: Window, consume, buffers: np.ndarray, *,
+                   threads: int = DEFAULT_THREADS) -> None:
+    """Read ``window`` of every href on the reader threads, each into one of ``buffers``
+    ((k, h, w): at most k reads at once), and hand it to ``consume(i, pixels)`` on that thread;
+    the buffer is read into again afterwards, so ``consume`` must not keep it. For a stack
+    reduced scene by scene (the outlier decision's 2 x 2 means): k buffers instead of the
+    whole (S, h, w) stack, each still in the cache when reduced. Failures as
+    :func:`read_stack`: every href is tried, then one ``SourceReadError`` lists them all."""
+    if buffers.ndim != 3 or buffers.shape[1:] != window.shape or not len(buffers):
+        raise InputError(f"buffers of {buffers.shape} for a {window.shape} window")
+    free: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for k in range(len(buffers)):
+        free.put(k)
+
+    def _one(i: int) -> None:
+        k = free.get()
+        try:
+            consume(i, read_window(hrefs[i], window, out=buffers[k]))
+        finally:
+            free.put(k)
+
+    failures = _read_each(range(len(hrefs)), hrefs, _one, min(threads, len(buffers)))
+    _raise_failures(failures, len(hrefs), window)
 
 
 def scl_window(band: Band, window: Window, margin: int = 0,

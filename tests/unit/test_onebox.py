@@ -549,3 +549,11 @@ def test_mean_on_decision_grid_is_the_2x2_integer_mean():
     assert want[1, 1, 1] == 0 and not out[:, 0].any()
     with pytest.raises(InputError, match="whole 20 m"):
         outliers.mean_on_decision_grid(a[:, :5])
+    # taller than a strip (MEAN_STRIP output rows): three strips, the last one short
+    h = 2 * outliers.MEAN_STRIP + 21
+    a = rng.integers(0, 65536, (2, 2 * h, 10)).astype(np.uint16)
+    a[rng.random(a.shape) < 0.01] = 0
+    blocks = a.reshape(2, h, 2, 5, 2).astype(np.int64)
+    want = blocks.sum(axis=(2, 4)) // 4
+    want[(blocks == 0).any(axis=(2, 4))] = 0
+    np.testing.assert_array_equal(outliers.mean_on_decision_grid(a), want)

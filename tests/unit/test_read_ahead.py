@@ -75,16 +75,22 @@ def _windows(band: str) -> list[Window]:
             for i in range(2) for j in range(3)]
 
 
-def _run(doc: dict, band: str, root: Path, cache: str | None, ahead: bool, monkeypatch
-         ) -> tuple[LocalLayout, list[str]]:
+def _threads_of(monkeypatch, module, name: str) -> list[str]:
+    """The names of the threads ``module.name`` is called on from now on (filled as it is)."""
     threads: list[str] = []
-    real = composite.read_window_inputs
+    real = getattr(module, name)
 
     def recorded(*args, **kwargs):
         threads.append(threading.current_thread().name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(composite, "read_window_inputs", recorded)
+    monkeypatch.setattr(module, name, recorded)
+    return threads
+
+
+def _run(doc: dict, band: str, root: Path, cache: str | None, ahead: bool, monkeypatch
+         ) -> tuple[LocalLayout, list[str]]:
+    threads = _threads_of(monkeypatch, composite, "read_window_inputs")
     layout = LocalLayout(root)
     composite.composite_band_windows(doc, band, _windows(band), layout, 2023, "33UUP",
                                      threads=2, outlier_cache=cache,
@@ -148,3 +154,31 @@ def test_read_ahead_only_where_two_windows_fit(band, side, memory_mb, fits):
     if memory_mb:  # the rule: the window's estimate plus the inputs within 75 %
         need = window_memory_bytes(b, 16, side, side) + window_inputs_bytes(b, 16, side, side)
         assert (need <= 0.75 * memory_mb * 2**20) is fits
+
+
+def test_the_decide_step_reads_ahead_and_decides_the_same(doc, tmp_path, monkeypatch):
+    """The decide step reads each next square while deciding the current one: its stored
+    squares (a whole one, one cropped at the swath edge, one with nothing usable, the short
+    ones at the grid's edge) give every band the decision made window by window without a
+    cache; the reads ran on the read-ahead thread, and a rerun reads nothing."""
+    from cloudfree import outliers
+
+    monkeypatch.setattr(outliers, "CACHE_CHUNK", 27)  # 72 px SCL grid: 27, 27, 18 a side
+    squares = outliers.decision_squares(N // 2)
+    threads = _threads_of(monkeypatch, outliers, "_decide_inputs")
+    cache = str(tmp_path / "decisions")
+    done = outliers.decide_squares(doc["scenes"], squares, cache, threads=2, dilate_nodata=2)
+    assert done == {"squares": 9, "computed": 9, "skipped": 0}
+    assert threads == ["cloudfree-read-ahead_0"] * 9
+    for band in ("blue", "nir08", "coastal"):
+        size = N * 10 // RES[band]
+        window = Window(0, 0, size, size)
+        shared = outliers.band_window_rejection(doc["scenes"], band, window, threads=2,
+                                                cache=cache, dilate_nodata=2)
+        plain = outliers.band_window_rejection(doc["scenes"], band, window, threads=2,
+                                               dilate_nodata=2)
+        np.testing.assert_array_equal(shared, plain, err_msg=band)
+        assert plain[4].any() and not plain[:, :, EDGE * 10 // RES[band] + 1:].any()
+    threads.clear()
+    again = outliers.decide_squares(doc["scenes"], squares, cache, threads=2, dilate_nodata=2)
+    assert again == {"squares": 9, "computed": 0, "skipped": 9} and threads == []
