@@ -26,11 +26,11 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from . import storage
 from .bands import get_band
 from .errors import TransientError
-from .windows import run_reads
 
 #: Tries per asset (the first one included) before a transient failure counts as unreadable.
 ATTEMPTS = 3
@@ -164,7 +164,10 @@ def check_assets(scenes: Sequence[dict], keys: Iterable[str], *, threads: int = 
             else:
                 todo.append((scene["id"], key, href))
     if todo:
-        reasons = run_reads(lambda t: check(t[2], t[1]), todo, threads)
+        # a pool of its own, ended with the check: its 16 threads each hold a PROJ context
+        # (~4 MB) that the kept reader pool (windows.reader_pool) would keep for the process
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(todo)))) as pool:
+            reasons = list(pool.map(lambda t: check(t[2], t[1]), todo))
         out.update({(sid, key): r for (sid, key, _), r in zip(todo, reasons, strict=True) if r})
     return out
 
