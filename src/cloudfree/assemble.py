@@ -170,24 +170,26 @@ def _vrt_xml(pieces: Sequence[_Piece], tile: Tile, band: Band, size: int) -> str
 
 
 def _write_gtiff(pieces: Sequence[_Piece], tile: Tile, band: Band, area: Window,
-                 dst: Path) -> None:
+                 dst: Path, indexes: Sequence[int] | None = None) -> None:
     """Copy the pieces' parts inside ``area`` (the band's tile grid) into one tiled GeoTIFF
-    covering ``area``, one window in memory at a time."""
+    covering ``area``, one window in memory at a time; only the pieces' bands ``indexes``
+    (default: all), in that order."""
     import rasterio
     from rasterio.windows import Window as RioWindow
 
+    indexes = list(indexes or range(1, pieces[0].count + 1))
     profile = {"driver": "GTiff", "height": area.height, "width": area.width,
-               "count": pieces[0].count, "dtype": pieces[0].dtype, "crs": tile.crs, "nodata": 0,
+               "count": len(indexes), "dtype": pieces[0].dtype, "crs": tile.crs, "nodata": 0,
                "transform": area.transform(tile.transform(band.resolution)), "tiled": True,
                "blockxsize": 512, "blockysize": 512, "compress": "NONE", "bigtiff": "IF_SAFER",
-               "interleave": "pixel" if pieces[0].count > 1 and band.count > 1 else "band"}
+               "interleave": "pixel" if len(indexes) > 1 and band.count > 1 else "band"}
     with rasterio.open(dst, "w", **profile) as out:
         for p in pieces:
             part = p.window.intersection(area)
             if part is None:
                 continue
             with rasterio.open(p.path) as src:
-                data = src.read(window=RioWindow(part.col_off - p.window.col_off,
+                data = src.read(indexes, window=RioWindow(part.col_off - p.window.col_off,
                                                  part.row_off - p.window.row_off,
                                                  part.width, part.height))
             out.write(data, window=RioWindow(part.col_off - area.col_off,
@@ -198,7 +200,7 @@ def _write_gtiff(pieces: Sequence[_Piece], tile: Tile, band: Band, area: Window,
 def stitch(window_uris: Sequence[str], tile: Tile | str, band: Band | str, *,
            workdir: str | Path | None = None, method: str = "gtiff",
            tile_size: int | None = None, windows: Sequence[Window] | None = None,
-           crop: Window | None = None) -> Path:
+           crop: Window | None = None, indexes: Sequence[int] | None = None) -> Path:
     """Rebuild the band's full UTM raster (tile grid at the band resolution, nodata 0).
 
     ``method="gtiff"`` (default) copies the windows into one uncompressed tiled GeoTIFF, one
@@ -212,6 +214,10 @@ def stitch(window_uris: Sequence[str], tile: Tile | str, band: Band | str, *,
     ``window_uris``): the raster covers only that part of the grid (:func:`data_crop`); the
     planned windows must still tile the grid, and only the window files that meet ``crop``
     are fetched (each checked to sit where it was planned).
+
+    ``indexes`` (``method="gtiff"``): only these bands of the window files, in that order
+    (a band's median alone, without the count band only red's assemble publishes: half the
+    copy for a 10 m band).
     """
     tile, band = parse_tile(tile), get_band(band) if isinstance(band, str) else band
     if not window_uris:
@@ -244,7 +250,7 @@ def stitch(window_uris: Sequence[str], tile: Tile | str, band: Band | str, *,
         dst.write_text(_vrt_xml(pieces, tile, band, size))
     elif method == "gtiff":
         dst = work / f"{tile.id}_{band.key}_utm.tif"
-        _write_gtiff(pieces, tile, band, area, dst)
+        _write_gtiff(pieces, tile, band, area, dst, indexes)
     else:
         raise InputError(f"stitch method must be 'vrt' or 'gtiff', got {method!r}")
     return dst
@@ -816,14 +822,17 @@ def assemble_band(layout, year: int, tile: Tile | str, band: str,
         # one GDAL environment (and rasterio session) for every open below: the windows'
         # rasterio.open calls would otherwise each make their own (storage.gdal_env)
         with storage.gdal_env():
+            count_too = write_count and b.count == 1 and b.resolution == 10
+            # the median band alone unless the count COG is made from the same raster
             src = stitch(uris, tile_obj, b, workdir=work, tile_size=tile_size,
-                         windows=windows, crop=crop)
+                         windows=windows, crop=crop,
+                         indexes=None if count_too or b.count > 1 else [1])
             idx = list(range(1, b.count + 1))
             info = write_web_cog(src, layout.staged_cog(year, tile_obj.id, b.key),
                                  zoom_level=zoom_level,
                                  resampling=resampling, profile=profile, indexes=idx,
                                  threads=threads)
-            if write_count and b.count == 1 and b.resolution == 10:
+            if count_too:
                 info.related["count"] = write_web_cog(
                     src, layout.staged_cog(year, tile_obj.id, "count"), zoom_level=info.zoom,
                     resampling="nearest", overview_resampling="nearest", profile=profile,

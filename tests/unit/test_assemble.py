@@ -75,6 +75,42 @@ def test_stitch_roundtrip(small, tmp_path, method):
         np.testing.assert_array_equal(src.read(2), np.where(full > 0, 3, 0))
 
 
+def test_stitch_only_the_bands_asked_for(small, tmp_path):
+    """``indexes``: the median band alone (what every band but red publishes), the same pixels
+    as band 1 of the whole stitch."""
+    _, _, full, uris = small
+    path = stitch(uris, TILE, BLUE, workdir=tmp_path / "one", tile_size=2048, indexes=[1])
+    with rasterio.open(path) as src:
+        assert src.count == 1 and src.dtypes == ("uint16",)
+        np.testing.assert_array_equal(src.read(1), full)
+    path = stitch(uris, TILE, BLUE, workdir=tmp_path / "two", tile_size=2048, indexes=[2])
+    with rasterio.open(path) as src:
+        assert src.count == 1
+        np.testing.assert_array_equal(src.read(1), np.where(full > 0, 3, 0))
+
+
+def test_assemble_band_stitches_the_count_only_for_the_count_cog(small, tmp_path, monkeypatch):
+    """A band whose assemble writes no count COG stitches its median band alone (half the copy
+    at 10 m), and publishes the same bytes as from the whole stitch."""
+    from cloudfree import assemble
+
+    layout, windows, _, _ = small
+    asked = []
+    real = assemble.stitch
+
+    def recorded(*args, **kwargs):
+        asked.append(kwargs.get("indexes"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(assemble, "stitch", recorded)
+    alone = assemble_band(layout, 2023, "33UUP", "blue", windows, tile_size=2048)
+    alone_bytes = Path(alone.href).read_bytes()
+    both = assemble_band(layout, 2023, "33UUP", "blue", windows, write_count=True,
+                         tile_size=2048)
+    assert asked == [[1], None]
+    assert Path(both.href).read_bytes() == alone_bytes and both.sha256 == alone.sha256
+
+
 def test_stitch_missing_window(small, tmp_path):
     _, _, _, uris = small
     gone = uris[2]
