@@ -782,8 +782,24 @@ class _ReadAhead:
 
         return self._pool.submit(_in_slot)
 
+    def pipeline(self, read: Any, items: Sequence[Any]):
+        """``(item, future of read(item))`` in order; each next item's read starts when its
+        predecessor is handed out, i.e. once the caller is done with the one before (the slot
+        it reuses)."""
+        pending = self.start(read, items[0]) if items else None
+        for k, item in enumerate(items):
+            current = pending
+            pending = self.start(read, items[k + 1]) if k + 1 < len(items) else None
+            yield item, current
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> _ReadAhead:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def composite_band_windows(manifest: Manifest | dict, band: str,
@@ -819,35 +835,29 @@ def composite_band_windows(manifest: Manifest | dict, band: str,
     if memory_mb is None:
         memory_mb = base.get("median_memory_mb")
     n_scenes = len(base.get("scenes") or [])
-    ahead = _ReadAhead() if len(windows) > 1 and all(
-        read_ahead_fits(band, n_scenes, w, memory_mb) for w in windows) else None
+    ahead = len(windows) > 1 and all(read_ahead_fits(band, n_scenes, w, memory_mb)
+                                     for w in windows)
     out = []
 
-    def _read(w: Window, scenes: list[dict]) -> WindowInputs | None:
-        """The window's inputs for ``scenes``; None when it is done already (nothing read)."""
+    def _read(w: Window) -> WindowInputs | None:
+        """The window's inputs for the band's scenes as they are when the read starts; None
+        when it is done already (nothing read)."""
+        scenes = _band_scenes(manifest, band, runtime)
         if not overwrite and _window_done(*_window_uris(layout, year, tile, band, w),
                                           [str(s["id"]) for s in scenes]):
             return None
         return read_window_inputs({**base, "scenes": scenes}, band, w, **options)
 
-    try:
-        with reused_buffers():  # one stack and one states array for the batch's windows
-            pending = None
-            for i, w in enumerate(windows):
-                if ahead is not None and i == 0:
-                    pending = ahead.start(_read, w, _band_scenes(manifest, band, runtime))
-                current, pending = pending, None
-                if ahead is not None and i + 1 < len(windows):
-                    pending = ahead.start(_read, windows[i + 1],
-                                          _band_scenes(manifest, band, runtime))
-                done, runtime = _composite_one(manifest, band, w, layout, year, tile, base,
-                                               runtime, overwrite, options, current)
-                out.append(done)
-                if after_window is not None:
-                    after_window(i + 1)
-    finally:
-        if ahead is not None:
-            ahead.close()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(reused_buffers())  # one stack and states array for the batch
+        todo = (stack.enter_context(_ReadAhead()).pipeline(_read, windows) if ahead
+                else ((w, None) for w in windows))
+        for i, (w, current) in enumerate(todo):
+            done, runtime = _composite_one(manifest, band, w, layout, year, tile, base,
+                                           runtime, overwrite, options, current)
+            out.append(done)
+            if after_window is not None:
+                after_window(i + 1)
     return out
 
 

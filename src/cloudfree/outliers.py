@@ -900,25 +900,15 @@ def decide_squares(scenes: Sequence[dict], squares: Iterable[Window | dict], cac
     # each next square's SCL and reference bands are read while this one is decided (the
     # test runs on 2 threads of numpy; the reads, on the reader pool): two sets of states and
     # references, used in turn (composite._ReadAhead)
-    ahead = _ReadAhead() if len(todo) > 1 else None
-
     def read(square: Window) -> _DecideInputs:
         return _decide_inputs(scenes, square, mask_classes, dilate_nodata, threads)
 
-    try:
-        with reused_buffers():  # one set of states and reference arrays for the batch's squares
-            pending = None
-            for k, square in enumerate(todo):
-                if ahead is not None and k == 0:
-                    pending = ahead.start(read, square)
-                got = pending.result() if pending is not None else read(square)
-                pending = ahead.start(read, todo[k + 1]) if ahead and k + 1 < len(todo) else None
-                rejected = _decide_from(scenes, got, rule, threads, kernel)
-                storage.write_bytes(decision_uri(cache, key, square), pack_decision(rejected),
-                                    "application/octet-stream")
-    finally:
-        if ahead is not None:
-            ahead.close()
+    # one set of states and reference arrays per slot for the batch's squares
+    with reused_buffers(), _ReadAhead() as ahead:
+        for square, got in ahead.pipeline(read, todo):
+            rejected = _decide_from(scenes, got.result(), rule, threads, kernel)
+            storage.write_bytes(decision_uri(cache, key, square), pack_decision(rejected),
+                                "application/octet-stream")
     return {"squares": len(squares), "computed": len(todo),
             "skipped": len(squares) - len(todo)}
 
