@@ -98,6 +98,10 @@ done
 if [[ $stale == 1 ]]; then
   .venv/bin/pip install -q --no-deps -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
 fi
+# rasterio's GDAL on zlib-ng, as in the Lambda layer (scripts/zlib_ng.py; idempotent: ~1 s when
+# done, ~30 s the first time on a machine: it builds zlib-ng once into ~/.cache/cloudfree)
+.venv/bin/python scripts/zlib_ng.py "$(.venv/bin/python -c \
+  'import sysconfig; print(sysconfig.get_paths()["purelib"])')" | { grep -v "^WARNING: Location" || true; }
 # the project's own modules, compiled once (timestamp-checked: an edited module is compiled
 # again in memory until the next setup)
 "$PY" -m compileall -q src/cloudfree >/dev/null || true

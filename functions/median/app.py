@@ -6,10 +6,12 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cloudfree import tasks
+from cloudfree.deflate import gdal_zlib
 from cloudfree.events import MedianEvent
 from cloudfree.settings import Settings
 
 logger = Logger()
+logger.append_keys(gdal_zlib=gdal_zlib()["version"])  # expect *.zlib-ng (cloudfree.deflate)
 tracer = Tracer()
 metrics = Metrics()
 

@@ -55,9 +55,24 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
     return checked(count)
 
 
+class _Version(argparse.Action):
+    """``--version``: cloudfree's, GDAL's and the zlib GDAL inflates and deflates with (imports
+    rasterio, so only when asked)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import rasterio
+
+        from .deflate import gdal_zlib
+
+        print(f"cloudfree {__version__} (GDAL {rasterio.__gdal_version__}, "
+              f"zlib {gdal_zlib()['version']})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloudfree", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"cloudfree {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="the version, GDAL's and the zlib GDAL runs, then exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:

@@ -200,3 +200,48 @@ def test_the_layer_ships_bytecode_so_a_cold_start_compiles_nothing(layer, tmp_pa
     res = _layer_only(layer, tmp_path, BYTECODE_PROBE, str(layer), *functions)
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads(res.stdout.strip().splitlines()[-1]) == []
+
+
+ZLIB_PROBE = r'''
+import json, os, sys
+from cloudfree.deflate import gdal_zlib
+import rasterio, numpy as np
+from rasterio.io import MemoryFile
+data = (np.arange(256 * 256, dtype=np.uint16) % 977).reshape(256, 256)
+with MemoryFile() as mem:
+    with mem.open(driver="GTiff", width=256, height=256, count=1, dtype="uint16",
+                  compress="DEFLATE", zlevel=2, predictor=2, tiled=True) as dst:
+        dst.write(data, 1)
+    with mem.open() as src:
+        same = bool((src.read(1) == data).all())
+found = gdal_zlib()
+print(json.dumps({"version": found["version"], "path": found["path"], "same": same}))
+'''
+
+
+@needs_sam
+def test_the_layers_gdal_runs_zlib_ng_built_for_amazon_linux_2(layer, tmp_path):
+    """The layer carries zlib-ng (``scripts/zlib_ng.py``) and its GDAL binds it: no library of
+    the layer's rasterio NEEDs the system ``libz.so.1``; the library needs no glibc newer than
+    AL2's 2.26; in a layer-only interpreter GDAL writes and reads DEFLATE through it."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import check_glibc
+    import zlib_ng
+
+    lib = layer / "rasterio.libs" / zlib_ng.LIBNAME
+    assert lib.exists()
+    patchelf = zlib_ng.find_patchelf(None)
+    files = [f.name for f in zlib_ng._elf_files(layer)
+             if zlib_ng.LIBNAME in zlib_ng.needed(patchelf, f)]
+    assert any(f.startswith("libgdal") for f in files) and any(f.startswith("libtiff")
+                                                                 for f in files)
+    assert not [f.name for f in zlib_ng._elf_files(layer)
+                if zlib_ng.SYSTEM_ZLIB in zlib_ng.needed(patchelf, f)]
+    objdump = subprocess.run(["objdump", "-T", str(lib)], check=True, capture_output=True,
+                             text=True).stdout
+    assert max(check_glibc.parse_glibc_versions(objdump).values()) <= (2, 26)
+    res = _layer_only(layer, tmp_path, ZLIB_PROBE)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["version"].endswith(".zlib-ng") and got["same"]
+    assert Path(got["path"]).resolve() == lib.resolve()

@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 from ..errors import CloudfreeError
 
 REPO = Path(__file__).resolve().parents[3]
-BUILD_INPUTS = ("template.yaml", "functions", "layers", "src/cloudfree", "statemachine")
+BUILD_INPUTS = ("template.yaml", "functions", "layers", "src/cloudfree", "statemachine",
+                "scripts/zlib_ng.py", "scripts/check_glibc.py")
 ARTIFACT_BUCKET = "cloudfree-sam-artifacts"
 LOCAL_REGION = "us-east-1"
 #: Parameter overrides for a local deploy (2 vCPU: keep the fan-out small).
