@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import resource
 import shutil
 import sys
@@ -39,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fastscenes import generate  # noqa: E402
 
 from cloudfree.bands import OUTPUT_BANDS, SCL, get_band  # noqa: E402
+from cloudfree.deflate import system_zlib  # noqa: E402
 from cloudfree.layout import Layout  # noqa: E402
 from cloudfree.manifest import WINDOWS_PER_BATCH  # noqa: E402
 from cloudfree.median import DEFAULT_THREADS, compiled_available  # noqa: E402
@@ -131,11 +133,21 @@ def assemble_invocation(band: str, windows: list[dict], root: str) -> dict:
             "zoom": info.zoom, "cogs": cogs, "bytes": info.size}
 
 
-def _fresh(fn, *args) -> dict:
-    """Run ``fn(*args)`` in a new interpreter, like a Lambda invocation (own peak RSS)."""
+def _fresh(fn, *args, env: dict[str, str] | None = None):
+    """Run ``fn(*args)`` in a new interpreter, like a Lambda invocation (own peak RSS), with
+    ``env`` added to its environment (a spawned child starts with the parent's at submit)."""
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=ctx, max_tasks_per_child=1) as pool:
-        return pool.submit(fn, *args).result()
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        with ProcessPoolExecutor(1, mp_context=ctx, max_tasks_per_child=1) as pool:
+            return pool.submit(fn, *args).result()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 # --- the codec floor ---------------------------------------------------------------------------
@@ -182,6 +194,28 @@ def encode_outputs(cogs: list[str], work: Path, threads: int = 2) -> float:
     return seconds
 
 
+def codec_floor(paths: list[str], cogs: list[str], work: str) -> dict:
+    """The floor of one band (decode its source blocks, encode its outputs) and the zlib GDAL
+    ran it on (run in a fresh process: :func:`floors`)."""
+    from cloudfree.deflate import gdal_zlib
+
+    decode_s, decoded = decode_all_blocks(paths)
+    encode_s = encode_outputs(cogs, Path(work)) if cogs else 0.0
+    return {"decode_s": decode_s, "decoded": decoded, "encode_s": encode_s,
+            "zlib": gdal_zlib()["version"]}
+
+
+def floors(paths: list[str], cogs: list[str], work: Path) -> dict[str, dict]:
+    """The codec floor twice, each in a fresh process: on the zlib GDAL binds here (zlib-ng,
+    ``scripts/zlib_ng.py``) and on the system zlib preloaded (a stock rasterio's, which
+    ``plan_calibration.json``'s decode and encode figures were measured with)."""
+    out = {"ours": _fresh(codec_floor, paths, cogs, str(work))}
+    if system_zlib():
+        out["system"] = _fresh(codec_floor, paths, cogs, str(work),
+                               env={"LD_PRELOAD": system_zlib()})
+    return out
+
+
 # --- one band, one tile ------------------------------------------------------------------------
 def run_band(manifest: dict, band_key: str, root: Path, memory_mb: int,
              outliers: str = "on") -> dict:
@@ -192,37 +226,41 @@ def run_band(manifest: dict, band_key: str, root: Path, memory_mb: int,
     med = [_fresh(median_invocation, manifest, band.key, b, str(root), outliers, memory_mb)
            for b in batches]
     asm = _fresh(assemble_invocation, band.key, [w.to_dict() for w in windows], str(root))
-    decode_s, decoded = decode_all_blocks([s["assets"][band.key] for s in manifest["scenes"]])
-    encode_s = encode_outputs(asm["cogs"], root)
+    fl = floors([s["assets"][band.key] for s in manifest["scenes"]], asm["cogs"], root)
+    system = fl.get("system", fl["ours"])
     return {
         "band": band.key, "res": band.resolution, "windows": len(windows),
         "side": windows[0].width, "invocations": len(batches),
         "median_s": sum(m["seconds"] for m in med), "assemble_s": asm["seconds"],
         "median_peak_mb": max(m["peak_mb"] for m in med), "assemble_peak_mb": asm["peak_mb"],
-        "decode_s": decode_s, "decoded_mb": decoded / 1e6, "encode_s": encode_s,
-        "zoom": asm["zoom"], "shape": asm["shape"],
+        "decode_s": fl["ours"]["decode_s"], "decoded_mb": fl["ours"]["decoded"] / 1e6,
+        "encode_s": fl["ours"]["encode_s"], "zlib": fl["ours"]["zlib"],
+        "sys_decode_s": system["decode_s"], "sys_encode_s": system["encode_s"],
+        "sys_zlib": system["zlib"], "zoom": asm["zoom"], "shape": asm["shape"],
     }
 
 
 def _print_band(r: dict, memory_mb: int) -> None:
     total = r["median_s"] + r["assemble_s"]
     floor = r["decode_s"] + r["encode_s"]
+    sys_floor = r["sys_decode_s"] + r["sys_encode_s"]
     print(f"{r['band']:9s} {r['res']:2d} m  {r['windows']:3d} win of {r['side']:5d} px "
           f"in {r['invocations']:2d} inv | median {r['median_s']:6.1f} s  assemble "
           f"{r['assemble_s']:5.1f} s  = {total:6.1f} s | floor {floor:5.1f} s (decode "
           f"{r['decoded_mb']:5.0f} MB {r['decode_s']:5.1f} s + encode z{r['zoom']} "
-          f"{r['encode_s']:4.1f} s) = {total / floor:4.1f}x | peak RSS median "
+          f"{r['encode_s']:4.1f} s) = {total / floor:4.1f}x; on {r['sys_zlib']} "
+          f"{sys_floor:5.1f} s = {total / sys_floor:4.1f}x | peak RSS median "
           f"{r['median_peak_mb']:5.0f} / assemble {r['assemble_peak_mb']:5.0f} of {memory_mb} MB")
 
 
-def _projection(rows: list[dict], scl_s: float, decide_s: float = 0.0) -> None:
+def _projection(rows: list[dict], scl: dict[str, float], decide_s: float = 0.0) -> None:
     """Per-tile figures: measured for the bands run, per-resolution means for the others,
     plus the decide step once (``decide_s``: above the floor, it decodes nothing the floor
     counts as output work)."""
     by_res: dict[int, list[dict]] = {}
     for r in rows:
         by_res.setdefault(r["res"], []).append(r)
-    pipe = floor = 0.0
+    pipe = floor = sys_floor = 0.0
     projected, unknown = [], []
     for key in OUTPUT_BANDS:
         band = get_band(key)
@@ -233,7 +271,9 @@ def _projection(rows: list[dict], scl_s: float, decide_s: float = 0.0) -> None:
         if got:
             pipe += sum(r["median_s"] + r["assemble_s"] for r in got) / len(got)
             floor += sum(r["decode_s"] + r["encode_s"] for r in got) / len(got)
-    floor += scl_s
+            sys_floor += sum(r["sys_decode_s"] + r["sys_encode_s"] for r in got) / len(got)
+    floor += scl["ours"]
+    sys_floor += scl["system"]
     pipe += decide_s
     if unknown:
         print(f"tile: not projected (no band run at the resolution of {', '.join(unknown)}); "
@@ -241,9 +281,13 @@ def _projection(rows: list[dict], scl_s: float, decide_s: float = 0.0) -> None:
               f"{floor:.1f} s = {pipe / floor:.1f}x")
         return
     kind = "projected" if projected else "measured"
+    zlib = rows[0]["zlib"] if rows else "?"
     print(f"tile ({kind}, 12 bands + visual): pipeline {pipe:6.1f} s (decide step "
-          f"{decide_s:.1f} s), codec floor {floor:5.1f} s (SCL once: {scl_s:.1f} s) = "
-          f"{pipe / floor:.2f}x the floor")
+          f"{decide_s:.1f} s), codec floor {floor:5.1f} s on {zlib} (SCL once: "
+          f"{scl['ours']:.1f} s) = {pipe / floor:.2f}x the floor")
+    print(f"  against the floor on the system zlib ({rows[0]['sys_zlib']}, a stock rasterio's; "
+          f"plan_calibration.json's decode and encode figures): {sys_floor:5.1f} s = "
+          f"{pipe / sys_floor:.2f}x")
     if projected:
         print("  projected from the mean of the bands run at the same resolution: "
               f"{', '.join(projected)} (the visual image as a 10 m uint16 band)")
@@ -281,8 +325,9 @@ def main() -> None:
         for key in bands:
             rows.append(run_band(manifest, key, root, args.memory_mb, args.outliers))
             _print_band(rows[-1], args.memory_mb)
-        scl_s, _ = decode_all_blocks([s["assets"][SCL.key] for s in manifest["scenes"]])
-        _projection(rows, scl_s, decide["seconds"])
+        scl = floors([s["assets"][SCL.key] for s in manifest["scenes"]], [], root)
+        _projection(rows, {k: v["decode_s"] for k, v in scl.items()} | (
+            {} if "system" in scl else {"system": scl["ours"]["decode_s"]}), decide["seconds"])
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)

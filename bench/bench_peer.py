@@ -55,6 +55,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from align_scenes import source_tif  # noqa: E402
 
+from cloudfree.deflate import system_zlib  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 PEER = Path(os.environ.get("PEER_DIR", ROOT.parent / "shared" / "peer"))
 PEER_PY = ROOT / ".venv-peer" / "bin" / "python"
@@ -68,7 +70,12 @@ BANDS = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", 
          "nir09", "swir16", "swir22")
 
 
-def measure(cmd: list[str], log: Path) -> dict:
+#: The system zlib: preloaded, GDAL binds it instead of our zlib-ng (``cloudfree.deflate``), so
+#: the floor measured with it is the codec floor of a stock rasterio (odc's, in its own venv).
+SYSTEM_ZLIB = system_zlib()
+
+
+def measure(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> dict:
     """Run ``cmd``; wall s, peak RSS MB and CPU s of that process alone (``os.wait4``), the
     1-minute load average before and after, and the last JSON document it printed on stdout
     (``report``: odc_median's line, cloudfree's ``--json`` summary, the floor's figures)."""
@@ -77,7 +84,7 @@ def measure(cmd: list[str], log: Path) -> dict:
     with open(log, "a") as f, tempfile.TemporaryFile("w+") as out:
         f.write("+ " + " ".join(map(str, cmd)) + "\n")
         f.flush()
-        proc = subprocess.Popen(list(map(str, cmd)), stdout=out, stderr=f)
+        proc = subprocess.Popen(list(map(str, cmd)), stdout=out, stderr=f, env=env)
         _, status, ru = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         out.seek(0)
@@ -248,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     aoi = ",".join(f"{v:.0f}" for v in json.loads((scenes / "extent.json").read_text())[
         "aoi_native"])
     items = tile_items(scenes, work / f"tile-vrt-{ALIGN_OFFSET_PX}")
-    runs: dict[str, list[dict]] = {e: [] for e in (*ENGINES, "floor")}
+    runs: dict[str, list[dict]] = {e: [] for e in (*ENGINES, "floor", "floor-zlib")}
     for r in range(args.rounds):
         order = ENGINES if r % 2 == 0 else ENGINES[::-1]
         for engine in order:
@@ -256,13 +263,16 @@ def main(argv: list[str] | None = None) -> int:
             runs[engine].append(measure(engine_cmd(engine, args, scenes, items, out, aoi), log))
             print(f"round {r + 1} {engine:13s} " + _brief(runs[engine][-1]), file=sys.stderr)
         outputs = work / f"cloudfree_r{r}" / f"{TILE}_{YEAR}_bands"
-        got = measure([sys.executable, __file__, "--scenes", args.scenes, "--floor", scenes,
-                       outputs, aoi], log)
-        floor = {**got.pop("report"), **got}
-        floor["compute_s"] = floor["decode_s"] + floor["encode_s"]
-        floor["compute_cpu_s"] = floor["decode_cpu_s"] + floor["encode_cpu_s"]
-        runs["floor"].append(floor)
-        print(f"round {r + 1} floor         " + _brief(floor), file=sys.stderr)
+        floors = {"floor": None, "floor-zlib": SYSTEM_ZLIB} if SYSTEM_ZLIB else {"floor": None}
+        for name, preload in floors.items():
+            env = {**os.environ, "LD_PRELOAD": preload} if preload else None
+            got = measure([sys.executable, __file__, "--scenes", args.scenes, "--floor", scenes,
+                           outputs, aoi], log, env)
+            floor = {**got.pop("report"), **got}
+            floor["compute_s"] = floor["decode_s"] + floor["encode_s"]
+            floor["compute_cpu_s"] = floor["decode_cpu_s"] + floor["encode_cpu_s"]
+            runs[name].append(floor)
+            print(f"round {r + 1} {name:13s} " + _brief(floor), file=sys.stderr)
     agree = {e: agreement(work / "odc_r0", work / f"{e}_r0" / f"{TILE}_{YEAR}_bands")
              for e in ENGINES[1:]}
     report(runs, agree)
@@ -299,12 +309,17 @@ def report(runs: dict[str, list[dict]], agree: dict[str, list[dict]]) -> None:
             print(f"  {e} steps (median s): "
                   + ", ".join(f"{k} {v:.1f}" for k, v in st.items()))
     f = runs["floor"]
-    walls = ", ".join(f"{x['compute_s']:.1f}" for x in f)
-    cpus = ", ".join(f"{x['compute_cpu_s']:.1f}" for x in f)
-    print(f"codec floor   {walls} s, {cpus} CPU-s (decode "
-          f"{statistics.median(x['decode_s'] for x in f):.1f} s of {f[0]['decoded_mb']:.0f} MB "
-          f"+ encode {statistics.median(x['encode_s'] for x in f):.1f} s; 2 threads; process "
-          f"start and imports not counted)")
+    for name, what in (("floor", "GDAL on our zlib-ng"), ("floor-zlib", "the system zlib")):
+        if not runs.get(name):
+            continue
+        x = runs[name]
+        walls = ", ".join(f"{r['compute_s']:.1f}" for r in x)
+        cpus = ", ".join(f"{r['compute_cpu_s']:.1f}" for r in x)
+        print(f"codec floor, {what}: {walls} s, {cpus} CPU-s (decode "
+              f"{statistics.median(r['decode_s'] for r in x):.1f} s of "
+              f"{x[0]['decoded_mb']:.0f} MB + encode "
+              f"{statistics.median(r['encode_s'] for r in x):.1f} s; 2 threads; process start "
+              f"and imports not counted)")
     for e, rows in agree.items():
         per_band = [a for a in rows if "band" in a]
         if per_band:
@@ -325,6 +340,16 @@ def report(runs: dict[str, list[dict]], agree: dict[str, list[dict]]) -> None:
     print(f"          cloudfree CPU-s / floor    {on:9.2f}x {off:5.2f}x")
     print(f"  (odc itself: {med('odc', 'wall_s') / floor_wall:.2f}x the floor's wall, "
           f"{med('odc', 'cpu_s') / floor_cpu:.2f}x its CPU-s)")
+    if runs.get("floor-zlib"):
+        zw = statistics.median(x["compute_s"] for x in runs["floor-zlib"])
+        zc = statistics.median(x["compute_cpu_s"] for x in runs["floor-zlib"])
+        on, off = (med(e, "wall_s") / zw for e in ENGINES[1:])
+        print(f"  against the system zlib's floor (what a stock rasterio decodes at; odc runs "
+              f"on it):\n          cloudfree wall / floor     {on:9.2f}x {off:5.2f}x")
+        on, off = (med(e, "cpu_s") / zc for e in ENGINES[1:])
+        print(f"          cloudfree CPU-s / floor    {on:9.2f}x {off:5.2f}x")
+        print(f"  (odc itself: {med('odc', 'wall_s') / zw:.2f}x that floor's wall, "
+              f"{med('odc', 'cpu_s') / zc:.2f}x its CPU-s)")
 
 
 if __name__ == "__main__":

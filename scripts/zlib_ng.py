@@ -106,7 +106,9 @@ def build(cache: Path, patchelf: str) -> Path:
         shutil.copy2(built[0], tmp_lib)
         subprocess.run([patchelf, "--set-soname", LIBNAME, str(tmp_lib)], check=True)
         subprocess.run(["strip", "--strip-unneeded", str(tmp_lib)], check=False)
-        shutil.copy2(tmp_lib, lib)
+        part = lib.with_name(f"{lib.name}.{os.getpid()}")
+        shutil.copy2(tmp_lib, part)
+        os.replace(part, lib)  # atomic: a concurrent build (setup's, the layer's) sees all or none
     return lib
 
 

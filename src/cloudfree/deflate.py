@@ -60,6 +60,19 @@ def _gdal_deflate(gdal: ctypes.CDLL, data: bytes, level: int) -> bytes:
     return out.raw[: n.value]
 
 
+def system_zlib() -> str | None:
+    """The system's ``libz.so.1`` (Debian's or Amazon Linux's path), None if neither exists.
+
+    Preloaded (``LD_PRELOAD``), it comes first in a process's global scope, so the loader binds
+    GDAL to it instead of the zlib-ng rasterio's libraries NEED: the benchmarks measure the codec
+    floor of a stock rasterio that way (tests/unit/test_deflate.py checks the binding)."""
+    for path in ("/usr/lib/x86_64-linux-gnu/libz.so.1", "/lib64/libz.so.1",
+                 "/usr/lib64/libz.so.1"):
+        if Path(path).exists():
+            return path
+    return None
+
+
 @cache
 def gdal_zlib() -> dict[str, str]:
     """``{"version": zlibVersion(), "path": the library}`` of the zlib GDAL calls, or
