@@ -69,9 +69,11 @@ def fetch_sdist(cache: Path) -> Path:
     path = cache / SDIST_FILE
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet",
-                        "--disable-pip-version-check", "--no-deps", "--no-binary", ":all:",
-                        "-d", str(cache), SDIST], check=True)
+        res = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet",
+                              "--disable-pip-version-check", "--no-deps", "--no-binary", ":all:",
+                              "-d", str(cache), SDIST], capture_output=True, text=True)
+        if res.returncode:  # pip's output only when it failed (its index warnings otherwise)
+            raise SystemExit(f"pip download {SDIST} failed:\n{res.stdout}{res.stderr}")
     got = _sha256(path)
     if got != SDIST_SHA256:
         path.unlink()

@@ -10,8 +10,9 @@ Per tile, from the number of scenes selected ``S`` and ``MedianMemoryMB`` ``M``:
     source GETs   = sum over bands, windows and scenes of (1 header + block rows of the window),
                     the same again for the SCL read with every band window
     bytes read    = S x (sum of the 13 assets' sizes + 12 more SCL reads)
-    our S3 PUTs   = 2 per window (GeoTIFF + stats) + 14 staged COGs x parts of 8 MB + 14 copies
-                    + 6 (manifest, markers, item, index)
+    our S3 PUTs   = 2 per window (GeoTIFF + stats: one request each, below the 64 MiB multipart
+                    threshold) + the staged COGs' parts of 64 MiB + 2 per COG (create and
+                    complete the multipart upload) + 14 copies + 6 (manifest, markers, item, index)
     $ = GB-s x Lambda price + invocations x request price + transitions x SFN price
         + PUTs x PUT price + GETs on our buckets x GET price;  storage $/month separately
 
@@ -34,6 +35,7 @@ from typing import Any
 from .bands import OUTPUT_BANDS, SCL, get_band
 from .errors import InputError
 from .manifest import BandPlan
+from .storage import TRANSFER_PART_BYTES
 
 #: us-west-2 on-demand prices (USD), read 2026-12-01.
 PRICES = {
@@ -50,8 +52,10 @@ PRICES_SOURCE = ("us-west-2 on-demand, read 2026-12-01: aws.amazon.com/lambda/pr
 MB_PER_VCPU = 1769
 #: Threads the median and assemble steps keep busy (assemble's GDAL threads, median's kernel).
 PIPELINE_THREADS = 2
-#: boto3's multipart threshold and part size (s3transfer defaults: 8 MB).
-PART_BYTES = 8 * 1024 * 1024
+#: boto3's multipart threshold and part size (``storage.transfer_config``).
+PART_BYTES = TRANSFER_PART_BYTES
+#: COGs published per tile (12 bands, visual, count).
+COGS_PER_TILE = 14
 #: Template defaults (template.yaml): tiles at once, bands per tile, median batches per band.
 TILE_CONCURRENCY, BAND_CONCURRENCY, WINDOW_CONCURRENCY = 40, 4, 5
 #: The issue's goal for one world-year.
@@ -147,8 +151,8 @@ def tile_cost(tile: str, scenes: int, memory_mb: int = 3008, *,
     sizes = cal["bytes_per_scene"]
     c.bytes_read = scenes * (sum(sizes.values()) + (len(OUTPUT_BANDS) - 1) * sizes["scl"])
     out_parts = math.ceil(cal["output_bytes_per_tile"] / PART_BYTES)
-    c.puts = 2 * c.windows + out_parts + 14 + 6
-    c.gets = 2 * c.windows + 14 + 30  # assemble's downloads and stats, publish's checks
+    c.puts = 2 * c.windows + out_parts + 2 * COGS_PER_TILE + COGS_PER_TILE + 6
+    c.gets = 2 * c.windows + COGS_PER_TILE + 30  # assemble's downloads and stats, publish's checks
     share = cal["median_share"]
     c.wall_s = (c.lambda_s * share / min(n_batches, BAND_CONCURRENCY * WINDOW_CONCURRENCY)
                 + c.lambda_s * (1 - share) / BAND_CONCURRENCY)

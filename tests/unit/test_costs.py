@@ -34,7 +34,9 @@ def test_tile_cost_by_hand():
     assert c.lambda_s == pytest.approx(2 * 180 / (3008 / 1769))
     assert c.gb_s == pytest.approx(c.lambda_s * 3008 / 1024)
     assert c.bytes_read == 16 * (1010 + 12 * 10)
-    assert c.puts == 2 * c.windows + 10 + 14 + 6
+    # 10 parts of 64 MiB, create + complete for each of the 14 COGs, 14 copies, 6 small objects
+    assert costs.PART_BYTES == 64 * 1024 * 1024
+    assert c.puts == 2 * c.windows + 10 + 2 * 14 + 14 + 6
     assert c.usd["lambda"] == pytest.approx(c.gb_s * 0.0000166667 + c.invocations * 2e-7)
     assert c.usd["step_functions"] == pytest.approx(c.transitions * 0.025 / 1000)
     assert c.usd["s3_requests"] == pytest.approx(c.puts * 0.005 / 1000 + c.gets * 0.0004 / 1000)

@@ -28,9 +28,9 @@ import zlib_ng  # noqa: E402
 
 SITE = Path(sysconfig.get_paths()["purelib"])
 NG = SITE / "rasterio.libs" / zlib_ng.LIBNAME
-REALDATA = (REPO.parent / "shared" / "realdata" / "rio-tiler-pds" / "tests" / "fixtures" /
-            "sentinel-cogs" / "sentinel-s2-l2a-cogs" / "29" / "R" / "KH" / "2020" / "2" /
-            "S2A_29RKH_20200219_0_L2A")
+#: A real Earth Search item's COGs, under the ``realdata`` fixture's folder.
+SCENE = ("rio-tiler-pds/tests/fixtures/sentinel-cogs/sentinel-s2-l2a-cogs/29/R/KH/2020/2/"
+         "S2A_29RKH_20200219_0_L2A")
 
 needs_ng = pytest.mark.skipif(not NG.exists(), reason="venv not set up with zlib-ng (make setup)")
 
@@ -98,17 +98,16 @@ def _gdal_inflate_binding(stderr: str) -> str:
 
 
 @needs_ng
-@pytest.mark.skipif(not REALDATA.exists(), reason="no ../shared/realdata")
 @pytest.mark.parametrize("asset", ["B02.tif", "SCL.tif"])
 @pytest.mark.parametrize("preload", [False, True], ids=["as-set-up", "system-zlib-preloaded"])
 def test_real_cogs_decode_to_the_same_pixels_whichever_zlib_gdal_binds(asset, preload,
-                                                                        tmp_path):
+                                                                        realdata, tmp_path):
     """A real Earth Search DEFLATE COG (written by another zlib), read in a fresh interpreter
     as set up (GDAL binds zlib-ng) and with the system zlib preloaded (it comes first in the
     global scope, so the loader binds GDAL to it, as it would under a runtime linked with
     libz): the same pixels as in this process. Either way ``gdal_zlib`` names the library the
     loader really bound libgdal's ``inflate`` to (``LD_DEBUG=bindings``)."""
-    path = REALDATA / asset
+    path = realdata / SCENE / asset
     with rasterio.open(path) as src:
         assert src.compression.value == "DEFLATE"
         ours = src.read(1)
