@@ -106,6 +106,23 @@ def _function(deployed, logical: str) -> str:
     return res["StackResourceDetail"]["PhysicalResourceId"]
 
 
+def test_the_deployed_median_lambda_decodes_with_zlib_ng(first, deployed):
+    """The median Lambda, as deployed (the layer built by ``sam build``, run by MiniStack's
+    worker), names on every log line the zlib its GDAL binds (``gdal_zlib``,
+    ``cloudfree.deflate``): zlib-ng, as ``scripts/zlib_ng.py`` set the layer up. On AWS the same
+    key tells whether the runtime keeps that binding."""
+    import re
+
+    import boto3
+
+    group = f"/aws/lambda/{_function(deployed, 'MedianFunction')}"
+    events = boto3.client("logs").filter_log_events(
+        logGroupName=group, filterPattern="gdal_zlib").get("events", [])
+    found = {m.group(1) for e in events
+             for m in [re.search(r'"gdal_zlib":\s*"([^"]+)"', e["message"])] if m}
+    assert found and all(v.endswith(".zlib-ng") for v in found), found
+
+
 def test_payloads_stay_within_step_functions_and_lambda_limits(first, deployed):
     """Largest state payload < 256 KB and Lambda result < 6 MB, checked on the history where
     MiniStack records it and on the real Lambdas' results for the tile (MiniStack enforces
