@@ -123,7 +123,12 @@ def needed(patchelf: str, path: Path) -> list[str]:
 def _elf_files(site: Path) -> list[Path]:
     files = [p for p in (site / "rasterio.libs").glob("*.so*") if p.name != LIBNAME]
     files += list((site / "rasterio").glob("*.so"))
-    return sorted(p for p in files if p.is_file() and p.read_bytes()[:4] == b"\x7fELF")
+    return sorted(p for p in files if p.is_file() and _is_elf(p))
+
+
+def _is_elf(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x7fELF"
 
 
 def patch(site: Path, lib: Path, patchelf: str) -> list[Path]:
