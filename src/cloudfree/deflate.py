@@ -21,10 +21,17 @@ import re
 from functools import cache
 from pathlib import Path
 
+import numpy as np
+
 #: A mapped file that is a zlib build: ``libz.so.1.2.13``, ``libz-ng-cloudfree.so.1`` (not
 #: ``libzstd``).
 _ZLIB_FILE = re.compile(r"^libz(?:-ng[\w-]*)?\.so(?:\.|$)")
-_PROBE = bytes(((i * 2654435761) >> 13 & 0x3F) + (i % 7) for i in range(1 << 16))
+#: 64 KiB of structured bytes: ``((i * 2654435761) >> 13 & 63) + i % 7`` (numpy: ~1 ms where a
+#: Python loop took ~10 ms of every median cold start).
+_I = np.arange(1 << 16, dtype=np.uint64)
+_PROBE = (((_I * np.uint64(2654435761)) >> np.uint64(13) & np.uint64(0x3F))
+          + _I % np.uint64(7)).astype(np.uint8).tobytes()
+del _I
 
 
 def _mapped(pattern: re.Pattern[str] | str) -> list[str]:
