@@ -209,11 +209,10 @@ def floors(paths: list[str], cogs: list[str], work: Path) -> dict[str, dict]:
     """The codec floor twice, each in a fresh process: on the zlib GDAL binds here (zlib-ng,
     ``scripts/zlib_ng.py``) and on the system zlib preloaded (a stock rasterio's, which
     ``plan_calibration.json``'s decode and encode figures were measured with)."""
-    out = {"ours": _fresh(codec_floor, paths, cogs, str(work))}
-    if system_zlib():
-        out["system"] = _fresh(codec_floor, paths, cogs, str(work),
-                               env={"LD_PRELOAD": system_zlib()})
-    return out
+    ours = _fresh(codec_floor, paths, cogs, str(work))
+    preload = system_zlib()  # none found: the system floor is ours
+    return {"ours": ours, "system": _fresh(codec_floor, paths, cogs, str(work),
+                                           env={"LD_PRELOAD": preload}) if preload else ours}
 
 
 # --- one band, one tile ------------------------------------------------------------------------
@@ -227,7 +226,7 @@ def run_band(manifest: dict, band_key: str, root: Path, memory_mb: int,
            for b in batches]
     asm = _fresh(assemble_invocation, band.key, [w.to_dict() for w in windows], str(root))
     fl = floors([s["assets"][band.key] for s in manifest["scenes"]], asm["cogs"], root)
-    system = fl.get("system", fl["ours"])
+    system = fl["system"]
     return {
         "band": band.key, "res": band.resolution, "windows": len(windows),
         "side": windows[0].width, "invocations": len(batches),
@@ -326,8 +325,7 @@ def main() -> None:
             rows.append(run_band(manifest, key, root, args.memory_mb, args.outliers))
             _print_band(rows[-1], args.memory_mb)
         scl = floors([s["assets"][SCL.key] for s in manifest["scenes"]], [], root)
-        _projection(rows, {k: v["decode_s"] for k, v in scl.items()} | (
-            {} if "system" in scl else {"system": scl["ours"]["decode_s"]}), decide["seconds"])
+        _projection(rows, {k: v["decode_s"] for k, v in scl.items()}, decide["seconds"])
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)

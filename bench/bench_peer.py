@@ -325,8 +325,6 @@ def report(runs: dict[str, list[dict]], agree: dict[str, list[dict]]) -> None:
         if per_band:
             print(f"pixel agreement odc vs {e} (equal / within 1): " + ", ".join(
                 f"{a['band']} {a['equal_frac']:.4f}/{a['within1_frac']:.4f}" for a in per_band))
-    floor_wall = statistics.median(x["compute_s"] for x in f)
-    floor_cpu = statistics.median(x["compute_cpu_s"] for x in f)
     print(f"\nratios (medians of {len(f)} rounds)        outliers on   off   target")
     for label, key in (("speed   odc / cloudfree wall      ", "wall_s"),
                        ("        odc / cloudfree CPU-s     ", "cpu_s")):
@@ -334,22 +332,19 @@ def report(runs: dict[str, list[dict]], agree: dict[str, list[dict]]) -> None:
         print(f"  {label} {on:9.2f}x {off:5.2f}x  >= 3")
     on, off = (med(e, "peak_rss_mb") / med("odc", "peak_rss_mb") for e in ENGINES[1:])
     print(f"  memory  cloudfree / odc peak RSS   {on:9.2f}  {off:5.2f}   <= 0.20")
-    on, off = (med(e, "wall_s") / floor_wall for e in ENGINES[1:])
-    print(f"  floor   cloudfree wall / floor     {on:9.2f}x {off:5.2f}x  <= 1.3")
-    on, off = (med(e, "cpu_s") / floor_cpu for e in ENGINES[1:])
-    print(f"          cloudfree CPU-s / floor    {on:9.2f}x {off:5.2f}x")
-    print(f"  (odc itself: {med('odc', 'wall_s') / floor_wall:.2f}x the floor's wall, "
-          f"{med('odc', 'cpu_s') / floor_cpu:.2f}x its CPU-s)")
-    if runs.get("floor-zlib"):
-        zw = statistics.median(x["compute_s"] for x in runs["floor-zlib"])
-        zc = statistics.median(x["compute_cpu_s"] for x in runs["floor-zlib"])
-        on, off = (med(e, "wall_s") / zw for e in ENGINES[1:])
-        print(f"  against the system zlib's floor (what a stock rasterio decodes at; odc runs "
-              f"on it):\n          cloudfree wall / floor     {on:9.2f}x {off:5.2f}x")
-        on, off = (med(e, "cpu_s") / zc for e in ENGINES[1:])
+    for name, title in (("floor", "  floor  "),
+                        ("floor-zlib", "  against the system zlib's floor (what a stock "
+                                       "rasterio decodes at; odc runs on it):\n         ")):
+        if not runs.get(name):
+            continue
+        wall = statistics.median(x["compute_s"] for x in runs[name])
+        cpu = statistics.median(x["compute_cpu_s"] for x in runs[name])
+        on, off = (med(e, "wall_s") / wall for e in ENGINES[1:])
+        print(f"{title} cloudfree wall / floor     {on:9.2f}x {off:5.2f}x  <= 1.3")
+        on, off = (med(e, "cpu_s") / cpu for e in ENGINES[1:])
         print(f"          cloudfree CPU-s / floor    {on:9.2f}x {off:5.2f}x")
-        print(f"  (odc itself: {med('odc', 'wall_s') / zw:.2f}x that floor's wall, "
-              f"{med('odc', 'cpu_s') / zc:.2f}x its CPU-s)")
+        print(f"  (odc itself: {med('odc', 'wall_s') / wall:.2f}x that floor's wall, "
+              f"{med('odc', 'cpu_s') / cpu:.2f}x its CPU-s)")
 
 
 if __name__ == "__main__":

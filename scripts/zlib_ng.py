@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from check_glibc import parse_glibc_versions  # noqa: E402
+from check_glibc import glibc_versions, too_new  # noqa: E402
 
 #: The Python binding's sdist, whose ``src/zlib_ng/zlib-ng`` is zlib-ng 2.3.3's C source tree.
 SDIST = "zlib-ng==1.1.0"
@@ -160,10 +160,8 @@ def patch(site: Path, lib: Path, patchelf: str) -> list[Path]:
     return changed
 
 
-def check_glibc(lib: Path, most: tuple[int, ...]) -> None:
-    text = subprocess.run(["objdump", "-T", str(lib)], check=True, capture_output=True,
-                          text=True).stdout
-    newer = {s: v for s, v in parse_glibc_versions(text).items() if v > most}
+def check_glibc(lib: Path, most: tuple[int, int]) -> None:
+    newer = too_new(glibc_versions(str(lib)), most)
     if newer:
         raise SystemExit(f"{lib.name} needs a glibc newer than {most}: {newer}")
 

@@ -113,8 +113,7 @@ def test_real_cogs_decode_to_the_same_pixels_whichever_zlib_gdal_binds(asset, pr
         ours = src.read(1)
     env = {"PATH": "/usr/bin:/bin", "LD_DEBUG": "bindings"}
     if preload:
-        env["LD_PRELOAD"] = str(next(p for p in (Path("/usr/lib/x86_64-linux-gnu/libz.so.1"),
-                                                 Path("/lib64/libz.so.1")) if p.exists()))
+        env["LD_PRELOAD"] = deflate.system_zlib()
     res = subprocess.run([sys.executable, "-c", PROBE, str(path), str(tmp_path / "a.npy")],
                          capture_output=True, text=True, timeout=120, env=env)
     assert res.returncode == 0, res.stderr[-2000:]

