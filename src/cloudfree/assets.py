@@ -92,7 +92,11 @@ def _http_head(href: str) -> int:
 
 
 def _blocks_end(src, bidx: int = 1) -> int:
-    """Byte where the last non-sparse full-resolution block of band ``bidx`` ends."""
+    """Byte where the last non-sparse full-resolution block of band ``bidx`` ends (0 when the
+    file is not a GeoTIFF: only GDAL's GTiff driver has the ``TIFF`` metadata domain; a VRT's
+    blocks are its sources', and asking a VRT for 242 missing items took 5 ms an asset)."""
+    if src.driver != "GTiff":
+        return 0
     bw, bh = src.block_shapes[bidx - 1]
     end = 0
     for y in range(math.ceil(src.height / bh)):

@@ -183,3 +183,27 @@ def test_every_scl_unreadable_fails_rather_than_empty():
 
     with pytest.raises(UnreadableSourceError, match="no readable SCL"):
         select_readable(_items(), TILE, 2021, SelectOptions(n=2), check=check)
+
+
+def test_a_vrt_is_checked_without_asking_for_tiff_blocks(real_b02, tmp_path, monkeypatch):
+    """A VRT (how bench-peer wraps its crops) has no ``TIFF`` metadata domain: the truncation
+    scan is skipped for it (it asked 2 x 121 missing items, 5 ms an asset), not for a GTiff."""
+    vrt = tmp_path / "B02.vrt"
+    with rasterio.open(real_b02) as src:
+        w, h = src.width, src.height
+    vrt.write_text(
+        f'<VRTDataset rasterXSize="{w}" rasterYSize="{h}"><VRTRasterBand dataType="UInt16" '
+        f'band="1"><SimpleSource><SourceFilename relativeToVRT="1">B02.tif</SourceFilename>'
+        f'<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>')
+    asked = []
+    real = assets._blocks_end
+
+    def spy(src, bidx=1):
+        end = real(src, bidx)
+        asked.append((src.driver, end))
+        return end
+
+    monkeypatch.setattr(assets, "_blocks_end", spy)
+    assert assets.check_asset(str(vrt), "blue") is None
+    assert assets.check_asset(str(real_b02), "blue") is None
+    assert asked == [("VRT", 0), ("GTiff", real_b02.stat().st_size)]

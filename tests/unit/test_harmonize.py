@@ -375,3 +375,38 @@ def test_apply_offset_errors() -> None:
         apply_offset(stack, [0, 0], np.ones((2, 2), np.uint8))
     with pytest.raises(InputError):
         decide("not a dict")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 15, 16])
+def test_the_rows_median_is_numpys_nanmedian(rows: int) -> None:
+    from cloudfree.harmonize import _nanmedian_rows
+
+    rng = np.random.default_rng(rows)
+    for values in (rng.integers(0, 9000, (rows, 5000)).astype(np.float32),
+                   (rng.random((rows, 5000)) * 3000).astype(np.float32)):
+        values[rng.random(values.shape) < 0.4] = np.nan
+        values[0, np.isnan(values).all(axis=0)] = 7.25  # every column has a value
+        got = _nanmedian_rows(values)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, np.nanmedian(values, axis=0))
+
+
+def test_harmonize_scenes_reads_the_samples_side_by_side_in_scene_order() -> None:
+    """Samples are latency-bound reads: four readers must be inside ``read`` at once (a
+    barrier that a one-by-one loop would never pass), and decisions keep the scene order."""
+    import threading
+
+    surface = _surface()
+    truths = [0, 1000, 0, 1000]
+    samples = {f"s{i}": _sample(surface, t, seed=i) for i, t in enumerate(truths)}
+    scenes = [{"id": f"s{i}", "assets": {"red": f"s{i}"}, "collection": "sentinel-2-l2a",
+               "properties": _props("05.09", t == 0)} for i, t in enumerate(truths)]
+    together = threading.Barrier(len(scenes), timeout=10)
+
+    def read(assets: dict) -> PixelSample:
+        together.wait()
+        return samples[assets["red"]]
+
+    decisions = harmonize_scenes(scenes, read)
+    assert [d.offset for d in decisions] == truths
+    assert [s["harmonization"]["offset"] for s in scenes] == truths
