@@ -6,6 +6,11 @@ Per tile, from the number of scenes selected ``S`` and ``MedianMemoryMB`` ``M``:
     Lambda CPU-s  = pipeline_to_floor x floor CPU-s
     Lambda s      = Lambda CPU-s / min(vCPU(M), 2)     vCPU(M) = M / 1769 (AWS: 1,769 MB = 1 vCPU)
     GB-s          = Lambda s x M / 1024
+    tile wall     = tile_schedule: the Lambda s split into invocations as the full-tile benchmark
+                    split them (calibration phase_seconds); decide in rounds of BandConcurrency,
+                    then the bands longest first (Manifest.work) on BandConcurrency slots, each
+                    band's batches WindowConcurrency at a time, then its assemble
+    year wall     = sum of the tiles' walls / TileConcurrency
     transitions   = tasks.tile_transitions(the manifest's band work for S scenes at M)
     source GETs   = sum over bands, windows and scenes of (1 header + block rows of the window),
                     the same again for the SCL read with every band window
@@ -34,7 +39,7 @@ from typing import Any
 
 from .bands import OUTPUT_BANDS, SCL, get_band
 from .errors import InputError
-from .manifest import BandPlan
+from .manifest import BandPlan, work_order
 from .storage import TRANSFER_PART_BYTES
 
 #: us-west-2 on-demand prices (USD), read 2026-12-01.
@@ -57,7 +62,10 @@ PART_BYTES = TRANSFER_PART_BYTES
 #: COGs published per tile (12 bands, visual, count).
 COGS_PER_TILE = 14
 #: Template defaults (template.yaml): tiles at once, bands per tile, median batches per band.
-TILE_CONCURRENCY, BAND_CONCURRENCY, WINDOW_CONCURRENCY = 40, 4, 5
+TILE_CONCURRENCY, BAND_CONCURRENCY, WINDOW_CONCURRENCY = 112, 7, 1
+#: Concurrent Lambdas the template's defaults may reserve: TileConcurrency x (BandConcurrency x
+#: WindowConcurrency + 1) within 900 of the account's default 1,000 (template.yaml's budget).
+CONCURRENCY_BUDGET = 900
 #: The issue's goal for one world-year.
 GOAL_USD, GOAL_HOURS = 200.0, 4.0
 
@@ -79,6 +87,7 @@ class TileCost:
     floor_cpu_s: float = 0.0
     lambda_s: float = 0.0
     wall_s: float = 0.0  # the tile's own critical path at the template's concurrency
+    peak_lambdas: int = 0  # the most Lambdas the tile runs at once (its schedule)
     gb_s: float = 0.0
     invocations: int = 0
     transitions: int = 0
@@ -125,8 +134,54 @@ def decide_batches() -> int:
     return len(decision_plan().batches)
 
 
+def tile_schedule(decide: tuple[int, float], bands: list[tuple[int, float, float]],
+                  band_concurrency: int, window_concurrency: int) -> tuple[float, int]:
+    """(wall seconds, peak concurrent Lambdas) of one tile as the state machine runs it.
+
+    ``decide``: (batches, seconds each), run ``band_concurrency`` at a time before the bands.
+    ``bands``: per band in the order of ``select``'s work (``Manifest.work``), (median batches,
+    seconds each, assemble seconds). The band Map starts each band when one of its
+    ``band_concurrency`` slots frees up (a list schedule, in order); a band runs its batches
+    ``window_concurrency`` at a time, in rounds, then its assemble.
+    """
+    n_dec, t_dec = decide
+    wall = math.ceil(n_dec / band_concurrency) * t_dec if n_dec else 0.0
+    peak = min(n_dec, band_concurrency)
+    free = [0.0] * band_concurrency  # when each band slot is next free
+    spans: list[tuple[float, float, int]] = []  # (start, end, Lambdas)
+    for n, t_batch, t_asm in bands:
+        slot = min(range(band_concurrency), key=free.__getitem__)
+        start = free[slot]
+        medians = math.ceil(n / window_concurrency) * t_batch
+        spans += [(start, start + medians, min(n, window_concurrency)),
+                  (start + medians, start + medians + t_asm, 1)]
+        free[slot] = start + medians + t_asm
+    events = sorted([(a, k) for a, _, k in spans] + [(b, -k) for _, b, k in spans])
+    running = 0
+    for _, k in events:  # at equal times the ends (negative) come first: no false overlap
+        running += k
+        peak = max(peak, running)
+    return wall + max(free), peak
+
+
+def _phase_seconds(cal: dict, work: list[tuple[str, int]], lambda_s: float
+                   ) -> tuple[float, list[tuple[int, float, float]]]:
+    """The tile's Lambda seconds split into its invocations, as the full-tile benchmark split
+    them (``cal["phase_seconds"]``: decide, then median and assemble per band resolution; the
+    visual image as a 10 m band): (decide seconds, [(batches, seconds a batch, assemble
+    seconds)] per band of ``work``), scaled to add up to ``lambda_s``."""
+    ph = cal["phase_seconds"]
+    rows = [(n, ph["median"][str(get_band(b).resolution)],
+             ph["assemble"][str(get_band(b).resolution)]) for b, n in work]
+    total = ph["decide"] + sum(m + a for _, m, a in rows)
+    k = lambda_s / total
+    return ph["decide"] * k, [(n, m * k / n, a * k) for n, m, a in rows]
+
+
 def tile_cost(tile: str, scenes: int, memory_mb: int = 3008, *,
-              scenes_found: int | None = None, cal: dict | None = None) -> TileCost:
+              scenes_found: int | None = None, cal: dict | None = None,
+              band_concurrency: int = BAND_CONCURRENCY,
+              window_concurrency: int = WINDOW_CONCURRENCY) -> TileCost:
     """Project one tile (module docstring formula)."""
     from .tasks import tile_transitions
 
@@ -145,6 +200,8 @@ def tile_cost(tile: str, scenes: int, memory_mb: int = 3008, *,
         c.source_gets += gets
         n_batches += batches
         work.append({"band": band, "batches": list(range(batches))})
+    # the order select gives the state machine (Manifest.work): longest first
+    work.sort(key=lambda w: work_order(w["band"], len(w["batches"])))
     decide = decide_batches()
     c.transitions = tile_transitions(work, decide)
     c.invocations = 3 + decide + n_batches + len(OUTPUT_BANDS)  # select, complete, publish
@@ -153,9 +210,10 @@ def tile_cost(tile: str, scenes: int, memory_mb: int = 3008, *,
     out_parts = math.ceil(cal["output_bytes_per_tile"] / PART_BYTES)
     c.puts = 2 * c.windows + out_parts + 2 * COGS_PER_TILE + COGS_PER_TILE + 6
     c.gets = 2 * c.windows + COGS_PER_TILE + 30  # assemble's downloads and stats, publish's checks
-    share = cal["median_share"]
-    c.wall_s = (c.lambda_s * share / min(n_batches, BAND_CONCURRENCY * WINDOW_CONCURRENCY)
-                + c.lambda_s * (1 - share) / BAND_CONCURRENCY)
+    t_decide, bands = _phase_seconds(cal, [(w["band"], len(w["batches"])) for w in work],
+                                     c.lambda_s)
+    c.wall_s, c.peak_lambdas = tile_schedule((decide, t_decide / max(decide, 1)), bands,
+                                             band_concurrency, window_concurrency)
     c.usd = {"lambda": c.gb_s * PRICES["lambda_gb_s"]
              + c.invocations * PRICES["lambda_request"],
              "step_functions": c.transitions * PRICES["sfn_transition"],
@@ -171,6 +229,8 @@ class Projection:
     tiles: list[TileCost]
     memory_mb: int
     tile_concurrency: int = TILE_CONCURRENCY
+    band_concurrency: int = BAND_CONCURRENCY
+    window_concurrency: int = WINDOW_CONCURRENCY
 
     def total(self, attr: str) -> float:
         return sum(getattr(t, attr) for t in self.tiles)
@@ -196,6 +256,17 @@ class Projection:
             return 0.0
         return sum(walls) / min(self.tile_concurrency, len(walls)) / 3600
 
+    def peak_lambdas(self) -> int:
+        """Concurrent Lambdas at most: the tiles at once, each at its schedule's peak plus
+        the publish of a tile that just completed."""
+        peaks = [t.peak_lambdas for t in self.tiles if t.scenes]
+        return min(self.tile_concurrency, len(peaks)) * (max(peaks) + 1) if peaks else 0
+
+    def reserved_lambdas(self) -> int:
+        """The template's budget of these settings, whatever the memory and scene count:
+        TileConcurrency x (BandConcurrency x WindowConcurrency + 1)."""
+        return self.tile_concurrency * (self.band_concurrency * self.window_concurrency + 1)
+
     def advice(self) -> list[str]:
         """What would reach the goal ($200 and 4 h for the year), by how much."""
         lines = []
@@ -220,10 +291,17 @@ class Projection:
                              "threads); more memory only shortens the wall time")
         if hours > GOAL_HOURS:
             tc = math.ceil(self.tile_concurrency * hours / GOAL_HOURS)
-            peak = tc * (BAND_CONCURRENCY * WINDOW_CONCURRENCY + 1)
+            peak = tc * (self.band_concurrency * self.window_concurrency + 1)
             lines.append(f"wall {hours:,.1f} h > {GOAL_HOURS:.0f} h: TileConcurrency "
                          f"{self.tile_concurrency} -> {tc} (peak {peak:,} concurrent Lambdas: "
                          "raise the account's concurrency quota from 1,000 first)")
+            best = best_concurrency(self)
+            if best is not None and best.wall_hours() < hours:
+                lines.append(
+                    f"  or, within the budget of {CONCURRENCY_BUDGET} Lambdas: TileConcurrency "
+                    f"{best.tile_concurrency}, BandConcurrency {best.band_concurrency}, "
+                    f"WindowConcurrency {best.window_concurrency} (reserves "
+                    f"{best.reserved_lambdas()}): {best.wall_hours():,.1f} h")
         return lines or ["within the goal ($200 and 4 h for the year)"]
 
 
@@ -241,7 +319,9 @@ def _scene_advice(p: Projection, need: float, cal: dict) -> str:
 
 def project(year: int, tiles: list[str], *, scenes: int = 16, memory_mb: int = 3008,
             found: dict[str, int] | None = None,
-            tile_concurrency: int = TILE_CONCURRENCY) -> Projection:
+            tile_concurrency: int = TILE_CONCURRENCY,
+            band_concurrency: int = BAND_CONCURRENCY,
+            window_concurrency: int = WINDOW_CONCURRENCY) -> Projection:
     """The projection; ``found``: scenes a search found per tile (None: offline, ``scenes``
     each). Tiles with the same scene count share one computation (the world in seconds)."""
     if not 512 <= memory_mb <= 10240:
@@ -252,10 +332,53 @@ def project(year: int, tiles: list[str], *, scenes: int = 16, memory_mb: int = 3
         n_found = None if found is None else int(found.get(t, 0))
         n = scenes if n_found is None else min(n_found, scenes)
         if n not in cache:
-            cache[n] = tile_cost("", n, memory_mb)
+            cache[n] = tile_cost("", n, memory_mb, band_concurrency=band_concurrency,
+                                 window_concurrency=window_concurrency)
         # a shallow copy: tiles of one scene count share the (never modified) usd dict
         out.append(replace(cache[n], tile=t, scenes_found=n_found))
-    return Projection(year, out, memory_mb, tile_concurrency)
+    return Projection(year, out, memory_mb, tile_concurrency, band_concurrency,
+                      window_concurrency)
+
+
+def with_concurrency(p: Projection, tile: int, band: int, window: int) -> Projection:
+    """``p`` at other concurrency settings: the same tiles, scenes and memory, each tile's
+    schedule again (the dollars do not change, only the wall time)."""
+    cache: dict[int, tuple[float, int]] = {}
+    out = []
+    for t in p.tiles:
+        if t.scenes and t.scenes not in cache:
+            c = tile_cost("", t.scenes, p.memory_mb, band_concurrency=band,
+                          window_concurrency=window)
+            cache[t.scenes] = (c.wall_s, c.peak_lambdas)
+        wall, peak = cache.get(t.scenes, (0.0, 0))
+        out.append(replace(t, wall_s=wall, peak_lambdas=peak))
+    return Projection(p.year, out, p.memory_mb, tile, band, window)
+
+
+def best_concurrency(p: Projection, budget: int = CONCURRENCY_BUDGET) -> Projection | None:
+    """The settings with the shortest wall time whose reservation, TileConcurrency x
+    (BandConcurrency x WindowConcurrency + 1), stays within ``budget`` (the most tiles those
+    bands and windows allow); ties go to the shorter tile."""
+    counts: dict[int, int] = {}
+    for t in p.tiles:
+        if t.scenes:
+            counts[t.scenes] = counts.get(t.scenes, 0) + 1
+    if not counts:
+        return None
+    n = sum(counts.values())
+    best = None
+    for band in range(1, len(OUTPUT_BANDS) + 1):
+        for window in range(1, 9):
+            tile = budget // (band * window + 1)
+            if tile < 1:
+                continue
+            walls = {s: tile_cost("", s, p.memory_mb, band_concurrency=band,
+                                  window_concurrency=window).wall_s for s in counts}
+            hours = sum(walls[s] * k for s, k in counts.items()) / min(tile, n) / 3600
+            key = (round(hours, 6), max(walls.values()))
+            if best is None or key < best[0]:
+                best = (key, (tile, band, window))
+    return with_concurrency(p, *best[1])
 
 
 def formula() -> str:
@@ -284,6 +407,9 @@ def register(sub) -> None:
     p.add_argument("--memory-mb", type=bounded_int(512, 10240), default=3008,
                    help="MedianMemoryMB = AssembleMemoryMB (3008)")
     p.add_argument("--tile-concurrency", type=bounded_int(1, 10000), default=TILE_CONCURRENCY)
+    p.add_argument("--band-concurrency", type=bounded_int(1, 40), default=BAND_CONCURRENCY)
+    p.add_argument("--window-concurrency", type=bounded_int(1, 40),
+                   default=WINDOW_CONCURRENCY)
     p.add_argument("--stac-url", default=DEFAULT_STAC_API)
     p.add_argument("--json", action="store_true", help="JSON on stdout")
     p.set_defaults(func=_run)
@@ -306,7 +432,9 @@ def _run(args) -> int:
                          "(every tile gets --scenes scenes), or plan an --aoi")
     found = None if args.offline else _found(tiles, year, args.stac_url)
     p = project(year, tiles, scenes=args.scenes, memory_mb=args.memory_mb, found=found,
-                tile_concurrency=args.tile_concurrency)
+                tile_concurrency=args.tile_concurrency,
+                band_concurrency=args.band_concurrency,
+                window_concurrency=args.window_concurrency)
     if args.json:
         print(json.dumps(summary(p), indent=1))
     else:
@@ -317,7 +445,9 @@ def _run(args) -> int:
 def summary(p: Projection) -> dict[str, Any]:
     """The projection as JSON (per tile when at most 50 tiles)."""
     return {"year": p.year, "tiles": len(p.tiles), "memory_mb": p.memory_mb,
-            "tile_concurrency": p.tile_concurrency,
+            "tile_concurrency": p.tile_concurrency, "band_concurrency": p.band_concurrency,
+            "window_concurrency": p.window_concurrency,
+            "peak_lambdas": p.peak_lambdas(), "reserved_lambdas": p.reserved_lambdas(),
             "scenes": sum(t.scenes for t in p.tiles),
             "scenes_found": None if p.tiles and p.tiles[0].scenes_found is None else
             sum(t.scenes_found or 0 for t in p.tiles),
@@ -333,7 +463,8 @@ def report(p: Projection) -> str:
     """The human-readable projection: per tile (up to 50), totals, formula, advice."""
     s = summary(p)
     lines = [f"cloudfree plan {p.year}: {s['tiles']:,} tiles, MedianMemoryMB {p.memory_mb}, "
-             f"TileConcurrency {p.tile_concurrency}"]
+             f"TileConcurrency {p.tile_concurrency}, BandConcurrency {p.band_concurrency}, "
+             f"WindowConcurrency {p.window_concurrency}"]
     if s["per_tile"]:
         lines.append(f"{'tile':6s} {'found':>5s} {'sel':>4s} {'GB read':>8s} {'GETs':>7s} "
                      f"{'GB-s':>8s} {'trans':>5s} {'$':>8s}")
@@ -353,6 +484,10 @@ def report(p: Projection) -> str:
         f"S3 requests (our buckets): ${usd.get('s3_requests', 0):,.2f}",
         f"total ${s['total_usd']:,.2f}; storage ${s['storage_usd_month']:,.2f} per month; "
         f"wall {s['wall_hours']:,.1f} h",
+        f"concurrent Lambdas: at most {s['peak_lambdas']:,} by the tiles' schedules "
+        f"(TileConcurrency x (a tile's peak + 1 publish)); the settings reserve "
+        f"{s['reserved_lambdas']:,} (TileConcurrency x (BandConcurrency x WindowConcurrency "
+        "+ 1); the account's default quota is 1,000)",
         "", "formula:", formula(), "",
         f"prices: {PRICES_SOURCE}: " + ", ".join(f"{k} {v:.10g}" for k, v in PRICES.items()),
         f"calibration: cloudfree/data/plan_calibration.json (measured "

@@ -43,7 +43,7 @@ MANIFEST_VERSION = 2
 WINDOWS_PER_BATCH = 8
 #: Squares of the shared outlier decision one *decide* invocation computes (a tile has 16 of
 #: 1536 px on its 20 m grid, ``outliers.decision_squares``): 4 invocations per tile, one round
-#: at the default BandConcurrency (4), the *Decide* map's MaxConcurrency.
+#: at any BandConcurrency of 4 or more (the default is 7), the *Decide* map's MaxConcurrency.
 SQUARES_PER_DECIDE = 4
 #: The SCL asset key: a scene without a readable SCL cannot be masked at all.
 SCL_KEY = "scl"
@@ -142,6 +142,12 @@ def _check_scene(scene: Any) -> dict[str, Any]:
     return out
 
 
+def work_order(band: str, batches: int) -> tuple[int, int]:
+    """Sort key of the bands in a tile's work (:meth:`Manifest.work`): finest resolution, then
+    the most median batches, first (a stable sort keeps ``OUTPUT_BANDS`` order within)."""
+    return get_band(band).resolution, -batches
+
+
 @dataclass
 class Manifest:
     """The typed scene manifest of one tile and year (see the module docstring)."""
@@ -188,9 +194,17 @@ class Manifest:
                              f"{band!r}; planned: {sorted(self.plan)}") from err
 
     def work(self) -> list[dict[str, Any]]:
-        """What *select* returns per band: the batch indices only (small state payload)."""
-        return [{"band": b, "batches": list(range(len(self.plan[b].batches)))}
-                for b in OUTPUT_BANDS if b in self.plan]
+        """What *select* returns per band: the batch indices only (small state payload).
+
+        Longest first: the state machine's band Map starts its items in this order as its
+        ``BandConcurrency`` slots free up, so the band that ends last is the one started last.
+        Listed in ``OUTPUT_BANDS`` order, the visual image (the most batches, 10 m) started
+        after eleven others and set the tile's critical path; finest resolution first, then
+        the most batches (a list schedule, longest processing time first: ``costs``
+        simulates it)."""
+        bands = [b for b in OUTPUT_BANDS if b in self.plan]
+        bands.sort(key=lambda b: work_order(b, len(self.plan[b].batches)))
+        return [{"band": b, "batches": list(range(len(self.plan[b].batches)))} for b in bands]
 
     def decision_plan(self) -> BandPlan:
         """The tile's outlier decision plan (:func:`decision_plan`: the same for every

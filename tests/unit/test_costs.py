@@ -10,7 +10,9 @@ from cloudfree import costs
 from cloudfree.errors import InputError
 
 CAL = {"decode_cpu_s_per_scene": 5.0, "encode_cpu_s_per_tile": 100.0, "pipeline_to_floor": 2.0,
-       "median_share": 0.5, "output_bytes_per_tile": 10 * costs.PART_BYTES,
+       "phase_seconds": {"decide": 40.0, "median": {"10": 20.0, "20": 8.0, "60": 4.0},
+                         "assemble": {"10": 16.0, "20": 5.0, "60": 1.0}},
+       "output_bytes_per_tile": 10 * costs.PART_BYTES,
        "bytes_per_scene": {"blue": 1000, "scl": 10}}
 
 
@@ -77,11 +79,53 @@ def test_projection_sums_tiles_and_spreads_them_over_the_concurrency():
 
 
 def test_advice_names_the_parameters_or_says_within_goal():
-    big = costs.project(2023, [f"t{i}" for i in range(20_000)])
+    big = costs.project(2023, [f"t{i}" for i in range(20_000)], tile_concurrency=40,
+                        band_concurrency=4, window_concurrency=5)
     text = "\n".join(big.advice())
     assert "pipeline/codec-floor ratio" in text and "TileConcurrency 40 ->" in text
+    # the settings within the budget that would do it, found by the schedule
+    assert (f"or, within the budget of 900 Lambdas: TileConcurrency {costs.TILE_CONCURRENCY}, "
+            f"BandConcurrency {costs.BAND_CONCURRENCY}, WindowConcurrency "
+            f"{costs.WINDOW_CONCURRENCY}") in text
     assert costs.project(2023, ["33UUP"]).advice() == [
         "within the goal ($200 and 4 h for the year)"]
+
+
+def test_tile_schedule_by_hand():
+    """Decide first, BandConcurrency at a time; then the bands, each started when a band slot
+    frees up, in the given order, its batches WindowConcurrency at a time, then its assemble."""
+    decide = (4, 10.0)  # two rounds of two
+    bands = [(5, 2.0, 3.0), (2, 1.0, 1.0), (1, 1.0, 0.5)]  # (batches, s a batch, assemble s)
+    # W = 1: slot 0 runs band 0 (5 x 2 + 3 = 13 s); slot 1 band 1 (2 + 1 = 3) then band 2
+    assert costs.tile_schedule(decide, bands, 2, 1) == (20 + 13, 2)
+    # W = 5: band 0's five batches at once (2 s, 5 Lambdas) beside band 1's two (1 s): 7
+    assert costs.tile_schedule(decide, bands, 2, 5) == (20 + 5, 7)
+    # the longest band last: it starts when a slot frees (after band 1 and band 2's 1.5 s)
+    assert costs.tile_schedule((0, 0.0), bands[::-1], 2, 1)[0] == 1.5 + 13
+    # one slot: everything in a row; an end and a start at one instant do not overlap
+    assert costs.tile_schedule((1, 4.0), bands, 1, 8) == (4 + (2 + 3) + (1 + 1) + 1.5, 5)
+
+
+def test_tile_wall_follows_the_calibrated_phases():
+    c = costs.tile_cost("33UUP", 16, 3008, cal=CAL, band_concurrency=13, window_concurrency=8)
+    # every band at once and all its batches: decide, then the longest band (a 10 m one)
+    total = 40 + 5 * (20 + 16) + 6 * (8 + 5) + 2 * (4 + 1)
+    k = c.lambda_s / total
+    assert c.wall_s == pytest.approx((40 / 4 + 20 / 2 + 16) * k)  # one round of each
+    assert c.peak_lambdas == 5 + 4 * 2 + 6 * 2 + 2 * 1  # visual's 5 batches, the bands' 2 or 1
+
+
+def test_best_concurrency_stays_within_the_budget_and_beats_the_old_defaults():
+    p = costs.project(2023, [f"t{i}" for i in range(1000)], tile_concurrency=40,
+                      band_concurrency=4, window_concurrency=5)
+    best = costs.best_concurrency(p)
+    assert best.reserved_lambdas() <= costs.CONCURRENCY_BUDGET
+    assert best.peak_lambdas() <= best.reserved_lambdas()
+    assert best.wall_hours() < p.wall_hours()
+    assert best.total_usd() == pytest.approx(p.total_usd())  # only the wall time changes
+    for band, window in ((4, 5), (7, 1), (13, 1), (2, 3)):
+        tile = costs.CONCURRENCY_BUDGET // (band * window + 1)
+        assert costs.with_concurrency(p, tile, band, window).wall_hours() >= best.wall_hours()
 
 
 def test_plan_world_offline_is_fast(capsys):

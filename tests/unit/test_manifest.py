@@ -47,7 +47,13 @@ def test_plan_is_the_memory_plan_computed_once(manifest):
         batches = batch_windows(expected, 8)
         assert [plan.batch(i) for i in range(len(plan.batches))] == batches
     work = manifest.work()
-    assert [w["band"] for w in work] == list(OUTPUT_BANDS)
+    # longest first (the band Map starts them in this order): 10 m, the visual image's five
+    # batches before the bands' two, then 20 m and 60 m, each group in OUTPUT_BANDS order
+    assert [w["band"] for w in work] == [
+        "visual", "blue", "green", "red", "nir", "rededge1", "rededge2", "rededge3", "nir08",
+        "swir16", "swir22", "coastal", "nir09"]
+    assert sorted(w["band"] for w in work) == sorted(OUTPUT_BANDS)
+    assert [len(w["batches"]) for w in work] == [5] + [2] * 10 + [1] * 2
     assert work[1] == {"band": "blue", "batches": list(range(len(manifest.plan["blue"].batches)))}
     assert manifest.window_count() == sum(len(plan_windows(get_band(b), 16, 3008))
                                           for b in OUTPUT_BANDS)

@@ -100,7 +100,7 @@ def test_band_work_for_a_full_tile_keeps_transitions_low():
     doc = {"tile": "33UUP", "year": 2023, "scenes": [{"id": f"s{i}", "assets": {}}
                                                      for i in range(16)]}
     work = Manifest.build(doc, mask_classes=(0, 3), median_memory_mb=3008).work()
-    assert [w["band"] for w in work][-1] == "visual" and len(work) == 13
+    assert [w["band"] for w in work][0] == "visual" and len(work) == 13  # longest first
     per_tile = tile_transitions(work)
     # 21,000 tiles at $0.025 per 1000 transitions: well under $100 for the world
     assert per_tile * 21_000 * 0.025 / 1000 < 100
