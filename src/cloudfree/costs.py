@@ -199,9 +199,9 @@ def tile_cost(tile: str, scenes: int, memory_mb: int = 3008, *,
         c.windows += windows
         c.source_gets += gets
         n_batches += batches
-        work.append({"band": band, "batches": list(range(batches))})
+        work.append({"band": band, "batches": list(range(batches)), "windows": windows})
     # the order select gives the state machine (Manifest.work): longest first
-    work.sort(key=lambda w: work_order(w["band"], len(w["batches"])))
+    work.sort(key=lambda w: work_order(w["band"], len(w["batches"]), w["windows"]))
     decide = decide_batches()
     c.transitions = tile_transitions(work, decide)
     c.invocations = 3 + decide + n_batches + len(OUTPUT_BANDS)  # select, complete, publish

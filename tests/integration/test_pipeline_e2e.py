@@ -134,6 +134,12 @@ def test_payloads_stay_within_step_functions_and_lambda_limits(first, deployed):
     select = _invoke(_function(deployed, "SelectFunction"),
                      {"tile": TILE, "year": YEAR, "options": {"scenes": 6, "force": True}})
     work = json.loads(select)["work"]
+    # longest first, as the band Map starts them (Manifest.work; cloudfree plan's schedule)
+    from cloudfree.bands import get_band
+
+    assert work[0]["band"] == "visual"
+    assert [get_band(w["band"]).resolution for w in work] == sorted(
+        get_band(w["band"]).resolution for w in work)
     median = _invoke(_function(deployed, "MedianFunction"),
                      {"tile": TILE, "year": YEAR, "band": "visual", "batch": 0,
                       "options": {"scenes": 6}})
