@@ -24,6 +24,7 @@ predictor and 2 threads; overviews excluded). Ratio = pipeline seconds / floor s
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import resource
@@ -290,6 +291,20 @@ def _projection(rows: list[dict], scl: dict[str, float], decide_s: float = 0.0) 
     if projected:
         print("  projected from the mean of the bands run at the same resolution: "
               f"{', '.join(projected)} (the visual image as a 10 m uint16 band)")
+    print("  plan_calibration.json phase_seconds (cloudfree plan's tile schedule): "
+          + json.dumps(phase_seconds(by_res, decide_s)))
+
+
+def phase_seconds(by_res: dict[int, list[dict]], decide_s: float) -> dict:
+    """This run's ``phase_seconds`` for ``cloudfree plan``: the decide step, then a band's
+    median and assemble seconds per resolution (the mean of the bands run at it)."""
+    def mean(res: int, key: str) -> float:
+        rows = by_res.get(res, [])
+        return round(sum(r[key] for r in rows) / len(rows), 2) if rows else 0.0
+
+    return {"decide": round(decide_s, 2),
+            "median": {str(res): mean(res, "median_s") for res in sorted(by_res)},
+            "assemble": {str(res): mean(res, "assemble_s") for res in sorted(by_res)}}
 
 
 def main() -> None:
