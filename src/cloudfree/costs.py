@@ -4,7 +4,10 @@ Per tile, from the number of scenes selected ``S`` and ``MedianMemoryMB`` ``M``:
 
     floor CPU-s   = decode_cpu_s_per_scene x S + encode_cpu_s_per_tile      (the codec floor)
     Lambda CPU-s  = pipeline_to_floor x floor CPU-s
-    Lambda s      = Lambda CPU-s / min(vCPU(M), 2)     vCPU(M) = M / 1769 (AWS: 1,769 MB = 1 vCPU)
+    Lambda s      = Lambda CPU-s / min(vCPU(3008), 2) x memory_factor(M)
+                    vCPU(M) = M / 1769 (AWS: 1,769 MB = 1 vCPU); memory_factor: the tile's
+                    seconds at M over those at 3008 MB, measured under a CPU quota of vCPU(M)
+                    (calibration memory_seconds; beyond the measured memories, by vCPU share)
     GB-s          = Lambda s x M / 1024
     tile wall     = tile_schedule: the Lambda s split into invocations as the full-tile benchmark
                     split them (calibration phase_seconds); decide in rounds of BandConcurrency,
@@ -35,6 +38,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
+from itertools import pairwise
 from typing import Any
 
 from .bands import OUTPUT_BANDS, SCL, get_band
@@ -57,6 +61,8 @@ PRICES_SOURCE = ("us-west-2 on-demand, read 2026-12-01: aws.amazon.com/lambda/pr
 MB_PER_VCPU = 1769
 #: Threads the median and assemble steps keep busy (assemble's GDAL threads, median's kernel).
 PIPELINE_THREADS = 2
+#: The MedianMemoryMB the calibration's ratio stands for (the template's default).
+CALIBRATED_MEMORY_MB = 3008
 #: boto3's multipart threshold and part size (``storage.transfer_config``).
 PART_BYTES = TRANSFER_PART_BYTES
 #: COGs published per tile (12 bands, visual, count).
@@ -109,6 +115,34 @@ class TileCost:
 def vcpus(memory_mb: int) -> float:
     """Lambda's CPU share at ``memory_mb`` (linear, 1 vCPU at 1,769 MB, 6 at 10,240 MB)."""
     return min(memory_mb / MB_PER_VCPU, 6.0)
+
+
+def _cpu_share(memory_mb: float) -> float:
+    return min(vcpus(int(memory_mb)), PIPELINE_THREADS)
+
+
+def memory_factor(memory_mb: int, cal: dict | None = None) -> float:
+    """A tile's Lambda seconds at ``memory_mb`` over those at ``CALIBRATED_MEMORY_MB``.
+
+    From ``cal["memory_seconds"]`` (the full-tile benchmark at several MedianMemoryMB, each
+    under a CPU quota of M / 1,769 cores as Lambda shares its CPU): linear between the measured
+    memories; beyond them, the nearest measured point scaled by the CPU share (min(vCPU, 2)),
+    as if the pipeline used every extra share. Without measurements, the CPU share alone."""
+    cal = cal if cal is not None else calibration()
+    points = sorted((int(m), float(v)) for m, v in
+                    (cal.get("memory_seconds") or {}).get("tile_s", {}).items())
+    if CALIBRATED_MEMORY_MB not in dict(points):
+        return _cpu_share(CALIBRATED_MEMORY_MB) / _cpu_share(memory_mb)
+    base = dict(points)[CALIBRATED_MEMORY_MB]
+    lo, hi = points[0], points[-1]
+    if memory_mb <= lo[0]:
+        return lo[1] / base * _cpu_share(lo[0]) / _cpu_share(memory_mb)
+    if memory_mb >= hi[0]:
+        return hi[1] / base * _cpu_share(hi[0]) / _cpu_share(memory_mb)
+    for (m0, s0), (m1, s1) in pairwise(points):
+        if m0 <= memory_mb <= m1:
+            return (s0 + (s1 - s0) * (memory_mb - m0) / (m1 - m0)) / base
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def band_reads(band: str, scenes: int, memory_mb: int) -> tuple[int, int, int]:
@@ -191,7 +225,7 @@ def tile_cost(tile: str, scenes: int, memory_mb: int = 3008, *,
     c = TileCost(tile, scenes_found, scenes)
     c.floor_cpu_s = cal["decode_cpu_s_per_scene"] * scenes + cal["encode_cpu_s_per_tile"]
     cpu = cal["pipeline_to_floor"] * c.floor_cpu_s
-    c.lambda_s = cpu / min(vcpus(memory_mb), PIPELINE_THREADS)
+    c.lambda_s = cpu / _cpu_share(CALIBRATED_MEMORY_MB) * memory_factor(memory_mb, cal)
     c.gb_s = c.lambda_s * memory_mb / 1024
     work, n_batches = [], 0
     for band in OUTPUT_BANDS:
@@ -286,9 +320,7 @@ class Projection:
                              f"{cal['pipeline_to_floor']} -> {ratio:.2f}"
                              + (" (below the floor: also cut the work)" if ratio < 1 else ""))
                 lines.append(_scene_advice(self, need, cal))
-                lines.append("memory: does not lower the bill (CPU-bound: GB-s stay constant "
-                             f"up to {PIPELINE_THREADS * MB_PER_VCPU} MB, {PIPELINE_THREADS} "
-                             "threads); more memory only shortens the wall time")
+                lines.append(_memory_advice(cal))
         if hours > GOAL_HOURS:
             tc = math.ceil(self.tile_concurrency * hours / GOAL_HOURS)
             peak = tc * (self.band_concurrency * self.window_concurrency + 1)
@@ -303,6 +335,24 @@ class Projection:
                     f"WindowConcurrency {best.window_concurrency} (reserves "
                     f"{best.reserved_lambdas()}): {best.wall_hours():,.1f} h")
         return lines or ["within the goal ($200 and 4 h for the year)"]
+
+
+def _memory_advice(cal: dict) -> str:
+    """GB-s per tile at each measured memory, against the calibrated one."""
+    measured = sorted(int(m) for m in (cal.get("memory_seconds") or {}).get("tile_s", {}))
+    if CALIBRATED_MEMORY_MB not in measured:
+        return ("memory: does not lower the bill (CPU-bound: GB-s stay constant up to "
+                f"{PIPELINE_THREADS * MB_PER_VCPU} MB, {PIPELINE_THREADS} threads); more "
+                "memory only shortens the wall time")
+    gb_s = {m: memory_factor(m, cal) * m / CALIBRATED_MEMORY_MB for m in measured}
+    best = min(gb_s, key=gb_s.__getitem__)
+    listed = ", ".join(f"{m} MB {gb_s[m] - 1:+.0%}" for m in measured
+                       if m != CALIBRATED_MEMORY_MB)
+    verdict = (f"{CALIBRATED_MEMORY_MB} MB is the cheapest measured: memory cannot lower the "
+               "bill" if best == CALIBRATED_MEMORY_MB else
+               f"{best} MB would cut the Lambda bill by {1 - gb_s[best]:.0%}")
+    return (f"memory: GB-s per tile against {CALIBRATED_MEMORY_MB} MB, measured under Lambda's "
+            f"CPU share: {listed}; {verdict}")
 
 
 def _scene_advice(p: Projection, need: float, cal: dict) -> str:

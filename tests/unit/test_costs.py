@@ -138,3 +138,29 @@ def test_plan_world_offline_is_fast(capsys):
     assert "20,638 tiles" in out and "formula:" in out and "goal ($200, 4 h):" in out
     assert main(["plan", "--world", "--year", "2023"]) == 2  # online world: refused, said why
     assert "--offline" in capsys.readouterr().err
+
+
+def test_memory_factor_interpolates_the_measured_seconds():
+    cal = {**CAL, "memory_seconds": {"tile_s": {"2048": 400.0, "3008": 260.0, "3538": 240.0}}}
+    assert costs.memory_factor(3008, cal) == 1.0
+    assert costs.memory_factor(2048, cal) == pytest.approx(400 / 260)
+    assert costs.memory_factor(2528, cal) == pytest.approx(330 / 260)  # halfway: linear
+    # beyond the measured memories: the nearest point, scaled by Lambda's CPU share
+    assert costs.memory_factor(1769, cal) == pytest.approx(400 / 260 * (2048 / 1769))
+    assert costs.memory_factor(10240, cal) == pytest.approx(240 / 260)  # 2 threads at most
+    # without measurements: the CPU share alone (the formula before they were made)
+    assert costs.memory_factor(1769, CAL) == pytest.approx(3008 / 1769)
+    c = costs.tile_cost("33UUP", 16, 2048, cal=cal)
+    assert c.lambda_s == pytest.approx(2 * 180 / (3008 / 1769) * 400 / 260)
+    assert c.gb_s == pytest.approx(c.lambda_s * 2048 / 1024)
+
+
+def test_memory_advice_names_the_cheapest_measured_memory():
+    cal = {**CAL, "memory_seconds": {"tile_s": {"2048": 400.0, "3008": 260.0, "3538": 240.0}}}
+    text = costs._memory_advice(cal)
+    # GB-s against 3008: 2048 x 400 / (3008 x 260) = +5 %, 3538 x 240 / (3008 x 260) = +9 %
+    assert text.endswith("2048 MB +5%, 3538 MB +9%; 3008 MB is the cheapest measured: "
+                         "memory cannot lower the bill"), text
+    cheap = {**CAL, "memory_seconds": {"tile_s": {"2048": 300.0, "3008": 260.0}}}
+    assert "2048 MB would cut the Lambda bill by 21%" in costs._memory_advice(cheap)
+    assert "GB-s stay constant" in costs._memory_advice(CAL)  # nothing measured
