@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CLOUDFREE := $(VENV)/bin/cloudfree
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status env demo demo-desert view test test-heavy test-unit test-integration bench bench-peer plan quality lint asl build deploy clean
+.PHONY: help setup up down status env demo demo-desert view test test-heavy test-unit test-integration bench bench-memory bench-peer plan quality lint asl build deploy clean
 
 help:
 	@echo "make demo   - install, start the local stack, synthesize an archive, deploy, run a year"
@@ -15,6 +15,7 @@ help:
 	@echo "make up / make down / make status - the local stack (MiniStack + STAC API)"
 	@echo "make bench  - benchmarks (median kernel vs np.nanmedian, outlier decision, full tile vs codec floor)"
 	@echo "make bench-peer - cloudfree composite vs odc-stac + dask on the same scenes (3 rounds)"
+	@echo "make bench-memory - the full tile at 2048-3538 MB under Lambda's CPU share (cgroup quota; root; ~25 min)"
 	@echo "make plan   - what a world-year costs on AWS (cloudfree plan --world --offline)"
 	@echo "make quality - composite quality vs the synthetic truth: plain median vs outlier rejection"
 	@echo "make lint   - ruff, sam validate --lint, cfn-lint, checkov, Retry blocks up to date"
@@ -78,6 +79,11 @@ bench: setup
 	$(PY) bench/bench_reject.py
 	$(PY) bench/bench_tile.py
 	$(PY) bench/bench_fulltile.py $(BENCH_TILE_ARGS)
+
+# the full tile at 2048-3538 MB, each under Lambda's CPU share (a cgroup CPU quota; needs root):
+# plan_calibration.json's memory_seconds (about 25 min)
+bench-memory: setup
+	$(PY) bench/bench_memory.py
 
 # cloudfree composite against odc-stac + dask (../shared/peer, in its own venv: its pins differ
 # from ours) on the same 16 generated scenes, 3 alternating rounds, the codec floor measured in

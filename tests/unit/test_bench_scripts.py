@@ -51,3 +51,35 @@ def test_fulltile_prints_phase_seconds_the_plan_reads():
     decide, bands = costs._phase_seconds({"phase_seconds": got}, [("blue", 2), ("coastal", 1)],
                                          (40 + 21 + 17 + 4 + 1) / 2)
     assert decide == 20 and bands == [(2, 5.25, 8.5), (1, 2.0, 0.5)]
+
+
+def test_bench_memory_quota_parsing_and_cgroup_files(tmp_path):
+    """``bench_memory``'s pure parts: Lambda's CPU share per memory, the tile line of a
+    ``bench_fulltile`` report, GB-s against 3008 MB, and the quota files of cgroup v1 and v2."""
+    import runpy
+
+    ns = runpy.run_path(str(BENCH / "bench_memory.py"), run_name="imported")
+    assert ns["quota_cores"](1769) == 1.0 and ns["quota_cores"](3008) == 3008 / 1769
+    assert ns["quota_cores"](10240) == 2.0  # the pipeline's two threads
+    report = ("decide    4 invocations, 16 squares:   32.4 s | peak RSS   963 of 3008 MB\n"
+              "tile (projected, 12 bands + visual): pipeline  249.8 s (decide step 32.4 s), "
+              "codec floor  83.6 s on 1.3.1.zlib-ng (SCL once: 0.2 s) = 2.99x the floor\n")
+    assert ns["tile_seconds"](report) == 249.8 and ns["tile_seconds"]("nothing") is None
+    rel = ns["gb_s_against"]({2048: 400.0, 3008: 260.0})
+    assert rel[3008] == 1.0 and rel[2048] == (400 * 2048) / (260 * 3008)
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    d, version = ns["cgroup_dir"]("g", v2)
+    assert version == "v2" and d == v2 / "g"
+    ns["set_quota"]((d, version), 1.7)
+    assert (d / "cpu.max").read_text() == "170000 100000"
+    v1 = tmp_path / "v1"
+    (v1 / "cpu" / "g").mkdir(parents=True)
+    (v1 / "cpu" / "g" / "cpu.cfs_quota_us").write_text("-1")  # what the kernel creates
+    d, version = ns["cgroup_dir"]("g", v1)
+    assert version == "v1"
+    ns["set_quota"]((d, version), 1.158)
+    assert (d / "cpu.cfs_quota_us").read_text() == "115800"
+    assert (d / "cpu.cfs_period_us").read_text() == "100000"
+    assert ns["cgroup_dir"]("g", tmp_path / "none") is None  # no hierarchy: the bench stops
