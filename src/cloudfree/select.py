@@ -774,8 +774,13 @@ def _recheck(
 #: none: ``StacApiIO(timeout=None)``).
 STAC_TIMEOUT_S = (5.0, 30.0)
 #: Answers retried in-process with backoff: throttling and server errors (a burst of them
-#: succeeds on retry instead of failing the tile).
-RETRY_STATUSES = (429, 500, 502, 503, 504)
+#: succeeds on retry instead of failing the tile). 403 too: Earth Search throttles with
+#: ``{"message":"Forbidden"}`` (Element84/earth-search#19, 2023-10-17: ~300 searches from
+#: Lambdas got it, and its maintainer answered "There is some throttling and concurrency limits
+#: in place, which could be causing your error", advising pystac-client's retries; an API
+#: behind a WAF rate rule answers 403, not 429). TileConcurrency's 112 selects start together.
+#: A real 403 (a private API) then fails after the same few retries (~7 s).
+RETRY_STATUSES = (403, 429, 500, 502, 503, 504)
 
 
 def stac_retry(attempts: int = 4) -> Any:

@@ -608,6 +608,24 @@ def test_a_burst_of_429_and_500_is_retried_and_succeeds(faulty_api):
     assert len(StubApi.requests) == 1  # the stub answered once, after the burst
 
 
+def test_earth_searchs_throttling_403_is_retried_and_a_lasting_one_fails(faulty_api):
+    """Earth Search throttles with 403 {"message":"Forbidden"} (Element84/earth-search#19):
+    a burst of them is retried like a 429; one that lasts fails the search with its status."""
+    from cloudfree.local.faultproxy import Fault
+
+    StubApi.items = [make_item(cloud=5)]
+    forbidden = Fault(status=403, path="/search")
+    faulty_api.inject(forbidden, times=2)
+    assert [i["id"] for i in search_items(faulty_api.url, TILE, 2021)] == [
+        StubApi.items[0]["id"]]
+    assert [k for k, *_ in faulty_api.injected] == ["status-403", "status-403"]
+    faulty_api.clear()
+    faulty_api.inject(forbidden)  # every time
+    with pytest.raises(StacApiError, match="403"):
+        search_items(faulty_api.url, TILE, 2021)
+    assert len(faulty_api.injected) == 5  # the first try and 4 retries, then the error
+
+
 def test_a_stalled_search_times_out_within_its_bound(faulty_api):
     import time
 
