@@ -27,16 +27,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cloudfree.costs import CALIBRATED_MEMORY_MB as BASE_MB
+from cloudfree.costs import cpu_share as quota_cores  # Lambda's share, at most 2 threads
+
 ROOT = Path(__file__).resolve().parents[1]
-MB_PER_VCPU = 1769  # cloudfree.costs.MB_PER_VCPU (kept here: a bench runs without the venv)
-BASE_MB = 3008
 PERIOD_US = 100_000
 TILE_LINE = re.compile(r"^tile \(\w+, 12 bands \+ visual\): pipeline\s+([\d.]+) s", re.M)
-
-
-def quota_cores(memory_mb: int) -> float:
-    """Lambda's CPU share at ``memory_mb``, at most the two threads the pipeline runs."""
-    return min(memory_mb / MB_PER_VCPU, 2.0)
 
 
 def cgroup_dir(name: str, root: Path = Path("/sys/fs/cgroup")) -> tuple[Path, str] | None:

@@ -117,7 +117,9 @@ def vcpus(memory_mb: int) -> float:
     return min(memory_mb / MB_PER_VCPU, 6.0)
 
 
-def _cpu_share(memory_mb: float) -> float:
+def cpu_share(memory_mb: float) -> float:
+    """The cores a tile's invocations can keep busy at ``memory_mb``: Lambda's vCPU share,
+    at most the pipeline's threads."""
     return min(vcpus(int(memory_mb)), PIPELINE_THREADS)
 
 
@@ -131,20 +133,21 @@ def memory_factor(memory_mb: int, cal: dict | None = None) -> float:
     cal = cal if cal is not None else calibration()
     points = sorted((int(m), float(v)) for m, v in
                     (cal.get("memory_seconds") or {}).get("tile_s", {}).items())
-    if CALIBRATED_MEMORY_MB not in dict(points):
-        return _cpu_share(CALIBRATED_MEMORY_MB) / _cpu_share(memory_mb)
-    base = dict(points)[CALIBRATED_MEMORY_MB]
+    base = dict(points).get(CALIBRATED_MEMORY_MB)
+    if base is None:
+        return cpu_share(CALIBRATED_MEMORY_MB) / cpu_share(memory_mb)
     lo, hi = points[0], points[-1]
     if memory_mb <= lo[0]:
-        return lo[1] / base * _cpu_share(lo[0]) / _cpu_share(memory_mb)
+        return lo[1] / base * cpu_share(lo[0]) / cpu_share(memory_mb)
     if memory_mb >= hi[0]:
-        return hi[1] / base * _cpu_share(hi[0]) / _cpu_share(memory_mb)
+        return hi[1] / base * cpu_share(hi[0]) / cpu_share(memory_mb)
     for (m0, s0), (m1, s1) in pairwise(points):
         if m0 <= memory_mb <= m1:
             return (s0 + (s1 - s0) * (memory_mb - m0) / (m1 - m0)) / base
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+@lru_cache(maxsize=1024)  # the same for every tile and concurrency setting (best_concurrency)
 def band_reads(band: str, scenes: int, memory_mb: int) -> tuple[int, int, int]:
     """(windows, median batches, source GETs) of one band: per window and scene one header
     read plus one ranged GET per block row (GDAL merges a row's consecutive blocks:
@@ -225,7 +228,7 @@ def tile_cost(tile: str, scenes: int, memory_mb: int = 3008, *,
     c = TileCost(tile, scenes_found, scenes)
     c.floor_cpu_s = cal["decode_cpu_s_per_scene"] * scenes + cal["encode_cpu_s_per_tile"]
     cpu = cal["pipeline_to_floor"] * c.floor_cpu_s
-    c.lambda_s = cpu / _cpu_share(CALIBRATED_MEMORY_MB) * memory_factor(memory_mb, cal)
+    c.lambda_s = cpu / cpu_share(CALIBRATED_MEMORY_MB) * memory_factor(memory_mb, cal)
     c.gb_s = c.lambda_s * memory_mb / 1024
     work, n_batches = [], 0
     for band in OUTPUT_BANDS:
