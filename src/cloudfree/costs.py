@@ -44,6 +44,7 @@ from typing import Any
 from .bands import OUTPUT_BANDS, SCL, get_band
 from .errors import InputError
 from .manifest import BandPlan, work_order
+from .settings import public_storage_class
 from .storage import TRANSFER_PART_BYTES
 
 #: us-west-2 on-demand prices (USD), read 2026-12-01.
@@ -54,7 +55,16 @@ PRICES = {
     "s3_put": 0.005 / 1000,  # PUT, COPY, POST, LIST: https://aws.amazon.com/s3/pricing/
     "s3_get": 0.0004 / 1000,  # GET, SELECT and all other requests
     "s3_gb_month": 0.023,  # S3 Standard, first 50 TB/month
+    # S3 Intelligent-Tiering (PublicStorageClass, cloudfree.settings): the tiers' storage per
+    # GB-month and the monitoring fee per object of 128 KB or more; no retrieval fee
+    "s3_it_frequent_gb_month": 0.023,  # Frequent Access tier, first 50 TB/month
+    "s3_it_infrequent_gb_month": 0.0125,  # Infrequent Access tier (not read for 30 days)
+    "s3_it_archive_instant_gb_month": 0.004,  # Archive Instant Access tier (90 days)
+    "s3_it_monitoring_object_month": 0.0025 / 1000,  # monitoring and automation
 }
+#: Days without a read after which Intelligent-Tiering moves an object to a cheaper tier, and
+#: that tier's price (``PRICES``); before the first, Frequent Access.
+TIERING_DAYS = ((30, "s3_it_infrequent_gb_month"), (90, "s3_it_archive_instant_gb_month"))
 PRICES_SOURCE = ("us-west-2 on-demand, read 2026-12-01: aws.amazon.com/lambda/pricing, "
                  "aws.amazon.com/step-functions/pricing, aws.amazon.com/s3/pricing")
 #: Lambda memory with one full vCPU (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html).
@@ -268,6 +278,7 @@ class Projection:
     tile_concurrency: int = TILE_CONCURRENCY
     band_concurrency: int = BAND_CONCURRENCY
     window_concurrency: int = WINDOW_CONCURRENCY
+    storage_class: str = "INTELLIGENT_TIERING"  # PublicStorageClass
 
     def total(self, attr: str) -> float:
         return sum(getattr(t, attr) for t in self.tiles)
@@ -282,9 +293,25 @@ class Projection:
     def total_usd(self) -> float:
         return sum(self.usd().values())
 
-    def storage_usd_month(self) -> float:
+    def storage_usd_month(self, unread_days: int = 0) -> float:
+        """The published COGs' storage for one month, once nobody has read them for
+        ``unread_days`` (STANDARD: the same whatever the days). Intelligent-Tiering: the tier's
+        price (:data:`TIERING_DAYS`) plus the monitoring fee of every COG (each taken as at
+        least 128 KB: an upper bound)."""
         n = sum(1 for t in self.tiles if t.scenes)
-        return n * calibration()["output_bytes_per_tile"] / 1e9 * PRICES["s3_gb_month"]
+        gb = n * calibration()["output_bytes_per_tile"] / 1e9
+        if self.storage_class == "STANDARD":
+            return gb * PRICES["s3_gb_month"]
+        price = "s3_it_frequent_gb_month"
+        for days, tier in TIERING_DAYS:
+            if unread_days >= days:
+                price = tier
+        return gb * PRICES[price] + n * COGS_PER_TILE * PRICES["s3_it_monitoring_object_month"]
+
+    def storage_usd_first_year(self) -> float:
+        """The first 12 months of storage if nobody reads the COGs (month m is the one that
+        starts on day 30 x m)."""
+        return sum(self.storage_usd_month(30 * m) for m in range(12))
 
     def wall_hours(self) -> float:
         """Tiles run ``tile_concurrency`` at a time, each for its own critical path."""
@@ -374,7 +401,8 @@ def project(year: int, tiles: list[str], *, scenes: int = 16, memory_mb: int = 3
             found: dict[str, int] | None = None,
             tile_concurrency: int = TILE_CONCURRENCY,
             band_concurrency: int = BAND_CONCURRENCY,
-            window_concurrency: int = WINDOW_CONCURRENCY) -> Projection:
+            window_concurrency: int = WINDOW_CONCURRENCY,
+            storage_class: str = "INTELLIGENT_TIERING") -> Projection:
     """The projection; ``found``: scenes a search found per tile (None: offline, ``scenes``
     each). Tiles with the same scene count share one computation (the world in seconds)."""
     if not 512 <= memory_mb <= 10240:
@@ -390,7 +418,7 @@ def project(year: int, tiles: list[str], *, scenes: int = 16, memory_mb: int = 3
         # a shallow copy: tiles of one scene count share the (never modified) usd dict
         out.append(replace(cache[n], tile=t, scenes_found=n_found))
     return Projection(year, out, memory_mb, tile_concurrency, band_concurrency,
-                      window_concurrency)
+                      window_concurrency, public_storage_class(storage_class))
 
 
 def with_concurrency(p: Projection, tile: int, band: int, window: int) -> Projection:
@@ -445,7 +473,7 @@ def register(sub) -> None:
     """Add the ``plan`` sub-command."""
     from .cli import bounded_int, checked
     from .grid import parse_bbox
-    from .settings import DEFAULT_STAC_API
+    from .settings import DEFAULT_STAC_API, PUBLIC_STORAGE_CLASSES
 
     p = sub.add_parser("plan", help="dry run: scenes, bytes, GETs, GB-s, transitions and "
                        "dollars of a year of tiles on AWS", description=__doc__.splitlines()[0])
@@ -463,6 +491,9 @@ def register(sub) -> None:
     p.add_argument("--band-concurrency", type=bounded_int(1, 40), default=BAND_CONCURRENCY)
     p.add_argument("--window-concurrency", type=bounded_int(1, 40),
                    default=WINDOW_CONCURRENCY)
+    p.add_argument("--storage-class", default=PUBLIC_STORAGE_CLASSES[0],
+                   choices=PUBLIC_STORAGE_CLASSES,
+                   help="PublicStorageClass of the published COGs (INTELLIGENT_TIERING)")
     p.add_argument("--stac-url", default=DEFAULT_STAC_API)
     p.add_argument("--json", action="store_true", help="JSON on stdout")
     p.set_defaults(func=_run)
@@ -487,7 +518,7 @@ def _run(args) -> int:
     p = project(year, tiles, scenes=args.scenes, memory_mb=args.memory_mb, found=found,
                 tile_concurrency=args.tile_concurrency,
                 band_concurrency=args.band_concurrency,
-                window_concurrency=args.window_concurrency)
+                window_concurrency=args.window_concurrency, storage_class=args.storage_class)
     if args.json:
         print(json.dumps(summary(p), indent=1))
     else:
@@ -507,9 +538,28 @@ def summary(p: Projection) -> dict[str, Any]:
             "bytes_read": p.total("bytes_read"), "source_gets": p.total("source_gets"),
             "lambda_gb_s": p.total("gb_s"), "invocations": p.total("invocations"),
             "transitions": p.total("transitions"), "usd": p.usd(), "total_usd": p.total_usd(),
-            "storage_usd_month": p.storage_usd_month(), "wall_hours": p.wall_hours(),
+            "storage_class": p.storage_class, "storage_usd_month": p.storage_usd_month(),
+            "storage_usd_month_unread": {str(d): p.storage_usd_month(d) for d in (0, 30, 90)},
+            "storage_usd_first_year_unread": p.storage_usd_first_year(),
+            "wall_hours": p.wall_hours(),
             "advice": p.advice(), "prices": PRICES, "prices_source": PRICES_SOURCE,
             "per_tile": [t.to_dict() for t in p.tiles] if len(p.tiles) <= 50 else None}
+
+
+def _storage_line(p: Projection) -> str:
+    """Storage per month: one price (STANDARD), or the tiers' prices once nobody reads."""
+    month, year = p.storage_usd_month(), p.storage_usd_first_year()
+    if p.storage_class == "STANDARD":
+        return (f"storage (STANDARD): ${month:,.2f} per month, ${year:,.0f} the first year; "
+                f"INTELLIGENT_TIERING would charge as much while the COGs are read, and "
+                f"${replace(p, storage_class='INTELLIGENT_TIERING').storage_usd_first_year():,.0f}"
+                " the first year if nobody reads them")
+    standard = replace(p, storage_class="STANDARD")
+    return (f"storage (INTELLIGENT_TIERING): ${month:,.2f} per month while the COGs are read; "
+            f"COGs nobody reads: ${p.storage_usd_month(30):,.2f} per month after 30 days, "
+            f"${p.storage_usd_month(90):,.2f} after 90; the first year ${year:,.0f} if "
+            f"nobody reads them (STANDARD: ${standard.storage_usd_month():,.2f} every month, "
+            f"${standard.storage_usd_first_year():,.0f})")
 
 
 def report(p: Projection) -> str:
@@ -535,8 +585,8 @@ def report(p: Projection) -> str:
         f"${usd.get('lambda', 0):,.2f}",
         f"Step Functions {s['transitions']:,} transitions: ${usd.get('step_functions', 0):,.2f}",
         f"S3 requests (our buckets): ${usd.get('s3_requests', 0):,.2f}",
-        f"total ${s['total_usd']:,.2f}; storage ${s['storage_usd_month']:,.2f} per month; "
-        f"wall {s['wall_hours']:,.1f} h",
+        f"total ${s['total_usd']:,.2f}; wall {s['wall_hours']:,.1f} h",
+        _storage_line(p),
         f"concurrent Lambdas: at most {s['peak_lambdas']:,} by the tiles' schedules "
         f"(TileConcurrency x (a tile's peak + 1 publish)); the settings reserve "
         f"{s['reserved_lambdas']:,} (TileConcurrency x (BandConcurrency x WindowConcurrency "

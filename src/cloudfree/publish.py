@@ -132,7 +132,8 @@ def _copy_version(staged: dict[str, str], tile: str, year: int, version: str,
         if have is None or have.size != int(cogs[key]["size"]):
             # only the bytes the statistics describe: a concurrent rerun's assemble may be
             # rewriting the staged file (the copy then fails and the publish is retried)
-            storage.copy(staged[key], public[key], if_match=cogs[key].get("etag"))
+            storage.copy(staged[key], public[key], if_match=cogs[key].get("etag"),
+                         storage_class=settings.public_storage_class)
     return public
 
 

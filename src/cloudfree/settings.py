@@ -10,6 +10,18 @@ from .layout import DATA_PREFIX, Layout
 
 DEFAULT_STAC_API = "https://earth-search.aws.element84.com/v1"
 DEFAULT_MASK = (0, 1, 3, 8, 9, 10, 11)
+#: S3 storage classes the published COGs may be written in (the template's PublicStorageClass).
+#: INTELLIGENT_TIERING (default): S3 moves an object nobody read for 30 consecutive days to its
+#: Infrequent Access tier and after 90 days to Archive Instant Access; a read brings it back to
+#: Frequent Access. AWS's API reference (PutBucketIntelligentTieringConfiguration): these are
+#: "three low latency and high throughput access tiers", the asynchronous Archive tiers need a
+#: bucket configuration (the template makes none), and an object under 128 KB "is not monitored
+#: and not eligible for auto-tiering ... always charged at the Frequent Access tier rates". The
+#: tiers and their days: docs.aws.amazon.com/AmazonS3/latest/dev/storage-class-intro.html
+#: (#sc-dynamic-data-access); no retrieval fee, no minimum storage duration: aws.amazon.com/s3/
+#: pricing. STANDARD: the same price every month. Classes with a retrieval fee (STANDARD_IA,
+#: GLACIER_IR) are not offered: every public read of a COG would cost us per GB.
+PUBLIC_STORAGE_CLASSES = ("INTELLIGENT_TIERING", "STANDARD")
 
 
 def _int_tuple(value: str, name: str) -> tuple[int, ...]:
@@ -25,6 +37,15 @@ def _outlier_setting(value: str) -> str:
     from .outliers import parse_rule
 
     return "on" if parse_rule(value).enabled else "off"
+
+
+def public_storage_class(value: str) -> str:
+    """``PUBLIC_STORAGE_CLASS`` checked against :data:`PUBLIC_STORAGE_CLASSES` (any case)."""
+    name = str(value).strip().upper().replace("-", "_")
+    if name not in PUBLIC_STORAGE_CLASSES:
+        raise ConfigError(f"PUBLIC_STORAGE_CLASS must be one of {', '.join(PUBLIC_STORAGE_CLASSES)}"
+                          f", got {value!r}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -46,6 +67,8 @@ class Settings:
     stac_timeout_s: float = 30.0  # seconds to wait for each STAC API answer (select)
     local_root: str | None = None  # buckets as folders under this path (one-machine mode)
     outlier_rejection: str = "on"  # cloudfree.outliers: "on" (default) or "off"
+    #: the published COGs' S3 storage class (PUBLIC_STORAGE_CLASSES)
+    public_storage_class: str = "INTELLIGENT_TIERING"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -77,6 +100,8 @@ class Settings:
                 public_base_url=env.get("PUBLIC_BASE_URL") or None,
                 stac_timeout_s=float(env.get("STAC_TIMEOUT_SECONDS") or 30),
                 outlier_rejection=_outlier_setting(env.get("OUTLIER_REJECTION") or "on"),
+                public_storage_class=public_storage_class(
+                    env.get("PUBLIC_STORAGE_CLASS") or PUBLIC_STORAGE_CLASSES[0]),
             )
         except ValueError as err:
             raise ConfigError(f"bad numeric setting: {err}") from err

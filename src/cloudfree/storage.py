@@ -302,6 +302,8 @@ class ObjectInfo:
     size: int
     last_modified: datetime
     etag: str
+    #: S3's storage class (HEAD omits it for STANDARD); STANDARD for a local file
+    storage_class: str = "STANDARD"
 
 
 def _local_files(prefix: str) -> Iterator[Path]:
@@ -348,7 +350,8 @@ def list_objects(prefix: str) -> Iterator[ObjectInfo]:
         for page in pages:
             for obj in page.get("Contents", []):
                 yield ObjectInfo(f"s3://{bucket}/{obj['Key']}", int(obj["Size"]),
-                                 obj["LastModified"], obj["ETag"])
+                                 obj["LastModified"], obj["ETag"],
+                                 obj.get("StorageClass") or "STANDARD")
 
 
 def list_prefixes(prefix: str) -> list[str]:
@@ -391,17 +394,20 @@ def head(uri: str) -> ObjectInfo | None:
             if is_not_found(err):
                 return None
             raise
-    return ObjectInfo(uri, int(r["ContentLength"]), r["LastModified"], r["ETag"])
+    return ObjectInfo(uri, int(r["ContentLength"]), r["LastModified"], r["ETag"],
+                      r.get("StorageClass") or "STANDARD")
 
 
 #: CopyObject copies at most 5 GB in one call; larger objects need a multipart copy.
 _COPY_LIMIT = 5 * 1024**3
 
 
-def copy(src: str, dst: str, if_match: str | None = None) -> None:
+def copy(src: str, dst: str, if_match: str | None = None,
+         storage_class: str | None = None) -> None:
     """Server-side copy of one S3 object (metadata and content type kept); with ``if_match``
     only if the source's ETag still is that (``CopySourceIfMatch``), else TransientError.
-    Local files: a hard link where the file system allows it, else a copy."""
+    ``storage_class``: the copy's S3 storage class (a copy is STANDARD without it, whatever the
+    source's). Local files: a hard link where the file system allows it, else a copy."""
     if not is_s3(src) and not is_s3(dst):
         _local_copy(src, dst, if_match)
         return
@@ -415,6 +421,8 @@ def copy(src: str, dst: str, if_match: str | None = None) -> None:
         if if_match and info.etag != if_match:
             raise TransientError(f"{src} changed (ETag {info.etag}, expected {if_match})")
         cond = {"CopySourceIfMatch": if_match} if if_match else {}
+        if storage_class:
+            cond["StorageClass"] = storage_class
         if info.size < _COPY_LIMIT:
             client.copy_object(Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **cond)
         else:

@@ -8,6 +8,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from cloudfree.local import stack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,3 +95,33 @@ def test_file_transfers_are_one_request_up_to_64_mib_then_64_mib_parts(local_env
             assert etag.endswith(f"-{parts}"), etag
         storage.download_file(uri, tmp_path / "back.bin")
         assert (tmp_path / "back.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize("managed", [False, True])
+def test_copy_writes_the_storage_class_asked_and_standard_otherwise(local_env, monkeypatch,
+                                                                      managed):
+    """``storage.copy(storage_class=)`` (publish's copies of the staged COGs into the public
+    bucket, ``PublicStorageClass``): CopyObject, and the multipart managed copy of objects of
+    5 GB or more (taken here for a small object by lowering the limit), both ask S3 for that
+    class; HEAD and listings report it. Without it a copy of a STANDARD object is STANDARD.
+    (Of a tiered one, AWS's CopyObject makes STANDARD, "If the x-amz-storage-class header is
+    not used, the copied object will be stored in the STANDARD Storage Class by default" (S3
+    API reference), while MiniStack keeps the source's class: publish always names it.)"""
+    from cloudfree import storage
+
+    if managed:
+        monkeypatch.setattr(storage, "_COPY_LIMIT", 0)
+    bucket = f"cf-class-test-{int(managed)}"
+    storage.s3_client().create_bucket(Bucket=bucket)
+    src = f"s3://{bucket}/staged.tif"
+    storage.write_bytes(src, b"\x49\x49" * 70_000)
+    storage.copy(src, f"s3://{bucket}/pub/tiered.tif", if_match=storage.head(src).etag,
+                 storage_class="INTELLIGENT_TIERING")
+    storage.copy(src, f"s3://{bucket}/pub/plain.tif")
+    assert storage.head(f"s3://{bucket}/pub/tiered.tif").storage_class == "INTELLIGENT_TIERING"
+    assert storage.head(f"s3://{bucket}/pub/plain.tif").storage_class == "STANDARD"
+    assert storage.head(src).storage_class == "STANDARD"
+    listed = {o.uri.rsplit("/", 1)[1]: o.storage_class
+              for o in storage.list_objects(f"s3://{bucket}/pub/")}
+    assert listed == {"plain.tif": "STANDARD", "tiered.tif": "INTELLIGENT_TIERING"}
+    assert storage.read_bytes(f"s3://{bucket}/pub/tiered.tif") == b"\x49\x49" * 70_000

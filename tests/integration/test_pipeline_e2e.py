@@ -69,6 +69,8 @@ def test_execution_succeeds_and_publishes_valid_cogs(first, deployed):
             assert ok, (band, errors)
             with rasterio.open(uri) as src:
                 assert src.crs.to_epsg() == 3857
+            # the deployed publish Lambda took the template's PublicStorageClass default
+            assert storage.head(uri).storage_class == "INTELLIGENT_TIERING", band
 
 
 def test_item_names_contributing_scenes_and_good_pixel_fraction(first, deployed):

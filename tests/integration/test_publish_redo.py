@@ -76,6 +76,13 @@ def test_first_publish_is_consistent_and_nothing_public_but_the_version_and_item
     public = sorted(storage.list_uris(settings.layout.output_prefix(YEAR, TILE) + "/"))
     assert len(public) == len(OUTPUT_BANDS) + 2
     assert all(f"/{version}/" in u for u in public if u.endswith(".tif"))
+    # the COGs in the template's default PublicStorageClass, the small item JSON in STANDARD
+    assert settings.public_storage_class == "INTELLIGENT_TIERING"
+    classes = {o.uri.rsplit(".", 1)[1]: set() for o in
+               storage.list_objects(settings.layout.output_prefix(YEAR, TILE) + "/")}
+    for o in storage.list_objects(settings.layout.output_prefix(YEAR, TILE) + "/"):
+        classes[o.uri.rsplit(".", 1)[1]].add(o.storage_class)
+    assert classes == {"tif": {"INTELLIGENT_TIERING"}, "json": {"STANDARD"}}, classes
 
 
 def test_forced_rerun_republishes_with_new_provenance_and_checksums(settings, small_archive):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 from cloudfree import costs
-from cloudfree.errors import InputError
+from cloudfree.errors import ConfigError, InputError
 
 CAL = {"decode_cpu_s_per_scene": 5.0, "encode_cpu_s_per_tile": 100.0, "pipeline_to_floor": 2.0,
        "phase_seconds": {"decide": 40.0, "median": {"10": 20.0, "20": 8.0, "60": 4.0},
@@ -164,3 +165,44 @@ def test_memory_advice_names_the_cheapest_measured_memory():
     cheap = {**CAL, "memory_seconds": {"tile_s": {"2048": 300.0, "3008": 260.0}}}
     assert "2048 MB would cut the Lambda bill by 21%" in costs._memory_advice(cheap)
     assert "GB-s stay constant" in costs._memory_advice(CAL)  # nothing measured
+
+
+def test_storage_by_class_worked_by_hand():
+    """Two tiles with scenes, one without (nothing published): 2 x the calibrated COG bytes.
+    STANDARD: $0.023 a GB every month. Intelligent-Tiering: $0.023 until nobody has read a COG
+    for 30 days, $0.0125 from then, $0.004 from day 90, plus $0.0025 a month per 1,000 COGs
+    (28 here); the first year unread = 1 month + 2 months + 9 months of those."""
+    tiles = ["01UUP", "02UUP", "03UUP"]
+    found = {"01UUP": 16, "02UUP": 5, "03UUP": 0}
+    gb = 2 * costs.calibration()["output_bytes_per_tile"] / 1e9
+    std = costs.project(2023, tiles, found=found, storage_class="STANDARD")
+    it = costs.project(2023, tiles, found=found)
+    assert it.storage_class == "INTELLIGENT_TIERING"
+    assert std.storage_usd_month() == pytest.approx(gb * 0.023)
+    assert std.storage_usd_month(365) == std.storage_usd_month()
+    assert std.storage_usd_first_year() == pytest.approx(12 * gb * 0.023)
+    fee = 28 * 0.0025 / 1000
+    months = {0: 0.023, 29: 0.023, 30: 0.0125, 89: 0.0125, 90: 0.004, 400: 0.004}
+    for days, price in months.items():
+        assert it.storage_usd_month(days) == pytest.approx(gb * price + fee), days
+    assert it.storage_usd_first_year() == pytest.approx(
+        gb * (0.023 + 2 * 0.0125 + 9 * 0.004) + 12 * fee)
+    with pytest.raises(ConfigError):
+        costs.project(2023, tiles, storage_class="GLACIER_IR")
+
+
+def test_plan_prints_storage_by_class(capsys):
+    from cloudfree.cli import main
+
+    main(["plan", "--year", "2023", "--tiles", "33UUP", "--offline"])
+    out = capsys.readouterr().out
+    p = costs.project(2023, ["33UUP"])
+    assert (f"storage (INTELLIGENT_TIERING): ${p.storage_usd_month():,.2f} per month while the "
+            f"COGs are read; COGs nobody reads: ${p.storage_usd_month(30):,.2f} per month after "
+            f"30 days, ${p.storage_usd_month(90):,.2f} after 90") in out
+    main(["plan", "--year", "2023", "--tiles", "33UUP", "--offline", "--storage-class",
+          "STANDARD", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["storage_class"] == "STANDARD"
+    assert doc["storage_usd_month_unread"]["90"] == doc["storage_usd_month"] == pytest.approx(
+        costs.calibration()["output_bytes_per_tile"] / 1e9 * 0.023)

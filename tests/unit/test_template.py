@@ -564,3 +564,15 @@ def test_cost_plan_defaults_are_the_templates(template):
     args = build_parser().parse_args(["plan", "--year", "2023", "--tiles", "33UUP"])
     assert (args.scenes, args.memory_mb, args.tile_concurrency) == (
         p["SceneCount"], p["MedianMemoryMB"], p["TileConcurrency"])
+
+
+def test_public_storage_class_is_a_parameter_the_settings_accept(template):
+    """PublicStorageClass: the values cloudfree.settings takes, Intelligent-Tiering by default,
+    passed to every function as PUBLIC_STORAGE_CLASS (publish copies the COGs in it)."""
+    from cloudfree.settings import PUBLIC_STORAGE_CLASSES
+
+    p = template["Parameters"]["PublicStorageClass"]
+    assert tuple(p["AllowedValues"]) == PUBLIC_STORAGE_CLASSES
+    assert p["Default"] == "INTELLIGENT_TIERING" == PUBLIC_STORAGE_CLASSES[0]
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["PUBLIC_STORAGE_CLASS"] == {"Ref": "PublicStorageClass"}
