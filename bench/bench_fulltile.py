@@ -122,13 +122,15 @@ def run_decide(manifest: dict, root: Path) -> dict:
             "squares": sum(r["computed"] for r in runs)}
 
 
-def assemble_invocation(band: str, windows: list[dict], root: str) -> dict:
-    """One assemble Lambda invocation: stitch + web COG (+ the count COG for red)."""
+def assemble_invocation(band: str, windows: list[dict], root: str,
+                        compression: str = "DEFLATE") -> dict:
+    """One assemble Lambda invocation: stitch + web COG (+ the count COG for red), in the
+    template's CogCompression ``compression``."""
     from cloudfree.assemble import assemble_band
 
     t0 = time.perf_counter()
     info = assemble_band(LocalLayout("w", "d", "c", root=root), YEAR, TILE, band, windows,
-                         write_count=band == "red")
+                         write_count=band == "red", profile=compression.lower())
     cogs = [info.href] + [c.href for c in info.related.values()]
     return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb(), "shape": info.shape,
             "zoom": info.zoom, "cogs": cogs, "bytes": info.size}
@@ -218,14 +220,15 @@ def floors(paths: list[str], cogs: list[str], work: Path) -> dict[str, dict]:
 
 # --- one band, one tile ------------------------------------------------------------------------
 def run_band(manifest: dict, band_key: str, root: Path, memory_mb: int,
-             outliers: str = "on") -> dict:
+             outliers: str = "on", compression: str = "DEFLATE") -> dict:
     band = get_band(band_key)
     n = len(manifest["scenes"])
     windows = plan_windows(band, n, memory_mb)
     batches = [[w.to_dict() for w in b] for b in batch_windows(windows, WINDOWS_PER_BATCH)]
     med = [_fresh(median_invocation, manifest, band.key, b, str(root), outliers, memory_mb)
            for b in batches]
-    asm = _fresh(assemble_invocation, band.key, [w.to_dict() for w in windows], str(root))
+    asm = _fresh(assemble_invocation, band.key, [w.to_dict() for w in windows], str(root),
+                 compression)
     fl = floors([s["assets"][band.key] for s in manifest["scenes"]], asm["cogs"], root)
     system = fl["system"]
     return {
@@ -317,6 +320,9 @@ def main() -> None:
     ap.add_argument("--outliers", choices=("on", "off"), default="on",
                     help="outlier rejection (the template's default: on): the decide step runs "
                          "first, as in the pipeline, and the medians read its squares")
+    ap.add_argument("--compression", choices=("DEFLATE", "LERC_ZSTD"), default="DEFLATE",
+                    help="the published COGs' (the template's CogCompression); the floor's "
+                         "encoding stays DEFLATE's")
     args = ap.parse_args()
     bands = list(OUTPUT_BANDS) if args.full else args.bands.split(",")
     refs = ["blue", "red", "nir08"] if args.outliers == "on" else []
@@ -337,7 +343,8 @@ def main() -> None:
                   f"{args.memory_mb} MB")
         rows = []
         for key in bands:
-            rows.append(run_band(manifest, key, root, args.memory_mb, args.outliers))
+            rows.append(run_band(manifest, key, root, args.memory_mb, args.outliers,
+                                 args.compression))
             _print_band(rows[-1], args.memory_mb)
         scl = floors([s["assets"][SCL.key] for s in manifest["scenes"]], [], root)
         _projection(rows, {k: v["decode_s"] for k, v in scl.items()}, decide["seconds"])

@@ -351,14 +351,25 @@ def antimeridian_grid(src, zoom: int) -> MercatorGrid | None:
 #: rounds, 2026-12-02): zlib-ng level 1 5.2/6.1 s and 696 MB, level 2 7.9/9.8 s and 500 MB;
 #: the system zlib (1.2.13) level 1 10.1/10.0 s and 519 MB, level 2 8.8/10.2 s and 517 MB.
 DEFLATE_LEVEL = 2
+#: ZSTD level after LERC (CogCompression LERC_ZSTD). GDAL's default is 9. The blue COG copy
+#: above (17920² px with overviews, 2 threads, 2026-12-02): LERC_ZSTD level 1 4.7 CPU-s and
+#: 449.9 MB, level 5 6.1 CPU-s and 449.7 MB, LERC alone 4.1 CPU-s and 460.2 MB; DEFLATE level 2
+#: 12.4-14.6 CPU-s and 500.4 MB (ZSTD with predictor 2: level 1 517 MB, level 5 476 MB at
+#: 9.5 CPU-s). ``bench/bench_codecs.py`` measures it again.
+LERC_ZSTD_LEVEL = 1
 
 
 def cog_profile(profile: str, *, blocksize: int = 512) -> dict[str, Any]:
-    """rio-cogeo's named profile (a copy) with predictor 2 and the block size."""
+    """rio-cogeo's named profile (a copy) with predictor 2 and the block size; LERC lossless
+    (``MAX_Z_ERROR`` 0: every value kept, GDAL's default made explicit)."""
+    import warnings
+
     from rio_cogeo.profiles import cog_profiles
 
     try:
-        out = dict(cog_profiles.get(profile))
+        with warnings.catch_warnings():  # rio-cogeo warns of every codec but DEFLATE/LZW/...
+            warnings.filterwarnings("ignore", "Non-standard compression schema")
+            out = dict(cog_profiles.get(profile))
     except KeyError as err:
         raise InputError(f"unknown COG profile {profile!r}; valid: deflate, zstd, lzw, …") \
             from err
@@ -370,6 +381,10 @@ def cog_profile(profile: str, *, blocksize: int = 512) -> dict[str, Any]:
         # level 1 35 s for 1.6 % more bytes (ZSTD: 39 s, 5 % fewer bytes, but fewer readers
         # support it). Level 2 since zlib-ng: see DEFLATE_LEVEL.
         out["zlevel"] = DEFLATE_LEVEL
+    if out.get("compress", "").upper().startswith("LERC"):
+        out["max_z_error"] = 0
+    if out.get("compress", "").upper() == "LERC_ZSTD":
+        out["zstd_level"] = LERC_ZSTD_LEVEL
     return out
 
 
@@ -619,7 +634,8 @@ def write_web_cog(src_path: str | Path, dst_uri: str, *, zoom_level: int | str |
         grid = _web_grid(src, zoom, tms)
         indexes = list(indexes or src.indexes)
         meta = {**{k: v for k, v in dst_profile.items()
-                   if k not in {"compress", "predictor", "zlevel", "photometric"}},
+                   if k not in {"compress", "predictor", "zlevel", "photometric",
+                                 "max_z_error", "zstd_level"}},
                 "count": len(indexes), "dtype": dtype or src.dtypes[indexes[0] - 1],
                 "crs": "EPSG:3857", "transform": grid.transform, "width": grid.width,
                 "height": grid.height, "nodata": nodata}

@@ -4,10 +4,15 @@ Per tile, from the number of scenes selected ``S`` and ``MedianMemoryMB`` ``M``:
 
     floor CPU-s   = decode_cpu_s_per_scene x S + encode_cpu_s_per_tile      (the codec floor)
     Lambda CPU-s  = pipeline_to_floor x floor CPU-s
+                    - (1 - encode_cpu_share(C)) x encode_cpu_s_per_tile
+                    C = CogCompression: the assembles encode each COG once, and another codec
+                    changes that encoding only (DEFLATE: share 1; calibration codecs)
     Lambda s      = Lambda CPU-s / min(vCPU(3008), 2) x memory_factor(M)
                     vCPU(M) = M / 1769 (AWS: 1,769 MB = 1 vCPU); memory_factor: the tile's
                     seconds at M over those at 3008 MB, measured under a CPU quota of vCPU(M)
                     (calibration memory_seconds; beyond the measured memories, by vCPU share)
+                    with --s3-mb-per-s R: each decide and median invocation takes the longer of
+                    its share of those seconds and its source bytes / R (reads overlap decoding)
     GB-s          = Lambda s x M / 1024
     tile wall     = tile_schedule: the Lambda s split into invocations as the full-tile benchmark
                     split them (calibration phase_seconds); decide in rounds of BandConcurrency,
@@ -21,6 +26,8 @@ Per tile, from the number of scenes selected ``S`` and ``MedianMemoryMB`` ``M``:
     our S3 PUTs   = 2 per window (GeoTIFF + stats: one request each, below the 64 MiB multipart
                     threshold) + the staged COGs' parts of 64 MiB + 2 per COG (create and
                     complete the multipart upload) + 14 copies + 6 (manifest, markers, item, index)
+    storage       = tiles x output_bytes_per_tile x bytes_share(C) x the storage class's price
+                    (Intelligent-Tiering: by days without a read, plus its per-object fee)
     $ = GB-s x Lambda price + invocations x request price + transitions x SFN price
         + PUTs x PUT price + GETs on our buckets x GET price;  storage $/month separately
 
@@ -44,7 +51,7 @@ from typing import Any
 from .bands import OUTPUT_BANDS, SCL, get_band
 from .errors import InputError
 from .manifest import BandPlan, work_order
-from .settings import public_storage_class
+from .settings import cog_compression, public_storage_class
 from .storage import TRANSFER_PART_BYTES
 
 #: us-west-2 on-demand prices (USD), read 2026-12-01.
@@ -112,6 +119,9 @@ class TileCost:
     bytes_read: int = 0
     puts: int = 0
     gets: int = 0
+    #: the S3 read rate (MB/s) each decide and median Lambda needs for its reads to hide
+    #: behind its decoding (its bytes over its CPU-bound seconds; the most any invocation needs)
+    s3_mb_per_s_needed: float = 0.0
     usd: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -225,11 +235,25 @@ def _phase_seconds(cal: dict, work: list[tuple[str, int]], lambda_s: float
     return ph["decide"] * k, [(n, m * k / n, a * k) for n, m, a in rows]
 
 
+def codec_shares(compression: str, cal: dict | None = None) -> tuple[float, float]:
+    """(encoding CPU, bytes) of the COGs in ``compression`` as shares of DEFLATE's (the
+    calibration's ``codecs``, measured by ``bench/bench_codecs.py``)."""
+    if compression == "DEFLATE":
+        return 1.0, 1.0
+    entry = (cal or calibration()).get("codecs", {}).get(compression)
+    if entry is None:
+        raise InputError(f"no calibration for COG compression {compression!r}")
+    return float(entry["encode_cpu_share"]), float(entry["bytes_share"])
+
+
 def tile_cost(tile: str, scenes: int, memory_mb: int = 3008, *,
               scenes_found: int | None = None, cal: dict | None = None,
               band_concurrency: int = BAND_CONCURRENCY,
-              window_concurrency: int = WINDOW_CONCURRENCY) -> TileCost:
-    """Project one tile (module docstring formula)."""
+              window_concurrency: int = WINDOW_CONCURRENCY,
+              compression: str = "DEFLATE", s3_mb_per_s: float | None = None) -> TileCost:
+    """Project one tile (module docstring formula); ``compression``: CogCompression;
+    ``s3_mb_per_s``: each Lambda's S3 read rate, when the invocations should wait for it
+    (None: they never do, the calibrated CPU-bound seconds)."""
     from .tasks import tile_transitions
 
     if scenes < 1:
@@ -237,7 +261,10 @@ def tile_cost(tile: str, scenes: int, memory_mb: int = 3008, *,
     cal = cal or calibration()
     c = TileCost(tile, scenes_found, scenes)
     c.floor_cpu_s = cal["decode_cpu_s_per_scene"] * scenes + cal["encode_cpu_s_per_tile"]
-    cpu = cal["pipeline_to_floor"] * c.floor_cpu_s
+    encode_share, bytes_share = codec_shares(compression, cal)
+    # the assembles encode each COG once: another codec changes that CPU, not the rest
+    cpu = (cal["pipeline_to_floor"] * c.floor_cpu_s
+           - (1 - encode_share) * cal["encode_cpu_s_per_tile"])
     c.lambda_s = cpu / cpu_share(CALIBRATED_MEMORY_MB) * memory_factor(memory_mb, cal)
     c.gb_s = c.lambda_s * memory_mb / 1024
     work, n_batches = [], 0
@@ -254,18 +281,42 @@ def tile_cost(tile: str, scenes: int, memory_mb: int = 3008, *,
     c.invocations = 3 + decide + n_batches + len(OUTPUT_BANDS)  # select, complete, publish
     sizes = cal["bytes_per_scene"]
     c.bytes_read = scenes * (sum(sizes.values()) + (len(OUTPUT_BANDS) - 1) * sizes["scl"])
-    out_parts = math.ceil(cal["output_bytes_per_tile"] / PART_BYTES)
+    out_parts = math.ceil(cal["output_bytes_per_tile"] * bytes_share / PART_BYTES)
     c.puts = 2 * c.windows + out_parts + 2 * COGS_PER_TILE + COGS_PER_TILE + 6
     c.gets = 2 * c.windows + COGS_PER_TILE + 30  # assemble's downloads and stats, publish's checks
     t_decide, bands = _phase_seconds(cal, [(w["band"], len(w["batches"])) for w in work],
                                      c.lambda_s)
-    c.wall_s, c.peak_lambdas = tile_schedule((decide, t_decide / max(decide, 1)), bands,
+    per_decide = t_decide / max(decide, 1)
+    reads = _invocation_reads(sizes, scenes, decide, work)
+    c.s3_mb_per_s_needed = max([reads[0] / per_decide] + [
+        b / t for b, (_, t, _) in zip(reads[1], bands, strict=True)]) / 1e6
+    if s3_mb_per_s:  # each invocation takes its reads' time when that is the longer
+        rate = s3_mb_per_s * 1e6
+        per_decide = max(per_decide, reads[0] / rate)
+        bands = [(n, max(t, b / rate), a) for (n, t, a), b in zip(bands, reads[1], strict=True)]
+        c.lambda_s = decide * per_decide + sum(n * t + a for n, t, a in bands)
+        c.gb_s = c.lambda_s * memory_mb / 1024
+    c.wall_s, c.peak_lambdas = tile_schedule((decide, per_decide), bands,
                                              band_concurrency, window_concurrency)
     c.usd = {"lambda": c.gb_s * PRICES["lambda_gb_s"]
              + c.invocations * PRICES["lambda_request"],
              "step_functions": c.transitions * PRICES["sfn_transition"],
              "s3_requests": c.puts * PRICES["s3_put"] + c.gets * PRICES["s3_get"]}
     return c
+
+
+def _invocation_reads(sizes: dict[str, int], scenes: int, decide: int, work: list[dict]
+                      ) -> tuple[float, list[float]]:
+    """Source bytes one decide invocation reads (its share of the reference bands and SCL of
+    every scene), and one median invocation of each band of ``work`` (its batches' share of
+    the band and SCL of every scene); the assembles' own transfers are not counted."""
+    from .outliers import CLOUD_BAND, SHADOW_BAND, WHITE_BAND
+
+    per_decide = scenes * sum(sizes.get(b, 0)
+                              for b in (CLOUD_BAND, WHITE_BAND, SHADOW_BAND, "scl"))
+    return (per_decide / max(decide, 1),
+            [scenes * (sizes.get(w["band"], 0) + sizes.get("scl", 0)) / len(w["batches"])
+             for w in work])
 
 
 @dataclass
@@ -279,6 +330,8 @@ class Projection:
     band_concurrency: int = BAND_CONCURRENCY
     window_concurrency: int = WINDOW_CONCURRENCY
     storage_class: str = "INTELLIGENT_TIERING"  # PublicStorageClass
+    compression: str = "DEFLATE"  # CogCompression
+    s3_mb_per_s: float | None = None  # each Lambda's S3 read rate (None: reads never wait)
 
     def total(self, attr: str) -> float:
         return sum(getattr(t, attr) for t in self.tiles)
@@ -299,7 +352,8 @@ class Projection:
         price (:data:`TIERING_DAYS`) plus the monitoring fee of every COG (each taken as at
         least 128 KB: an upper bound)."""
         n = sum(1 for t in self.tiles if t.scenes)
-        gb = n * calibration()["output_bytes_per_tile"] / 1e9
+        gb = (n * calibration()["output_bytes_per_tile"]
+              * codec_shares(self.compression)[1] / 1e9)
         if self.storage_class == "STANDARD":
             return gb * PRICES["s3_gb_month"]
         price = "s3_it_frequent_gb_month"
@@ -312,6 +366,10 @@ class Projection:
         """The first 12 months of storage if nobody reads the COGs (month m is the one that
         starts on day 30 x m)."""
         return sum(self.storage_usd_month(30 * m) for m in range(12))
+
+    def s3_mb_per_s_needed(self) -> float:
+        """The S3 read rate per Lambda below which some invocation waits for its reads."""
+        return max((t.s3_mb_per_s_needed for t in self.tiles if t.scenes), default=0.0)
 
     def wall_hours(self) -> float:
         """Tiles run ``tile_concurrency`` at a time, each for its own critical path."""
@@ -351,6 +409,7 @@ class Projection:
                              + (" (below the floor: also cut the work)" if ratio < 1 else ""))
                 lines.append(_scene_advice(self, need, cal))
                 lines.append(_memory_advice(cal))
+                lines.extend(_codec_advice(self, cal))
         if hours > GOAL_HOURS:
             tc = math.ceil(self.tile_concurrency * hours / GOAL_HOURS)
             peak = tc * (self.band_concurrency * self.window_concurrency + 1)
@@ -365,6 +424,23 @@ class Projection:
                     f"WindowConcurrency {best.window_concurrency} (reserves "
                     f"{best.reserved_lambdas()}): {best.wall_hours():,.1f} h")
         return lines or ["within the goal ($200 and 4 h for the year)"]
+
+
+def _codec_advice(p: Projection, cal: dict) -> list[str]:
+    """What CogCompression LERC_ZSTD would cost instead of DEFLATE (its CPU and bytes measured
+    by ``bench/bench_codecs.py``), and what it asks of the readers."""
+    if p.compression != "DEFLATE" or "LERC_ZSTD" not in cal.get("codecs", {}):
+        return []
+    other = project(p.year, [t.tile for t in p.tiles],
+                    scenes=max((t.scenes for t in p.tiles), default=0) or 1,
+                    memory_mb=p.memory_mb, found={t.tile: t.scenes for t in p.tiles},
+                    tile_concurrency=p.tile_concurrency, band_concurrency=p.band_concurrency,
+                    window_concurrency=p.window_concurrency, storage_class=p.storage_class,
+                    compression="LERC_ZSTD", s3_mb_per_s=p.s3_mb_per_s)
+    return [f"CogCompression LERC_ZSTD (lossless): ${other.total_usd():,.0f} instead of "
+            f"${p.total_usd():,.0f}, storage ${other.storage_usd_month():,.0f} instead of "
+            f"${p.storage_usd_month():,.0f} a month; its readers need GDAL >= 2.4 with zstd "
+            "or geotiff.js >= 2.1 (docs/guide.md section 5)"]
 
 
 def _memory_advice(cal: dict) -> str:
@@ -402,7 +478,8 @@ def project(year: int, tiles: list[str], *, scenes: int = 16, memory_mb: int = 3
             tile_concurrency: int = TILE_CONCURRENCY,
             band_concurrency: int = BAND_CONCURRENCY,
             window_concurrency: int = WINDOW_CONCURRENCY,
-            storage_class: str = "INTELLIGENT_TIERING") -> Projection:
+            storage_class: str = "INTELLIGENT_TIERING",
+            compression: str = "DEFLATE", s3_mb_per_s: float | None = None) -> Projection:
     """The projection; ``found``: scenes a search found per tile (None: offline, ``scenes``
     each). Tiles with the same scene count share one computation (the world in seconds)."""
     if not 512 <= memory_mb <= 10240:
@@ -414,11 +491,14 @@ def project(year: int, tiles: list[str], *, scenes: int = 16, memory_mb: int = 3
         n = scenes if n_found is None else min(n_found, scenes)
         if n not in cache:
             cache[n] = tile_cost("", n, memory_mb, band_concurrency=band_concurrency,
-                                 window_concurrency=window_concurrency)
+                                 window_concurrency=window_concurrency,
+                                 compression=cog_compression(compression),
+                                 s3_mb_per_s=s3_mb_per_s)
         # a shallow copy: tiles of one scene count share the (never modified) usd dict
         out.append(replace(cache[n], tile=t, scenes_found=n_found))
     return Projection(year, out, memory_mb, tile_concurrency, band_concurrency,
-                      window_concurrency, public_storage_class(storage_class))
+                      window_concurrency, public_storage_class(storage_class),
+                      cog_compression(compression), s3_mb_per_s)
 
 
 def with_concurrency(p: Projection, tile: int, band: int, window: int) -> Projection:
@@ -429,11 +509,13 @@ def with_concurrency(p: Projection, tile: int, band: int, window: int) -> Projec
     for t in p.tiles:
         if t.scenes and t.scenes not in cache:
             c = tile_cost("", t.scenes, p.memory_mb, band_concurrency=band,
-                          window_concurrency=window)
+                          window_concurrency=window, compression=p.compression,
+                          s3_mb_per_s=p.s3_mb_per_s)
             cache[t.scenes] = (c.wall_s, c.peak_lambdas)
         wall, peak = cache.get(t.scenes, (0.0, 0))
         out.append(replace(t, wall_s=wall, peak_lambdas=peak))
-    return Projection(p.year, out, p.memory_mb, tile, band, window)
+    return replace(p, tiles=out, tile_concurrency=tile, band_concurrency=band,
+                   window_concurrency=window)
 
 
 def best_concurrency(p: Projection, budget: int = CONCURRENCY_BUDGET) -> Projection | None:
@@ -454,7 +536,8 @@ def best_concurrency(p: Projection, budget: int = CONCURRENCY_BUDGET) -> Project
             if tile < 1:
                 continue
             walls = {s: tile_cost("", s, p.memory_mb, band_concurrency=band,
-                                  window_concurrency=window).wall_s for s in counts}
+                                  window_concurrency=window, compression=p.compression,
+                                  s3_mb_per_s=p.s3_mb_per_s).wall_s for s in counts}
             hours = sum(walls[s] * k for s, k in counts.items()) / min(tile, n) / 3600
             key = (round(hours, 6), max(walls.values()))
             if best is None or key < best[0]:
@@ -473,7 +556,7 @@ def register(sub) -> None:
     """Add the ``plan`` sub-command."""
     from .cli import bounded_int, checked
     from .grid import parse_bbox
-    from .settings import DEFAULT_STAC_API, PUBLIC_STORAGE_CLASSES
+    from .settings import COG_COMPRESSIONS, DEFAULT_STAC_API, PUBLIC_STORAGE_CLASSES
 
     p = sub.add_parser("plan", help="dry run: scenes, bytes, GETs, GB-s, transitions and "
                        "dollars of a year of tiles on AWS", description=__doc__.splitlines()[0])
@@ -494,6 +577,12 @@ def register(sub) -> None:
     p.add_argument("--storage-class", default=PUBLIC_STORAGE_CLASSES[0],
                    choices=PUBLIC_STORAGE_CLASSES,
                    help="PublicStorageClass of the published COGs (INTELLIGENT_TIERING)")
+    p.add_argument("--compression", default=COG_COMPRESSIONS[0], choices=COG_COMPRESSIONS,
+                   help="CogCompression of the published COGs (DEFLATE)")
+    p.add_argument("--s3-mb-per-s", type=float, default=None,
+                   help="each Lambda's S3 read rate in MB/s: invocations that read more than "
+                        "they decode in that time wait for S3 (default: never; the plan prints "
+                        "the rate its figures need)")
     p.add_argument("--stac-url", default=DEFAULT_STAC_API)
     p.add_argument("--json", action="store_true", help="JSON on stdout")
     p.set_defaults(func=_run)
@@ -518,7 +607,8 @@ def _run(args) -> int:
     p = project(year, tiles, scenes=args.scenes, memory_mb=args.memory_mb, found=found,
                 tile_concurrency=args.tile_concurrency,
                 band_concurrency=args.band_concurrency,
-                window_concurrency=args.window_concurrency, storage_class=args.storage_class)
+                window_concurrency=args.window_concurrency, storage_class=args.storage_class,
+                compression=args.compression, s3_mb_per_s=args.s3_mb_per_s)
     if args.json:
         print(json.dumps(summary(p), indent=1))
     else:
@@ -530,7 +620,8 @@ def summary(p: Projection) -> dict[str, Any]:
     """The projection as JSON (per tile when at most 50 tiles)."""
     return {"year": p.year, "tiles": len(p.tiles), "memory_mb": p.memory_mb,
             "tile_concurrency": p.tile_concurrency, "band_concurrency": p.band_concurrency,
-            "window_concurrency": p.window_concurrency,
+            "window_concurrency": p.window_concurrency, "compression": p.compression,
+            "s3_mb_per_s": p.s3_mb_per_s, "s3_mb_per_s_needed": p.s3_mb_per_s_needed(),
             "peak_lambdas": p.peak_lambdas(), "reserved_lambdas": p.reserved_lambdas(),
             "scenes": sum(t.scenes for t in p.tiles),
             "scenes_found": None if p.tiles and p.tiles[0].scenes_found is None else
@@ -544,6 +635,20 @@ def summary(p: Projection) -> dict[str, Any]:
             "wall_hours": p.wall_hours(),
             "advice": p.advice(), "prices": PRICES, "prices_source": PRICES_SOURCE,
             "per_tile": [t.to_dict() for t in p.tiles] if len(p.tiles) <= 50 else None}
+
+
+def _network_line(p: Projection) -> str:
+    """Which S3 read rate the figures assume (no measurement of Lambda's exists here)."""
+    need = p.s3_mb_per_s_needed()
+    per_tile = p.total("bytes_read") / max(1, sum(1 for t in p.tiles if t.scenes))
+    if p.s3_mb_per_s is None:
+        return (f"S3 reads: {per_tile / 1e9:,.1f} GB a tile; these figures hold while every "
+                f"decide and median Lambda reads S3 at {need:,.0f} MB/s or more (its reads then "
+                "hide behind its decoding; not measurable here: compare the first run's report, "
+                "cost_per_done_tile); --s3-mb-per-s R projects a slower rate")
+    return (f"S3 reads: {per_tile / 1e9:,.1f} GB a tile at {p.s3_mb_per_s:,.0f} MB/s per "
+            f"Lambda: the invocations that read more than they decode in that time wait for S3 "
+            f"(CPU-bound from {need:,.0f} MB/s)")
 
 
 def _storage_line(p: Projection) -> str:
@@ -567,7 +672,7 @@ def report(p: Projection) -> str:
     s = summary(p)
     lines = [f"cloudfree plan {p.year}: {s['tiles']:,} tiles, MedianMemoryMB {p.memory_mb}, "
              f"TileConcurrency {p.tile_concurrency}, BandConcurrency {p.band_concurrency}, "
-             f"WindowConcurrency {p.window_concurrency}"]
+             f"WindowConcurrency {p.window_concurrency}, CogCompression {p.compression}"]
     if s["per_tile"]:
         lines.append(f"{'tile':6s} {'found':>5s} {'sel':>4s} {'GB read':>8s} {'GETs':>7s} "
                      f"{'GB-s':>8s} {'trans':>5s} {'$':>8s}")
@@ -587,6 +692,7 @@ def report(p: Projection) -> str:
         f"S3 requests (our buckets): ${usd.get('s3_requests', 0):,.2f}",
         f"total ${s['total_usd']:,.2f}; wall {s['wall_hours']:,.1f} h",
         _storage_line(p),
+        _network_line(p),
         f"concurrent Lambdas: at most {s['peak_lambdas']:,} by the tiles' schedules "
         f"(TileConcurrency x (a tile's peak + 1 publish)); the settings reserve "
         f"{s['reserved_lambdas']:,} (TileConcurrency x (BandConcurrency x WindowConcurrency "

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import tasks
 from .errors import InputError
-from .settings import DEFAULT_STAC_API, Settings
+from .settings import COG_COMPRESSIONS, DEFAULT_STAC_API, Settings, cog_compression
 from .windows import Window
 
 if TYPE_CHECKING:
@@ -46,13 +46,14 @@ EXECUTION = "onebox"
 
 def local_settings(out: str | Path, *, stac_url: str = DEFAULT_STAC_API, scene_count: int = 16,
                    median_memory_mb: int = 3008, assemble_memory_mb: int = 3008,
-                   outliers: str = "on") -> Settings:
+                   outliers: str = "on", compression: str = "DEFLATE") -> Settings:
     """The deployment's settings with its three buckets as folders under ``out``."""
     root = Path(out).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return Settings(WORK, PUBLIC, CONTROL, stac_api_url=stac_url, scene_count=scene_count,
                     median_memory_mb=median_memory_mb, assemble_memory_mb=assemble_memory_mb,
-                    local_root=str(root), outlier_rejection=outliers)
+                    local_root=str(root), outlier_rejection=outliers,
+                    cog_compression=cog_compression(compression))
 
 
 # --- items from a file -------------------------------------------------------------------------
@@ -192,10 +193,10 @@ def composite_tile(tile: str, year: int, settings: Settings, options: dict | Non
 def composite(tiles: list[str], year: int, out: str | Path, options: dict | None = None, *,
               items: list[dict] | None = None, stac_url: str = DEFAULT_STAC_API,
               median_memory_mb: int = 3008, progress: bool = True,
-              outliers: str = "on") -> list[TileRun]:
+              outliers: str = "on", compression: str = "DEFLATE") -> list[TileRun]:
     """``cloudfree composite``: every tile in turn, a progress bar over each tile's steps."""
     settings = local_settings(out, stac_url=stac_url, median_memory_mb=median_memory_mb,
-                              outliers=outliers)
+                              outliers=outliers, compression=compression)
     runs = []
     for tile in tiles:
         with _Steps(f"{tile} {year}", progress) as steps:
@@ -697,6 +698,10 @@ def register(sub) -> None:
     p.add_argument("--outliers", choices=("on", "off"), default="on",
                    help="outlier rejection before the median (the template's OutlierRejection; "
                         "default on)")
+    p.add_argument("--compression", choices=COG_COMPRESSIONS, default=COG_COMPRESSIONS[0],
+                   help="the COGs' compression (the template's CogCompression; default DEFLATE, "
+                        "read by every TIFF reader; LERC_ZSTD: lossless, smaller and cheaper "
+                        "to write, needs GDAL >= 2.4 with zstd or geotiff.js >= 2.1)")
     p.add_argument("--bbox-native", type=checked(parse_native_bbox), default=None,
                    help="minx,miny,maxx,maxy in the tile's UTM CRS: only this window, bands at "
                         "native resolution as UTM GeoTIFFs in OUT/{tile}_{year}_bands/ "
@@ -746,7 +751,7 @@ def _run(args) -> int:
         return 0
     runs = composite(tiles, year, args.out, options, items=items, stac_url=args.stac_url,
                      median_memory_mb=args.memory_mb, progress=not args.quiet,
-                     outliers=args.outliers)
+                     outliers=args.outliers, compression=args.compression)
     for r in runs:
         print(f"{r.tile} {r.year}: {r.status} ({r.scenes} scenes, {r.seconds:.1f} s)"
               + (f" -> {r.item}" if r.item else f": {r.reason}" if r.reason else ""),

@@ -22,6 +22,12 @@ DEFAULT_MASK = (0, 1, 3, 8, 9, 10, 11)
 #: pricing. STANDARD: the same price every month. Classes with a retrieval fee (STANDARD_IA,
 #: GLACIER_IR) are not offered: every public read of a COG would cost us per GB.
 PUBLIC_STORAGE_CLASSES = ("INTELLIGENT_TIERING", "STANDARD")
+#: Compressions of the published COGs (the template's CogCompression; ``assemble.cog_profile``).
+#: DEFLATE (default): every TIFF reader decodes it. LERC_ZSTD (lossless, MAX_Z_ERROR 0): ~6 %
+#: fewer bytes on real Sentinel-2 pixels and ~1/3 of the encoding CPU (``bench/bench_codecs.py``),
+#: but readers need GDAL >= 2.4 with zstd (QGIS, rasterio, ArcGIS) or geotiff.js >= 2.1; libtiff
+#: alone (Pillow, MATLAB) cannot read it.
+COG_COMPRESSIONS = ("DEFLATE", "LERC_ZSTD")
 
 
 def _int_tuple(value: str, name: str) -> tuple[int, ...]:
@@ -39,13 +45,22 @@ def _outlier_setting(value: str) -> str:
     return "on" if parse_rule(value).enabled else "off"
 
 
+def _one_of(value: str, name: str, allowed: tuple[str, ...]) -> str:
+    """``value`` as one of ``allowed`` (upper case, ``-`` as ``_``); ConfigError otherwise."""
+    got = str(value).strip().upper().replace("-", "_")
+    if got not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return got
+
+
 def public_storage_class(value: str) -> str:
     """``PUBLIC_STORAGE_CLASS`` checked against :data:`PUBLIC_STORAGE_CLASSES` (any case)."""
-    name = str(value).strip().upper().replace("-", "_")
-    if name not in PUBLIC_STORAGE_CLASSES:
-        raise ConfigError(f"PUBLIC_STORAGE_CLASS must be one of {', '.join(PUBLIC_STORAGE_CLASSES)}"
-                          f", got {value!r}")
-    return name
+    return _one_of(value, "PUBLIC_STORAGE_CLASS", PUBLIC_STORAGE_CLASSES)
+
+
+def cog_compression(value: str) -> str:
+    """``COG_COMPRESSION`` checked against :data:`COG_COMPRESSIONS` (any case)."""
+    return _one_of(value, "COG_COMPRESSION", COG_COMPRESSIONS)
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,8 @@ class Settings:
     outlier_rejection: str = "on"  # cloudfree.outliers: "on" (default) or "off"
     #: the published COGs' S3 storage class (PUBLIC_STORAGE_CLASSES)
     public_storage_class: str = "INTELLIGENT_TIERING"
+    #: the published COGs' compression (COG_COMPRESSIONS)
+    cog_compression: str = "DEFLATE"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -102,6 +119,8 @@ class Settings:
                 outlier_rejection=_outlier_setting(env.get("OUTLIER_REJECTION") or "on"),
                 public_storage_class=public_storage_class(
                     env.get("PUBLIC_STORAGE_CLASS") or PUBLIC_STORAGE_CLASSES[0]),
+                cog_compression=cog_compression(env.get("COG_COMPRESSION")
+                                                or COG_COMPRESSIONS[0]),
             )
         except ValueError as err:
             raise ConfigError(f"bad numeric setting: {err}") from err

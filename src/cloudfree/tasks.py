@@ -418,6 +418,7 @@ def assemble(tile: str, year: int, band: str, options: dict | None, settings: Se
                                 mask_classes=manifest.mask_classes,
                                 outliers=settings.outlier_rejection)
     info = assemble_band(layout, year, t.id, band, windows, write_count=wants_count,
+                         profile=settings.cog_compression.lower(),
                          on_written=lambda: fault.check("during"))
     fault.check("after")
     return {"band": band, "cog": info.href, "bytes": info.size, "skipped": False,

@@ -57,3 +57,31 @@ def test_composite_equals_the_deployed_pipeline(deployed_item, local_env, tmp_pa
                 assert (a.transform, a.shape, a.count) == (b.transform, b.shape, b.count)
                 np.testing.assert_array_equal(a.read(), b.read(), err_msg=key)
     assert Path(local["assets"]["red"]["href"]).name == f"{TILE}_{YEAR}_red.tif"
+
+
+def test_lerc_zstd_composite_has_the_deployed_pixels_in_fewer_bytes(deployed_item, local_env,
+                                                                    tmp_path):
+    """CogCompression LERC_ZSTD (``cloudfree composite --compression``) is lossless: every
+    asset holds the pipeline's DEFLATE pixels, overviews included, in fewer bytes in all."""
+    runs = onebox.composite([TILE], YEAR, tmp_path, {"scenes": SCENES},
+                            stac_url=local_env["STAC_API_URL"], progress=False,
+                            compression="LERC_ZSTD")
+    assert [r.status for r in runs] == ["published"]
+    local = storage.read_json(runs[0].item)
+    sizes = {"lerc_zstd": 0, "deflate": 0}
+    with rasterio.Env(**storage.gdal_env_options()):
+        for key, asset in local["assets"].items():
+            theirs = deployed_item["assets"][key]["href"]
+            with rasterio.open(asset["href"]) as a, rasterio.open(theirs) as b:
+                assert a.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "LERC_ZSTD", key
+                assert b.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "DEFLATE", key
+                assert (a.transform, a.shape, a.count) == (b.transform, b.shape, b.count)
+                np.testing.assert_array_equal(a.read(), b.read(), err_msg=key)
+                assert a.overviews(1) == b.overviews(1), key
+                for level in range(len(a.overviews(1))):
+                    with rasterio.open(asset["href"], overview_level=level) as oa, \
+                            rasterio.open(theirs, overview_level=level) as ob:
+                        np.testing.assert_array_equal(oa.read(), ob.read(), err_msg=key)
+            sizes["lerc_zstd"] += storage.head(asset["href"]).size
+            sizes["deflate"] += storage.head(theirs).size
+    assert sizes["lerc_zstd"] < sizes["deflate"], sizes

@@ -206,3 +206,83 @@ def test_plan_prints_storage_by_class(capsys):
     assert doc["storage_class"] == "STANDARD"
     assert doc["storage_usd_month_unread"]["90"] == doc["storage_usd_month"] == pytest.approx(
         costs.calibration()["output_bytes_per_tile"] / 1e9 * 0.023)
+
+
+def test_cog_compression_changes_the_encoding_and_the_bytes_only():
+    """LERC_ZSTD at encode share 0.4 and bytes share 0.9 (made-up calibration): the tile's
+    Lambda CPU-s lose 0.6 of the 100 CPU-s of encoding and nothing else (2 x 180 - 60 =
+    300); the staged COGs' parts shrink with the bytes (9 of 64 MiB instead of 10)."""
+    cal = {**CAL, "codecs": {"LERC_ZSTD": {"encode_cpu_share": 0.4, "bytes_share": 0.9}}}
+    d = costs.tile_cost("33UUP", 16, 3008, cal=cal)
+    z = costs.tile_cost("33UUP", 16, 3008, cal=cal, compression="LERC_ZSTD")
+    assert d.lambda_s == pytest.approx(2 * 180 / (3008 / 1769))
+    assert z.lambda_s == pytest.approx((2 * 180 - 0.6 * 100) / (3008 / 1769))
+    assert d.puts - z.puts == 10 - 9
+    assert (z.transitions, z.invocations, z.windows) == (d.transitions, d.invocations, d.windows)
+    assert costs.codec_shares("DEFLATE", cal) == (1.0, 1.0)
+    with pytest.raises(InputError, match="no calibration"):
+        costs.codec_shares("LERC_ZSTD", CAL)
+
+
+def test_plan_projects_lerc_zstd_from_the_calibration(capsys):
+    from cloudfree.cli import main
+
+    share, size = costs.codec_shares("LERC_ZSTD")
+    assert 0 < share < 1 and 0.8 < size < 1
+    d = costs.project(2023, ["33UUP", "34UUP"])
+    z = costs.project(2023, ["33UUP", "34UUP"], compression="LERC_ZSTD")
+    cal = costs.calibration()
+    assert z.total("lambda_s") == pytest.approx(
+        d.total("lambda_s") - 2 * (1 - share) * cal["encode_cpu_s_per_tile"]
+        / costs.cpu_share(3008))
+    assert z.storage_usd_month() < d.storage_usd_month()
+    main(["plan", "--year", "2023", "--tiles", "33UUP", "--offline", "--json",
+          "--compression", "LERC_ZSTD"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["compression"] == "LERC_ZSTD"
+    assert doc["total_usd"] == pytest.approx(costs.project(2023, ["33UUP"],
+                                                           compression="LERC_ZSTD").total_usd())
+
+
+def test_s3_read_rate_by_hand():
+    """Every band 1 MB a scene, SCL nothing (made-up calibration): a decide invocation reads
+    16 scenes x blue, red and nir08 / 4 invocations = 12 MB; a 10 m median batch of blue
+    16 MB / its batches. Below the rate the figures need, an invocation takes its bytes / rate;
+    at or above it nothing changes."""
+    cal = {**CAL, "bytes_per_scene": {**{b: 10**6 for b in costs.OUTPUT_BANDS}, "scl": 0}}
+    base = costs.tile_cost("33UUP", 16, 3008, cal=cal)
+    assert costs.decide_batches() == 4
+    decide_s = base.lambda_s * 40 / (40 + 5 * 36 + 6 * 13 + 2 * 5) / 4  # its phase share
+    blue_batches = costs.band_reads("blue", 16, 3008)[1]
+    blue_s = base.lambda_s * 20 / (40 + 5 * 36 + 6 * 13 + 2 * 5) / blue_batches
+    assert base.s3_mb_per_s_needed >= 12 / decide_s - 1e-9
+    assert base.s3_mb_per_s_needed >= 16 / blue_batches / blue_s - 1e-9
+    fast = costs.tile_cost("33UUP", 16, 3008, cal=cal, s3_mb_per_s=base.s3_mb_per_s_needed)
+    assert fast.lambda_s == pytest.approx(base.lambda_s)
+    assert fast.wall_s == pytest.approx(base.wall_s)
+    rate = 12 / decide_s / 4  # a quarter of what decide needs: it takes 4x as long
+    slow = costs.tile_cost("33UUP", 16, 3008, cal=cal, s3_mb_per_s=rate)
+    assert slow.lambda_s >= base.lambda_s + 4 * (4 * decide_s - decide_s) - 1e-6
+    assert slow.wall_s > base.wall_s and slow.gb_s == pytest.approx(slow.lambda_s * 3008 / 1024)
+
+
+def test_plan_prints_the_s3_rate_it_assumes(capsys):
+    from cloudfree.cli import main
+
+    main(["plan", "--year", "2023", "--tiles", "33UUP", "--offline"])
+    need = costs.project(2023, ["33UUP"]).s3_mb_per_s_needed()
+    assert 50 < need < 1000
+    assert (f"these figures hold while every decide and median Lambda reads S3 at {need:,.0f} "
+            "MB/s or more") in capsys.readouterr().out
+    main(["plan", "--year", "2023", "--tiles", "33UUP", "--offline", "--json",
+          "--s3-mb-per-s", str(need / 2)])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["s3_mb_per_s"] == need / 2
+    assert doc["total_usd"] > costs.project(2023, ["33UUP"]).total_usd()
+
+
+def test_the_calibration_sizes_every_asset_the_invocations_read():
+    from cloudfree.outliers import CLOUD_BAND, SHADOW_BAND, WHITE_BAND
+
+    sizes = costs.calibration()["bytes_per_scene"]
+    assert set(costs.OUTPUT_BANDS) | {CLOUD_BAND, WHITE_BAND, SHADOW_BAND, "scl"} <= set(sizes)

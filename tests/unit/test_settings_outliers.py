@@ -1,4 +1,4 @@
-"""Settings.from_env: OUTLIER_REJECTION read once, as "on" or "off"; PUBLIC_STORAGE_CLASS."""
+"""Settings.from_env: OUTLIER_REJECTION ("on" or "off"), PUBLIC_STORAGE_CLASS, COG_COMPRESSION."""
 
 from __future__ import annotations
 
@@ -36,3 +36,16 @@ def test_public_storage_class_refuses_classes_with_retrieval_fees_and_typos(valu
     with pytest.raises(ConfigError, match="PUBLIC_STORAGE_CLASS must be one of "
                                           "INTELLIGENT_TIERING, STANDARD"):
         Settings.from_env({**ENV, "PUBLIC_STORAGE_CLASS": value})
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, "DEFLATE"), ("", "DEFLATE"), ("deflate", "DEFLATE"), ("lerc-zstd", "LERC_ZSTD")])
+def test_cog_compression_setting(value, expected):
+    env = dict(ENV) if value is None else {**ENV, "COG_COMPRESSION": value}
+    assert Settings.from_env(env).cog_compression == expected
+
+
+@pytest.mark.parametrize("value", ["ZSTD", "LERC", "JPEG", "webp"])
+def test_cog_compression_refuses_the_untested_and_the_lossy(value):
+    with pytest.raises(ConfigError, match="COG_COMPRESSION must be one of DEFLATE, LERC_ZSTD"):
+        Settings.from_env({**ENV, "COG_COMPRESSION": value})

@@ -576,3 +576,18 @@ def test_public_storage_class_is_a_parameter_the_settings_accept(template):
     assert p["Default"] == "INTELLIGENT_TIERING" == PUBLIC_STORAGE_CLASSES[0]
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert env["PUBLIC_STORAGE_CLASS"] == {"Ref": "PublicStorageClass"}
+
+
+def test_cog_compression_is_a_parameter_the_settings_accept(template):
+    """CogCompression: the codecs cloudfree.settings takes (each tested lossless on real
+    pixels), DEFLATE by default (every TIFF reader), passed as COG_COMPRESSION; the plan has a
+    calibration for every other one."""
+    from cloudfree.costs import calibration
+    from cloudfree.settings import COG_COMPRESSIONS
+
+    p = template["Parameters"]["CogCompression"]
+    assert tuple(p["AllowedValues"]) == COG_COMPRESSIONS
+    assert p["Default"] == "DEFLATE" == COG_COMPRESSIONS[0]
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["COG_COMPRESSION"] == {"Ref": "CogCompression"}
+    assert set(calibration()["codecs"]) == set(COG_COMPRESSIONS) - {"DEFLATE"}
