@@ -406,9 +406,13 @@ class Projection:
                 lines.append(f"cost ${cost:,.0f} > ${GOAL_USD:.0f}: Lambda CPU-seconds must "
                              f"fall to {need:.0%} of today's: pipeline/codec-floor ratio "
                              f"{cal['pipeline_to_floor']} -> {ratio:.2f}"
-                             + (" (below the floor: also cut the work)" if ratio < 1 else ""))
+                             + (" (below the floor: also cut the work)" if ratio < 1 else "")
+                             + ("" if self.s3_mb_per_s is None else
+                                f"; at {self.s3_mb_per_s:,.0f} MB/s the Lambdas also wait for "
+                                "S3"))
                 lines.append(_scene_advice(self, need, cal))
-                lines.append(_memory_advice(cal))
+                lines.append(_memory_advice(cal) if self.s3_mb_per_s is None
+                             else _network_memory_advice(self, cal))
                 lines.extend(_codec_advice(self, cal))
         if hours > GOAL_HOURS:
             tc = math.ceil(self.tile_concurrency * hours / GOAL_HOURS)
@@ -459,6 +463,22 @@ def _memory_advice(cal: dict) -> str:
                f"{best} MB would cut the Lambda bill by {1 - gb_s[best]:.0%}")
     return (f"memory: GB-s per tile against {CALIBRATED_MEMORY_MB} MB, measured under Lambda's "
             f"CPU share: {listed}; {verdict}")
+
+
+def _network_memory_advice(p: Projection, cal: dict) -> str:
+    """The bill at each measured memory when the Lambdas read S3 at ``p.s3_mb_per_s``: less
+    memory decodes slower, so it waits less for the same reads (taken as the same rate at
+    every memory: unmeasured)."""
+    measured = sorted({int(m) for m in (cal.get("memory_seconds") or {}).get("tile_s", {})}
+                      | {p.memory_mb})
+    usd = {m: project(p.year, [t.tile for t in p.tiles],
+                      scenes=max(t.scenes for t in p.tiles) or 1, memory_mb=m,
+                      found={t.tile: t.scenes for t in p.tiles}, compression=p.compression,
+                      s3_mb_per_s=p.s3_mb_per_s).total_usd() for m in measured}
+    best = min(usd, key=usd.__getitem__)
+    return (f"memory at {p.s3_mb_per_s:,.0f} MB/s: " + ", ".join(
+        f"{m} MB ${v:,.0f}" for m, v in usd.items()) + f"; the cheapest is {best} MB (the "
+        "same read rate taken at every memory)")
 
 
 def _scene_advice(p: Projection, need: float, cal: dict) -> str:

@@ -286,3 +286,20 @@ def test_the_calibration_sizes_every_asset_the_invocations_read():
 
     sizes = costs.calibration()["bytes_per_scene"]
     assert set(costs.OUTPUT_BANDS) | {CLOUD_BAND, WHITE_BAND, SHADOW_BAND, "scl"} <= set(sizes)
+
+
+def test_memory_advice_at_a_read_rate_prices_each_measured_memory():
+    """At a given S3 rate the world's advice prices every measured memory (each projected as
+    the plan does) and names the cheapest; without a rate it keeps the CPU-bound verdict."""
+    from cloudfree.tasks import resolve_tiles
+
+    tiles = resolve_tiles(None, "world")
+    p = costs.project(2023, tiles, s3_mb_per_s=70)
+    line = next(a for a in p.advice() if a.startswith("memory at 70 MB/s: "))
+    prices = {m: costs.project(2023, tiles, memory_mb=m, s3_mb_per_s=70).total_usd()
+              for m in (2048, 2560, 3008, 3538)}
+    for m, usd in prices.items():
+        assert f"{m} MB ${usd:,.0f}" in line
+    assert line.endswith(f"the cheapest is {min(prices, key=prices.__getitem__)} MB (the same "
+                         "read rate taken at every memory)")
+    assert any(a.startswith("memory: GB-s per tile") for a in costs.project(2023, tiles).advice())
