@@ -430,17 +430,24 @@ class Projection:
         return lines or ["within the goal ($200 and 4 h for the year)"]
 
 
+def _reproject(p: Projection, **changes: Any) -> Projection:
+    """``p``'s tiles (their scene counts) projected again with some of its settings changed
+    (``project``'s keywords)."""
+    settings = {"memory_mb": p.memory_mb, "tile_concurrency": p.tile_concurrency,
+                "band_concurrency": p.band_concurrency,
+                "window_concurrency": p.window_concurrency, "storage_class": p.storage_class,
+                "compression": p.compression, "s3_mb_per_s": p.s3_mb_per_s, **changes}
+    return project(p.year, [t.tile for t in p.tiles],
+                   scenes=max((t.scenes for t in p.tiles), default=0) or 1,
+                   found={t.tile: t.scenes for t in p.tiles}, **settings)
+
+
 def _codec_advice(p: Projection, cal: dict) -> list[str]:
     """What CogCompression LERC_ZSTD would cost instead of DEFLATE (its CPU and bytes measured
     by ``bench/bench_codecs.py``), and what it asks of the readers."""
     if p.compression != "DEFLATE" or "LERC_ZSTD" not in cal.get("codecs", {}):
         return []
-    other = project(p.year, [t.tile for t in p.tiles],
-                    scenes=max((t.scenes for t in p.tiles), default=0) or 1,
-                    memory_mb=p.memory_mb, found={t.tile: t.scenes for t in p.tiles},
-                    tile_concurrency=p.tile_concurrency, band_concurrency=p.band_concurrency,
-                    window_concurrency=p.window_concurrency, storage_class=p.storage_class,
-                    compression="LERC_ZSTD", s3_mb_per_s=p.s3_mb_per_s)
+    other = _reproject(p, compression="LERC_ZSTD")
     return [f"CogCompression LERC_ZSTD (lossless): ${other.total_usd():,.0f} instead of "
             f"${p.total_usd():,.0f}, storage ${other.storage_usd_month():,.0f} instead of "
             f"${p.storage_usd_month():,.0f} a month; its readers need GDAL >= 2.4 with zstd "
@@ -471,10 +478,7 @@ def _network_memory_advice(p: Projection, cal: dict) -> str:
     every memory: unmeasured)."""
     measured = sorted({int(m) for m in (cal.get("memory_seconds") or {}).get("tile_s", {})}
                       | {p.memory_mb})
-    usd = {m: project(p.year, [t.tile for t in p.tiles],
-                      scenes=max(t.scenes for t in p.tiles) or 1, memory_mb=m,
-                      found={t.tile: t.scenes for t in p.tiles}, compression=p.compression,
-                      s3_mb_per_s=p.s3_mb_per_s).total_usd() for m in measured}
+    usd = {m: _reproject(p, memory_mb=m).total_usd() for m in measured}
     best = min(usd, key=usd.__getitem__)
     return (f"memory at {p.s3_mb_per_s:,.0f} MB/s: " + ", ".join(
         f"{m} MB ${v:,.0f}" for m, v in usd.items()) + f"; the cheapest is {best} MB (the "
