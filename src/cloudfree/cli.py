@@ -22,7 +22,7 @@ COMMAND_MODULES = (
     "cloudfree.pipeline.cli",  # run/status/reprocess/fetch/deploy
     "cloudfree.viewer.cli",  # view
     "cloudfree.onebox",  # composite (one machine, no AWS)
-    "cloudfree.costs",  # plan (a dry run: what a year costs)
+    "cloudfree.plan_command",  # plan (a dry run: what a year costs; cloudfree.costs)
 )
 
 

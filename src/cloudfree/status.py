@@ -173,6 +173,25 @@ def _details(rows: list[dict], year: int, layout: Layout) -> None:
         list(pool.map(read, jobs))
 
 
+def cost_summary(costs: list[dict]) -> dict[str, float]:
+    """The mean cost of the done tiles sampled (their markers' ``cost``), and, for those that
+    carry it, ``cloudfree plan``'s projection for them (``planned_lambda_gb_seconds``, whole
+    tiles, CPU-bound) and the measured GB-s over it: well above 1 on full tiles, the Lambdas
+    ran slower than the plan believes (a slower CPU than the calibration machine's, or waits
+    for S3: ``cloudfree plan --s3-mb-per-s``)."""
+    if not costs:
+        return {}
+    out = {k: round(sum(c[k] for c in costs) / len(costs), 2)
+           for k in ("lambda_gb_seconds", "state_transitions")}
+    planned = [c for c in costs if c.get("planned_lambda_gb_seconds")]
+    if planned:
+        plan = sum(c["planned_lambda_gb_seconds"] for c in planned)
+        out["planned_lambda_gb_seconds"] = round(plan / len(planned), 2)
+        out["measured_over_planned"] = round(
+            sum(c["lambda_gb_seconds"] for c in planned) / plan, 3)
+    return out
+
+
 def year_report(execution: str, year: int, tiles: list[str], settings: Settings, *,
                 settle_seconds: float = 60.0) -> dict[str, Any]:
     """The report document of one execution (tiles in plan order)."""
@@ -185,8 +204,7 @@ def year_report(execution: str, year: int, tiles: list[str], settings: Settings,
     _details(rows, year, layout)
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("done", "empty", "failed")}
     costs = [r["cost"] for r in rows if r.get("cost")]
-    per_tile = {k: round(sum(c[k] for c in costs) / len(costs), 2)
-                for k in ("lambda_gb_seconds", "state_transitions")} if costs else {}
+    per_tile = cost_summary(costs)
     return {"execution": execution, "year": year, "status": "complete",
             "generated_at": _stamp(datetime.now(UTC)),
             **counts, "republished": republished, "cost_per_done_tile": per_tile,

@@ -446,7 +446,12 @@ def complete(tile: str, year: int, execution: str | None, settings: Settings) ->
 
 
 def tile_cost(tile: str, year: int, settings: Settings) -> dict:
-    """What a tile cost: Lambda seconds and GB-s of median + assemble, state transitions."""
+    """What a tile cost: Lambda seconds and GB-s of median + assemble, state transitions; and
+    what ``cloudfree plan`` projects for a whole tile of as many scenes at these settings
+    (``planned_lambda_gb_seconds``: the report compares them, the explicit check of the plan's
+    two unmeasured beliefs, Lambda's CPU speed against this machine's and its S3 read rate)."""
+    from .costs import tile_cost as planned
+
     layout = settings.layout
     stats = [storage.read_json(layout.band_stats(year, tile, b)) for b in OUTPUT_BANDS]
     decide_s = sum(float(storage.read_json(u).get("seconds", 0)) for u in
@@ -457,8 +462,11 @@ def tile_cost(tile: str, year: int, settings: Settings) -> dict:
     manifest = Manifest.read(layout.manifest(year, tile))
     transitions = tile_transitions(manifest.work(), len(_decide_work(manifest, settings)))
     gb_s = (median_s * settings.median_memory_mb + assemble_s * settings.assemble_memory_mb)
+    plan = planned(tile, len(manifest.scenes), settings.median_memory_mb,
+                   compression=settings.cog_compression)
     return {"median_seconds": round(median_s, 2), "assemble_seconds": round(assemble_s, 2),
-            "lambda_gb_seconds": round(gb_s / 1024, 1), "state_transitions": transitions}
+            "lambda_gb_seconds": round(gb_s / 1024, 1), "state_transitions": transitions,
+            "scenes": len(manifest.scenes), "planned_lambda_gb_seconds": round(plan.gb_s, 1)}
 
 
 def record_failure(tile: str, year: int, error: dict | None, settings: Settings) -> dict:

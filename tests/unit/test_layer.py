@@ -156,6 +156,38 @@ def test_the_layers_rasterio_writes_and_reads_the_window_compression(layer, tmp_
     assert res.stdout.strip().splitlines()[-1] == "ok"
 
 
+CODEC_AND_COST_PROBE = r'''
+import sys, numpy as np, rasterio
+from cloudfree.costs import tile_cost
+from cloudfree.assemble import write_web_cog
+print(round(tile_cost("", 16, 3008, compression="LERC_ZSTD").gb_s, 1))
+src = sys.argv[1] + "/in.tif"
+with rasterio.open(src, "w", driver="GTiff", width=600, height=600, count=1, dtype="uint16",
+                   crs="EPSG:32633", transform=(10, 0, 300000, 0, -10, 5400000), nodata=0) as d:
+    d.write((np.arange(600 * 600, dtype=np.uint16) % 3000 + 1).reshape(1, 600, 600))
+for profile in ("deflate", "lerc_zstd"):
+    info = write_web_cog(src, sys.argv[1] + f"/{profile}.tif", indexes=[1], profile=profile)
+    with rasterio.open(info.href) as cog:
+        print(profile, cog.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"], int(cog.read(1).sum()))
+'''
+
+
+@needs_sam
+def test_the_layer_plans_a_tile_and_writes_both_cog_compressions(layer, tmp_path):
+    """What the complete step (``tasks.tile_cost``: cloudfree plan's projection beside the
+    measured cost) and the assemble step (``CogCompression``) need runs from the layer alone:
+    costs and its calibration data; LERC_ZSTD (GDAL's LERC and zstd) writing the same
+    pixels as DEFLATE."""
+    from cloudfree.costs import tile_cost
+
+    res = _layer_only(layer, tmp_path, CODEC_AND_COST_PROBE, str(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.strip().splitlines()
+    assert float(lines[0]) == round(tile_cost("", 16, 3008, compression="LERC_ZSTD").gb_s, 1)
+    deflate, lerc = lines[1].split(), lines[2].split()
+    assert (deflate[1], lerc[1]) == ("DEFLATE", "LERC_ZSTD") and deflate[2] == lerc[2]
+
+
 BYTECODE_PROBE = r'''
 import importlib.util, json, sys
 from importlib._bootstrap_external import SourceLoader

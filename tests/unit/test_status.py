@@ -118,3 +118,20 @@ def test_collection_extent_keeps_a_tile_across_the_antimeridian():
     longitude range (grid.union_bbox), never a min/max that drops it."""
     west, south, east, north = publish.tiles_bbox({"01VCK", "33UUP"})
     assert (west, east) == (-180.0, 180.0) and 47 < south < 63 < north < 64
+
+
+def test_cost_summary_sets_the_measured_gb_s_against_the_plan():
+    """Means of the sampled done tiles; the plan's projection and measured / planned only over
+    the markers that carry it (older markers do not)."""
+    from cloudfree.status import cost_summary
+
+    costs = [{"lambda_gb_seconds": 1200.0, "state_transitions": 62,
+              "planned_lambda_gb_seconds": 800.0},
+             {"lambda_gb_seconds": 900.0, "state_transitions": 62,
+              "planned_lambda_gb_seconds": 700.0},
+             {"lambda_gb_seconds": 10.0, "state_transitions": 48}]
+    assert cost_summary(costs) == {"lambda_gb_seconds": 703.33, "state_transitions": 57.33,
+                                   "planned_lambda_gb_seconds": 750.0,
+                                   "measured_over_planned": 1.4}
+    assert cost_summary(costs[2:]) == {"lambda_gb_seconds": 10.0, "state_transitions": 48.0}
+    assert cost_summary([]) == {}

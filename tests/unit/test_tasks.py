@@ -215,3 +215,8 @@ def test_median_and_cost_take_the_plan_from_the_manifest_not_the_settings(monkey
     # outlier rejection on (the default): 4 decide batches, whose seconds count as median time
     assert cost["state_transitions"] == tile_transitions(manifest.work(), 4)
     assert cost["median_seconds"] == 13 * 1.0 + 2 * 2.0
+    # what cloudfree plan projects for a whole tile of its 16 scenes at the deployed memory
+    from cloudfree.costs import tile_cost
+
+    assert cost["scenes"] == 16
+    assert cost["planned_lambda_gb_seconds"] == round(tile_cost("", 16, 10240).gb_s, 1) > 0
