@@ -238,6 +238,9 @@ def test_cli_run_status_fetch(first, deployed, tmp_path):
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"{TILE}: done" in out.stdout and "execution SUCCEEDED" in out.stdout
+    # the report's cost per done tile, against cloudfree plan's (the tile was already done:
+    # its marker's cost is the earlier run's, measured and planned)
+    assert "cost per done tile: " in out.stdout and "Lambda GB-s" in out.stdout
     arn = out.stdout.split("started ", 1)[1].split()[0]
     status = subprocess.run([cli, "status", "--stack", deployed.stack_name, arn],
                             capture_output=True, text=True, timeout=120)

@@ -120,6 +120,9 @@ def _run(args: argparse.Namespace) -> int:
     for row in run.tile_statuses(deployed, args.year, tiles):
         print(f"  {row['tile']}: {row['status']}" + (f" ({row.get('error')})"
                                                      if row["status"] == "failed" else ""))
+    line = run.cost_line(deployed, desc)
+    if line:
+        print(line)
     print(f"execution {desc['status']}")
     return 0 if desc["status"] == "SUCCEEDED" else 1
 

@@ -360,3 +360,21 @@ def execution_history_stats(execution_arn: str) -> dict:
     return {"transitions": parent + sum(per_child), "parent_transitions": parent,
             "tiles": len(per_child), "child_events_recorded": any(per_child),
             "max_payload_bytes": max_state, "max_lambda_result_bytes": max_lambda}
+
+
+def cost_line(deployed: Deployed, desc: dict) -> str | None:
+    """The finished execution's cost per done tile from its report (None when it wrote
+    none): the Lambda GB-s measured against ``cloudfree plan``'s for the same tiles."""
+    uri = deployed.settings.layout.report(desc["name"])
+    if not storage.exists(uri):
+        return None
+    cost = storage.read_json(uri).get("cost_per_done_tile") or {}
+    if not cost:
+        return None
+    line = (f"cost per done tile: {cost['lambda_gb_seconds']:,.1f} Lambda GB-s, "
+            f"{cost['state_transitions']:,.0f} state transitions")
+    if cost.get("planned_lambda_gb_seconds"):
+        line += (f"; cloudfree plan says {cost['planned_lambda_gb_seconds']:,.1f} GB-s for whole "
+                 f"tiles of as many scenes (measured / planned {cost['measured_over_planned']})")
+    return line
+
