@@ -220,3 +220,9 @@ def test_median_and_cost_take_the_plan_from_the_manifest_not_the_settings(monkey
 
     assert cost["scenes"] == 16
     assert cost["planned_lambda_gb_seconds"] == round(tile_cost("", 16, 10240).gb_s, 1) > 0
+    # a plan that cannot be made (here: no calibration) leaves the figure out, not the tile
+    from cloudfree import costs
+
+    monkeypatch.setattr(costs, "calibration", lambda: {})
+    cost = tasks.tile_cost("33UUP", 2023, s)
+    assert "planned_lambda_gb_seconds" not in cost and cost["scenes"] == 16
