@@ -12,7 +12,8 @@ Per tile, from the number of scenes selected ``S`` and ``MedianMemoryMB`` ``M``:
                     seconds at M over those at 3008 MB, measured under a CPU quota of vCPU(M)
                     (calibration memory_seconds; beyond the measured memories, by vCPU share)
                     with --s3-mb-per-s R: each decide and median invocation takes the longer of
-                    its share of those seconds and its source bytes / R (reads overlap decoding)
+                    its share of those seconds and its source bytes / R (reads overlap decoding);
+                    each assemble adds 2 x its COG's bytes / R (windows in, COG out, in sequence)
     GB-s          = Lambda s x M / 1024
     tile wall     = tile_schedule: the Lambda s split into invocations as the full-tile benchmark
                     split them (calibration phase_seconds); decide in rounds of BandConcurrency,
@@ -293,7 +294,12 @@ def tile_cost(tile: str, scenes: int, memory_mb: int = 3008, *,
     if s3_mb_per_s:  # each invocation takes its reads' time when that is the longer
         rate = s3_mb_per_s * 1e6
         per_decide = max(per_decide, reads[0] / rate)
-        bands = [(n, max(t, b / rate), a) for (n, t, a), b in zip(bands, reads[1], strict=True)]
+        # an assemble downloads its windows and uploads its COG before and after its work:
+        # about twice its output bytes, in sequence with it
+        out = _output_bytes(cal["output_bytes_per_tile"] * bytes_share,
+                            [w["band"] for w in work])
+        bands = [(n, max(t, b / rate), a + 2 * o / rate)
+                 for (n, t, a), b, o in zip(bands, reads[1], out, strict=True)]
         c.lambda_s = decide * per_decide + sum(n * t + a for n, t, a in bands)
         c.gb_s = c.lambda_s * memory_mb / 1024
     c.wall_s, c.peak_lambdas = tile_schedule((decide, per_decide), bands,
@@ -317,6 +323,21 @@ def _invocation_reads(sizes: dict[str, int], scenes: int, decide: int, work: lis
     return (per_decide / max(decide, 1),
             [scenes * (sizes.get(w["band"], 0) + sizes.get("scl", 0)) / len(w["batches"])
              for w in work])
+
+
+#: Raw bytes of each published COG against a 10 m uint16 band's, at the same zoom: the visual
+#: image is 3 x uint8, red's assemble also writes the uint8 count COG, 20 m bands have a
+#: quarter of the pixels and 60 m bands a 36th.
+def _raw_weight(band: str) -> float:
+    b = get_band(band)
+    weight = b.count * {"uint8": 1, "uint16": 2}[b.dtype] / 2 * (10 / b.resolution) ** 2
+    return weight + (0.5 if band == "red" else 0.0)
+
+
+def _output_bytes(total: float, bands: list[str]) -> list[float]:
+    """``total`` COG bytes of a tile split over ``bands`` by their raw size (_raw_weight)."""
+    weights = [_raw_weight(b) for b in bands]
+    return [total * w / sum(weights) for w in weights]
 
 
 @dataclass
@@ -603,11 +624,13 @@ def _network_line(p: Projection) -> str:
     if p.s3_mb_per_s is None:
         return (f"S3 reads: {per_tile / 1e9:,.1f} GB a tile; these figures hold while every "
                 f"decide and median Lambda reads S3 at {need:,.0f} MB/s or more (its reads then "
-                "hide behind its decoding; not measurable here: compare the first run's report, "
-                "cost_per_done_tile); --s3-mb-per-s R projects a slower rate")
+                "hide behind its decoding) and count no time for the assembles' transfers; not "
+                "measurable here: compare the first run's report (cost_per_done_tile); "
+                "--s3-mb-per-s R projects a rate")
     return (f"S3 reads: {per_tile / 1e9:,.1f} GB a tile at {p.s3_mb_per_s:,.0f} MB/s per "
             f"Lambda: the invocations that read more than they decode in that time wait for S3 "
-            f"(CPU-bound from {need:,.0f} MB/s)")
+            f"(CPU-bound from {need:,.0f} MB/s), and the assembles move their windows in and "
+            "their COGs out at that rate")
 
 
 def _storage_line(p: Projection) -> str:

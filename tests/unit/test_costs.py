@@ -244,11 +244,21 @@ def test_plan_projects_lerc_zstd_from_the_calibration(capsys):
                                                            compression="LERC_ZSTD").total_usd())
 
 
+def test_output_bytes_split_by_raw_size():
+    # 4 uint16 10 m bands, visual 1.5, red's count 0.5, six 20 m 0.25, two 60 m 1/36
+    weights = {b: costs._raw_weight(b) for b in costs.OUTPUT_BANDS}
+    assert (weights["blue"], weights["visual"], weights["red"]) == (1.0, 1.5, 1.5)
+    assert (weights["swir16"], weights["coastal"]) == (0.25, 1 / 36)
+    assert sum(weights.values()) == pytest.approx(7 + 5 / 9)
+    parts = costs._output_bytes(7.5e9, list(costs.OUTPUT_BANDS))
+    assert sum(parts) == pytest.approx(7.5e9) and parts[1] == pytest.approx(7.5e9 / (7 + 5 / 9))
+
+
 def test_s3_read_rate_by_hand():
     """Every band 1 MB a scene, SCL nothing (made-up calibration): a decide invocation reads
     16 scenes x blue, red and nir08 / 4 invocations = 12 MB; a 10 m median batch of blue
     16 MB / its batches. Below the rate the figures need, an invocation takes its bytes / rate;
-    at or above it nothing changes."""
+    at or above it only the assembles' transfers are added."""
     cal = {**CAL, "bytes_per_scene": {**{b: 10**6 for b in costs.OUTPUT_BANDS}, "scl": 0}}
     base = costs.tile_cost("33UUP", 16, 3008, cal=cal)
     assert costs.decide_batches() == 4
@@ -257,9 +267,12 @@ def test_s3_read_rate_by_hand():
     blue_s = base.lambda_s * 20 / (40 + 5 * 36 + 6 * 13 + 2 * 5) / blue_batches
     assert base.s3_mb_per_s_needed >= 12 / decide_s - 1e-9
     assert base.s3_mb_per_s_needed >= 16 / blue_batches / blue_s - 1e-9
-    fast = costs.tile_cost("33UUP", 16, 3008, cal=cal, s3_mb_per_s=base.s3_mb_per_s_needed)
-    assert fast.lambda_s == pytest.approx(base.lambda_s)
-    assert fast.wall_s == pytest.approx(base.wall_s)
+    # at that rate no read waits; the assembles still move their windows in and their COGs
+    # out, twice the tile's 10 parts of 64 MiB in all, in sequence with their work
+    need = base.s3_mb_per_s_needed
+    fast = costs.tile_cost("33UUP", 16, 3008, cal=cal, s3_mb_per_s=need)
+    assert fast.lambda_s == pytest.approx(base.lambda_s + 2 * 10 * costs.PART_BYTES
+                                          / (need * 1e6))
     rate = 12 / decide_s / 4  # a quarter of what decide needs: it takes 4x as long
     slow = costs.tile_cost("33UUP", 16, 3008, cal=cal, s3_mb_per_s=rate)
     assert slow.lambda_s >= base.lambda_s + 4 * (4 * decide_s - decide_s) - 1e-6
