@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CLOUDFREE := $(VENV)/bin/cloudfree
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status env demo demo-desert view test test-heavy test-unit test-integration bench bench-memory bench-peer plan quality lint asl build deploy clean
+.PHONY: help setup up down status env demo demo-desert view test test-heavy test-unit test-integration bench bench-memory bench-peer bench-codecs plan quality lint asl build deploy clean
 
 help:
 	@echo "make demo   - install, start the local stack, synthesize an archive, deploy, run a year"
@@ -15,6 +15,7 @@ help:
 	@echo "make up / make down / make status - the local stack (MiniStack + STAC API)"
 	@echo "make bench  - benchmarks (median kernel vs np.nanmedian, outlier decision, full tile vs codec floor)"
 	@echo "make bench-peer - cloudfree composite vs odc-stac + dask on the same scenes (3 rounds)"
+	@echo "make bench-codecs - the published COGs' compressions: DEFLATE vs LERC_ZSTD (CPU, bytes, real pixels)"
 	@echo "make bench-memory - the full tile at 2048-3538 MB under Lambda's CPU share (cgroup quota; root; ~25 min)"
 	@echo "make plan   - what a world-year costs on AWS (cloudfree plan --world --offline)"
 	@echo "make quality - composite quality vs the synthetic truth: plain median vs outlier rejection"
@@ -84,6 +85,12 @@ bench: setup
 # plan_calibration.json's memory_seconds (about 25 min)
 bench-memory: setup
 	$(PY) bench/bench_memory.py
+
+# the published COGs' compressions (template CogCompression): the encoding CPU of a full blue
+# COG (bench_fulltile's windows, made first when missing) and bytes on real Sentinel-2 pixels;
+# prints plan_calibration.json's codecs entry (a few minutes)
+bench-codecs: setup
+	$(PY) bench/bench_codecs.py
 
 # cloudfree composite against odc-stac + dask (../shared/peer, in its own venv: its pins differ
 # from ours) on the same 16 generated scenes, 3 alternating rounds, the codec floor measured in

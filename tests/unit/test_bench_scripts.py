@@ -83,3 +83,16 @@ def test_bench_memory_quota_parsing_and_cgroup_files(tmp_path):
     assert (d / "cpu.cfs_quota_us").read_text() == "115800"
     assert (d / "cpu.cfs_period_us").read_text() == "100000"
     assert ns["cgroup_dir"]("g", tmp_path / "none") is None  # no hierarchy: the bench stops
+
+
+@pytest.mark.realdata
+def test_bench_codecs_measures_real_pixels_in_both_codecs(tmp_path):
+    """``bench_codecs``' real-pixel part: the four real sources, each in both codecs, LERC_ZSTD
+    the smaller (the shares that become the calibration's ``bytes_share``)."""
+    import runpy
+
+    ns = runpy.run_path(str(BENCH / "bench_codecs.py"), run_name="imported")
+    sizes = ns["real_bytes"](tmp_path)
+    assert len(sizes) == 4 and "true colour" in sizes
+    for name, got in sizes.items():
+        assert set(got) == {"deflate", "lerc_zstd"} and 0 < got["lerc_zstd"] < got["deflate"], name
