@@ -175,10 +175,11 @@ def _details(rows: list[dict], year: int, layout: Layout) -> None:
 
 def cost_summary(costs: list[dict]) -> dict[str, float]:
     """The mean cost of the done tiles sampled (their markers' ``cost``), and, for those that
-    carry it, ``cloudfree plan``'s projection for them (``planned_lambda_gb_seconds``, whole
-    tiles, CPU-bound) and the measured GB-s over it: well above 1 on full tiles, the Lambdas
-    ran slower than the plan believes (a slower CPU than the calibration machine's, or waits
-    for S3: ``cloudfree plan --s3-mb-per-s``)."""
+    carry it, ``cloudfree plan``'s projection for them (``planned_lambda_gb_seconds``: their
+    observed share of a whole tile's, CPU-bound; ``tasks.tile_cost``) and the measured GB-s over
+    it: well above 1 on tiles of real size, the Lambdas ran slower than the plan believes (a
+    slower CPU than the calibration machine's, or waits for S3: ``cloudfree plan
+    --s3-mb-per-s``)."""
     if not costs:
         return {}
     out = {k: round(sum(c[k] for c in costs) / len(costs), 2)

@@ -447,9 +447,15 @@ def complete(tile: str, year: int, execution: str | None, settings: Settings) ->
 
 def tile_cost(tile: str, year: int, settings: Settings) -> dict:
     """What a tile cost: Lambda seconds and GB-s of median + assemble, state transitions; and
-    what ``cloudfree plan`` projects for a whole tile of as many scenes at these settings
-    (``planned_lambda_gb_seconds``: the report compares them, the explicit check of the plan's
-    two unmeasured beliefs, Lambda's CPU speed against this machine's and its S3 read rate)."""
+    what ``cloudfree plan`` projects for it (``planned_lambda_gb_seconds``: the report compares
+    them, the explicit check of the plan's two unmeasured beliefs, Lambda's CPU speed against
+    this machine's and its S3 read rate).
+
+    The plan is for a whole tile of as many scenes at these settings, scaled by the tile's
+    ``observed_share`` (blue's pixels some scene observed, over the tile's): decide, medians and
+    assembles work on the observed part alone (usable boxes, the COGs' data crop), so a tile on
+    a swath edge costs about that share. A first-order model: the fixed costs of an invocation
+    (start, headers) do not shrink with the area, so a tile of a few km reads well above 1."""
     from .costs import tile_cost as planned
 
     layout = settings.layout
@@ -465,8 +471,12 @@ def tile_cost(tile: str, year: int, settings: Settings) -> dict:
     cost = {"median_seconds": round(median_s, 2), "assemble_seconds": round(assemble_s, 2),
             "lambda_gb_seconds": round(gb_s / 1024, 1), "state_transitions": transitions,
             "scenes": len(manifest.scenes)}
+    blue = stats[OUTPUT_BANDS.index("blue")]
+    share = (int(blue.get("observed_pixels", 0)) / int(blue["pixels"])
+             if blue.get("pixels") else 1.0)
+    cost["observed_share"] = round(share, 4)
     try:  # a figure for the report: never worth failing the tile over
-        cost["planned_lambda_gb_seconds"] = round(planned(
+        cost["planned_lambda_gb_seconds"] = round(share * planned(
             tile, len(manifest.scenes), settings.median_memory_mb,
             compression=settings.cog_compression).gb_s, 1)
     except Exception as err:  # noqa: BLE001

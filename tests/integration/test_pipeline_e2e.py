@@ -161,16 +161,17 @@ def test_report_written_with_the_tile_done(first, deployed):
     report = _wait_for(lambda: _report(deployed, name), 60, "report")
     assert report["done"] == 1 and report["failed"] == 0
     assert [t["tile"] for t in report["tiles"]] == [TILE]
-    # the measured cost beside cloudfree plan's for a whole tile of as many scenes (markers
-    # this code wrote: a persisted local stack may hold one from before): this synthetic tile
-    # is a few km, so it measures a small share of the plan
+    # the measured cost beside cloudfree plan's for the tile's observed share of a whole tile
+    # of as many scenes (markers this code wrote: a persisted local stack may hold older ones);
+    # this synthetic tile is a few km: a small share, where invocations' fixed costs dominate
     cost = report["cost_per_done_tile"]
     if "planned_lambda_gb_seconds" not in report["tiles"][0].get("cost", {}):
         pytest.skip("the tile's completion marker predates planned_lambda_gb_seconds")
-    assert cost["lambda_gb_seconds"] > 0 and cost["planned_lambda_gb_seconds"] > 100
+    share = report["tiles"][0]["cost"]["observed_share"]
+    assert 0 < share < 0.05
+    assert cost["lambda_gb_seconds"] > 0 and cost["planned_lambda_gb_seconds"] > 0
     assert cost["measured_over_planned"] == pytest.approx(
         cost["lambda_gb_seconds"] / cost["planned_lambda_gb_seconds"], rel=0.01)
-    assert cost["measured_over_planned"] < 1
 
 
 def test_second_run_changes_no_output_byte(first, deployed):

@@ -218,8 +218,14 @@ def test_median_and_cost_take_the_plan_from_the_manifest_not_the_settings(monkey
     # what cloudfree plan projects for a whole tile of its 16 scenes at the deployed memory
     from cloudfree.costs import tile_cost
 
-    assert cost["scenes"] == 16
+    assert cost["scenes"] == 16 and cost["observed_share"] == 1.0  # no pixel counts: whole
     assert cost["planned_lambda_gb_seconds"] == round(tile_cost("", 16, 10240).gb_s, 1) > 0
+    # a tile observed over a quarter of its pixels: a quarter of the whole tile's plan
+    monkeypatch.setattr(storage, "read_json", lambda uri: {
+        "median_seconds": 1.0, "seconds": 2.0, "pixels": 4000, "observed_pixels": 1000})
+    cost = tasks.tile_cost("33UUP", 2023, s)
+    assert cost["observed_share"] == 0.25
+    assert cost["planned_lambda_gb_seconds"] == round(0.25 * tile_cost("", 16, 10240).gb_s, 1)
     # a plan that cannot be made (here: no calibration) leaves the figure out, not the tile
     from cloudfree import costs
 

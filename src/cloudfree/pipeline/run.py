@@ -374,7 +374,8 @@ def cost_line(deployed: Deployed, desc: dict) -> str | None:
     line = (f"cost per done tile: {cost['lambda_gb_seconds']:,.1f} Lambda GB-s, "
             f"{cost['state_transitions']:,.0f} state transitions")
     if cost.get("planned_lambda_gb_seconds"):
-        line += (f"; cloudfree plan says {cost['planned_lambda_gb_seconds']:,.1f} GB-s for whole "
-                 f"tiles of as many scenes (measured / planned {cost['measured_over_planned']})")
+        line += (f"; cloudfree plan says {cost['planned_lambda_gb_seconds']:,.1f} GB-s for the "
+                 f"observed part of tiles of as many scenes (measured / planned "
+                 f"{cost['measured_over_planned']})")
     return line
 
