@@ -82,21 +82,16 @@ def full_blue(folder: Path, rounds: int) -> dict[str, dict[str, list[float]]]:
 
 def real_bytes(work: Path) -> dict[str, dict[str, int]]:
     """Bytes of the web COGs of real pixels, per source and codec (the real-data test's)."""
-    import rasterio
     from tests.realdata import test_realdata_codecs as real
 
     from cloudfree.assemble import write_web_cog
 
     out = {}
-    for source, zoom in ((real.KH / "B02.tif", 10), (real.KH / "B11.tif", 9), (real.UNU, 11),
-                         ("tci", 10)):
-        name = "true colour" if source == "tci" else Path(source).name
+    for source, zoom in real.CASES:
+        name = real.case_name(source)
         folder = work / name.replace(" ", "_")
         folder.mkdir(parents=True)
-        src = (real._true_colour(folder) if source == "tci"
-               else real._as_tiff(Path(source), folder / "in.tif"))
-        with rasterio.open(src) as s:
-            indexes = list(s.indexes)
+        src, indexes = real.case_input(source, folder)
         out[name] = {c: write_web_cog(src, str(folder / c / "out.tif"), indexes=indexes,
                                       zoom_level=zoom, profile=c).size for c in CODECS}
     return out

@@ -420,13 +420,13 @@ def copy(src: str, dst: str, if_match: str | None = None,
             raise InputError(f"cannot copy {src}: it does not exist")
         if if_match and info.etag != if_match:
             raise TransientError(f"{src} changed (ETag {info.etag}, expected {if_match})")
-        cond = {"CopySourceIfMatch": if_match} if if_match else {}
+        extra = {"CopySourceIfMatch": if_match} if if_match else {}
         if storage_class:
-            cond["StorageClass"] = storage_class
+            extra["StorageClass"] = storage_class
         if info.size < _COPY_LIMIT:
-            client.copy_object(Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **cond)
+            client.copy_object(Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **extra)
         else:
-            client.copy({"Bucket": sb, "Key": sk}, db, dk, ExtraArgs=cond or None)
+            client.copy({"Bucket": sb, "Key": sk}, db, dk, ExtraArgs=extra or None)
     except (InputError, TransientError):
         raise
     except Exception as err:  # noqa: BLE001

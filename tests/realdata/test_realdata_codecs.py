@@ -56,6 +56,21 @@ def _true_colour(tmp_path: Path) -> Path:
     return dst
 
 
+#: (source, zoom of its web COG): the real inputs, also measured by ``bench/bench_codecs.py``
+CASES = [(KH / "B02.tif", 10), (KH / "B11.tif", 9), (UNU, 11), ("tci", 10)]
+
+
+def case_name(source) -> str:
+    return "true colour" if source == "tci" else Path(source).name
+
+
+def case_input(source, folder: Path) -> tuple[Path, list[int]]:
+    """A case's stitched-band-like GeoTIFF in ``folder`` and its band indexes."""
+    src = _true_colour(folder) if source == "tci" else _as_tiff(Path(source), folder / "in.tif")
+    with rasterio.open(src) as s:
+        return src, list(s.indexes)
+
+
 def _levels(path: str) -> list[np.ndarray]:
     with rasterio.open(path) as cog:
         levels = [cog.read()]
@@ -66,12 +81,9 @@ def _levels(path: str) -> list[np.ndarray]:
     return levels
 
 
-@pytest.mark.parametrize("source, zoom", [(KH / "B02.tif", 10), (KH / "B11.tif", 9),
-                                          (UNU, 11), ("tci", 10)])
+@pytest.mark.parametrize("source, zoom", CASES, ids=case_name)
 def test_lerc_zstd_is_deflates_pixels_in_fewer_bytes(tmp_path, source, zoom):
-    src = _true_colour(tmp_path) if source == "tci" else _as_tiff(source, tmp_path / "in.tif")
-    with rasterio.open(src) as s:
-        indexes = list(s.indexes)
+    src, indexes = case_input(source, tmp_path)
     got = {}
     for profile in ("deflate", "lerc_zstd"):
         info = write_web_cog(src, str(tmp_path / profile / "out.tif"), indexes=indexes,

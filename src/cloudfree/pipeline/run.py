@@ -365,10 +365,10 @@ def execution_history_stats(execution_arn: str) -> dict:
 def cost_line(deployed: Deployed, desc: dict) -> str | None:
     """The finished execution's cost per done tile from its report (None when it wrote
     none): the Lambda GB-s measured against ``cloudfree plan``'s for the same tiles."""
-    uri = deployed.settings.layout.report(desc["name"])
-    if not storage.exists(uri):
+    data = storage.read_if_exists(deployed.settings.layout.report(desc["name"]))
+    if data is None:
         return None
-    cost = storage.read_json(uri).get("cost_per_done_tile") or {}
+    cost = json.loads(data).get("cost_per_done_tile") or {}
     if not cost:
         return None
     line = (f"cost per done tile: {cost['lambda_gb_seconds']:,.1f} Lambda GB-s, "
