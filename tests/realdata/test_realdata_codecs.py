@@ -81,7 +81,7 @@ def _levels(path: str) -> list[np.ndarray]:
     return levels
 
 
-@pytest.mark.parametrize("source, zoom", CASES, ids=case_name)
+@pytest.mark.parametrize("source, zoom", CASES)
 def test_lerc_zstd_is_deflates_pixels_in_fewer_bytes(tmp_path, source, zoom):
     src, indexes = case_input(source, tmp_path)
     got = {}
