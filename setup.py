@@ -19,7 +19,7 @@ setup(
             extra_compile_args=["-O3", "-std=c99", "-fno-strict-aliasing"],
             optional=True,
         )
-        for name in ("_median", "_warp")
+        for name in ("_median", "_warp", "_blocks")
     ],
     options={"bdist_wheel": {"py_limited_api": "cp311"}},
 )

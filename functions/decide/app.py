@@ -5,11 +5,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from cloudfree import tasks
+from cloudfree import allocator, tasks
 from cloudfree.events import DecideEvent
 from cloudfree.settings import Settings
 
 logger = Logger()
+logger.append_keys(malloc=allocator.tune())  # tiles reused from the heap (cloudfree.allocator)
 tracer = Tracer()
 metrics = Metrics()
 

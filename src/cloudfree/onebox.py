@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import tasks
+from . import allocator, tasks
 from .errors import InputError
 from .settings import COG_COMPRESSIONS, DEFAULT_STAC_API, Settings, cog_compression
 from .windows import Window
@@ -713,31 +713,10 @@ def register(sub) -> None:
     p.set_defaults(func=_run)
 
 
-#: glibc malloc arenas the one-machine mode allows (``mallopt(M_ARENA_MAX)``). By default glibc
-#: gives each thread that allocates its own arena, up to 8 per core; the reader threads' freed
-#: decode buffers then stay resident in a dozen arenas. ``make bench-peer``'s scenes, rejection
-#: on, two alternating runs each (2026-12-02): peak RSS 377.7 / 373.2 MB -> 327.8 / 330.1 MB,
-#: 9.8 / 8.5 s -> 8.8 / 8.4 s.
-MALLOC_ARENAS = 2
-_M_ARENA_MAX = -8  # glibc's malloc.h
-
-
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas for this process (True when set; False off glibc)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, int(arenas)))
-    except (OSError, AttributeError):  # not glibc (macOS's libc has no mallopt)
-        return False
-
-
 def _run(args) -> int:
     import sys
 
-    limit_malloc_arenas()
+    allocator.tune(arenas=allocator.ARENAS)  # glibc malloc: see cloudfree.allocator
     tiles = tasks.resolve_tiles([t for v in args.tile for t in v.split(",") if t.strip()]
                                 or None, args.aoi)
     if args.datetime:

@@ -557,23 +557,3 @@ def test_mean_on_decision_grid_is_the_2x2_integer_mean():
     want = blocks.sum(axis=(2, 4)) // 4
     want[(blocks == 0).any(axis=(2, 4))] = 0
     np.testing.assert_array_equal(outliers.mean_on_decision_grid(a), want)
-
-
-def test_malloc_arenas_are_capped_in_a_fresh_process():
-    """``cloudfree composite`` caps glibc's arenas: a process that then allocates in 8 threads
-    keeps within the cap (glibc's default would make one arena per thread here: 8 per core)."""
-    import subprocess
-    import sys
-
-    code = (
-        "import threading, numpy as np\n"
-        "from cloudfree.onebox import limit_malloc_arenas\n"
-        "assert limit_malloc_arenas(2)\n"
-        "def work():\n"
-        "    for _ in range(50): np.ones(300_000).sum()\n"  # 2.4 MB: below the mmap threshold
-        "ts = [threading.Thread(target=work) for _ in range(8)]\n"
-        "[t.start() for t in ts]; [t.join() for t in ts]\n"
-        "import ctypes; ctypes.CDLL('libc.so.6').malloc_stats()\n")
-    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stderr
-    assert 1 <= err.count("Arena ") <= 2, err

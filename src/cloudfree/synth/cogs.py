@@ -1,4 +1,5 @@
-"""Writing Earth Search-like COGs: full tile grid, sparse, DEFLATE, 1024 blocks (512 for SCL).
+"""Writing Earth Search-like COGs: full tile grid, sparse, DEFLATE (predictor 2 for the
+reflectance bands), 1024 blocks (512 for SCL).
 
 Only the data window is ever allocated or written: its pixels and their nearest-neighbour
 overviews go to small temporary GeoTIFFs, a VRT places them on the full tile grid, and GDAL's COG
@@ -128,9 +129,12 @@ class SparseRaster:
             vrt = Path(f"{self.path}.vrt") if level == 0 else Path(f"{self.path}.ov{level}.vrt")
             vrt.write_text(self._vrt(level))
             vrts.append(vrt)
+        # Earth Search's reflectance COGs carry PREDICTOR=2 (gdalinfo of a real B04.tif,
+        # quoted in cloudfree.windows); the other assets' predictor is not known to us
+        predictor = {"PREDICTOR": "2"} if self.spec.dtype == "uint16" else {}
         rio_copy(str(vrts[0]), str(dst), driver="COG", BLOCKSIZE=self.spec.block,
                  COMPRESS="DEFLATE", SPARSE_OK="TRUE", OVERVIEWS="FORCE_USE_EXISTING",
-                 NUM_THREADS="1")
+                 NUM_THREADS="1", **predictor)
         self._cleanup(vrts)
         return dst
 
