@@ -59,6 +59,12 @@ def _compiled() -> Any | None:
     return place, decompress
 
 
+def decoder() -> str:
+    """What inflates the source tiles in this process: ``"isal"`` (here, this module) or
+    ``"gdal"`` (``isal`` or the compiled ``_blocks`` missing). The median Lambda logs it."""
+    return "gdal" if _compiled() is None else "isal"
+
+
 @cache
 def _gdal() -> ctypes.CDLL | None:
     """rasterio's libgdal with the VSI functions typed, None if it is not mapped."""

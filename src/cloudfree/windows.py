@@ -524,7 +524,9 @@ def read_scl_area(href_scl: str, area: Window) -> SclArea:
                 raise SourceReadError(f"SCL {href_scl} ({size[0]}x{size[1]} px) is smaller "
                                       f"than the SCL window {area}")
             area = Window(area.row_off, area.col_off, r1 - area.row_off, c1 - area.col_off)
-            scl20 = src.read(1, window=area.to_rasterio(), boundless=False)
+            scl20 = np.empty(area.shape, np.uint8)  # its tiles inflated here (blocks)
+            if src.dtypes[0] != "uint8" or not blocks.read_into(src, href_scl, area, scl20):
+                scl20 = src.read(1, window=area.to_rasterio(), boundless=False)
     except SourceReadError:
         raise
     except Exception as err:  # noqa: BLE001 - every GDAL/IO failure becomes SourceReadError

@@ -108,7 +108,7 @@ def _function(deployed, logical: str) -> str:
     return res["StackResourceDetail"]["PhysicalResourceId"]
 
 
-def test_the_deployed_median_lambda_decodes_with_zlib_ng(first, deployed):
+def test_the_deployed_median_lambda_decodes_with_zlib_ng_and_isal(first, deployed):
     """The median Lambda, as deployed (the layer built by ``sam build``, run by MiniStack's
     worker), names on every log line the zlib its GDAL binds (``gdal_zlib``,
     ``cloudfree.deflate``): zlib-ng, as ``scripts/zlib_ng.py`` set the layer up. On AWS the same
@@ -123,6 +123,12 @@ def test_the_deployed_median_lambda_decodes_with_zlib_ng(first, deployed):
     found = {m.group(1) for e in events
              for m in [re.search(r'"gdal_zlib":\s*"([^"]+)"', e["message"])] if m}
     assert found and all(v.endswith(".zlib-ng") for v in found), found
+    # and the layer's isal and compiled _blocks inflate the source tiles (cloudfree.blocks),
+    # with glibc's malloc thresholds set (cloudfree.allocator)
+    lines = [e["message"] for e in events]
+    assert all('"tile_decoder": "isal"' in m or '"tile_decoder":"isal"' in m for m in lines), \
+        lines[:2]
+    assert all(re.search(r'"mmap_threshold":\s*true', m) for m in lines), lines[:2]
 
 
 def test_payloads_stay_within_step_functions_and_lambda_limits(first, deployed):

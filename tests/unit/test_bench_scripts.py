@@ -96,3 +96,43 @@ def test_bench_codecs_measures_real_pixels_in_both_codecs(tmp_path):
     assert len(sizes) == 4 and "true colour" in sizes
     for name, got in sizes.items():
         assert set(got) == {"deflate", "lerc_zstd"} and 0 < got["lerc_zstd"] < got["deflate"], name
+
+
+def test_peer_crops_become_sparse_whole_tile_tiffs_with_the_same_pixels(tmp_path):
+    """``bench_peer.tile_tiff``: a crop placed on the tile's block grid (``align_scenes``'s VRT)
+    becomes a GeoTIFF of the whole tile holding the crop's own compressed tiles there, sparse
+    elsewhere: the crop's pixels where the VRT puts them, nodata around, read by
+    ``cloudfree.blocks`` (predictor 2 kept)."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    sys.path.insert(0, str(BENCH))
+    import align_scenes
+    import bench_peer
+
+    from cloudfree import blocks
+    from cloudfree.windows import Window
+
+    rng = np.random.default_rng(2)
+    crop = tmp_path / "B01.tif"
+    data = rng.integers(1, 9000, (512, 600), dtype=np.uint16)  # a partial edge tile
+    with rasterio.open(crop, "w", driver="GTiff", dtype="uint16", count=1, height=512,
+                       width=600, crs="EPSG:32629", transform=from_origin(0, 0, 60, 60),
+                       nodata=0, tiled=True, blockxsize=256, blockysize=256,
+                       compress="deflate", predictor=2) as dst:
+        dst.write(data, 1)
+    x0, y0 = bench_peer.ORIGIN
+    vrt = tmp_path / "B01.vrt"  # placed 2 x 256 px right of and 1 x 256 px below the corner
+    vrt.write_text(align_scenes.shifted_vrt(str(crop), x0 + 512 * 60, y0 - 256 * 60))
+    out = tmp_path / "tile.tif"
+    bench_peer.tile_tiff(str(vrt), out)
+    with rasterio.open(out) as src:
+        assert src.shape == (1830, 1830) and src.transform.c == x0 and src.transform.f == y0
+        assert blocks.layout(src, 1).predictor == 2
+        whole = src.read(1)
+        here = np.empty((1830, 1830), np.uint16)
+        assert blocks.read_into(src, str(out), Window(0, 0, 1830, 1830), here)
+    np.testing.assert_array_equal(here, whole)
+    np.testing.assert_array_equal(whole[256:768, 512:1112], data)
+    assert not whole[:256].any() and not whole[768:].any() and not whole[:, :512].any()

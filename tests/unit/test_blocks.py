@@ -203,3 +203,19 @@ def test_vsi_paths():
     assert blocks.vsi_path("http://127.0.0.1:9/x.tif") == "/vsicurl/http://127.0.0.1:9/x.tif"
     assert blocks.vsi_path("/data/x.tif") == "/data/x.tif"
     assert blocks.vsi_path("gs://b/x.tif") is None
+
+
+def test_an_scl_area_is_read_here(tmp_path, monkeypatch):
+    """windows.read_scl_area (the SCL read once per scene and window) takes this path: the
+    same classes as the file holds, GDAL's read not called; clipped at the raster's edge."""
+    rng = np.random.default_rng(8)
+    scl = rng.integers(0, 12, (1, 600, 700), dtype=np.uint8)
+    path = _write(tmp_path / "scl.tif", scl, blockxsize=512, blockysize=512)
+
+    def no_gdal(*a, **k):
+        raise AssertionError("GDAL read called")
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", no_gdal)
+    held = windows.read_scl_area(path, Window(10, 20, 700, 550))
+    assert held.area == Window(10, 20, 590, 550) and held.size == (600, 700)
+    np.testing.assert_array_equal(held.scl20, scl[0, 10:, 20:570])
