@@ -157,13 +157,29 @@ def tile_tiff(placed: str, dst: Path) -> None:
         for x in range(lay["across"]):
             picks[(row + y) * per_side + col + x] = y * lay["across"] + x
     write_tiff(dst, size, pool, picks, parse_tile(TILE), int(res))
+    add_overviews(dst)
+
+
+def add_overviews(path: Path) -> None:
+    """Overviews as Earth Search's COGs have them (a real 10 m B04: 5490, 2745, 1373, 687 px,
+    ``OVR_RESAMPLING_ALG=AVERAGE``; halving down to 512 px or more, DEFLATE with the predictor):
+    select's harmonization samples read an overview, and without one GDAL would decode the
+    full-resolution tiles for every sample (select took 59 s instead of 0.6)."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    with rasterio.Env(COMPRESS_OVERVIEW="DEFLATE", PREDICTOR_OVERVIEW=2,
+                      GDAL_TIFF_OVR_BLOCKSIZE=512), rasterio.open(path, "r+") as ds:
+        factors = [2 ** k for k in range(1, 6) if ds.width / 2 ** k >= 512]
+        if factors:
+            ds.build_overviews(factors, Resampling.average)
 
 
 def tile_items(scenes: Path, out: Path) -> Path:
     """items.ndjson whose hrefs are whole-tile GeoTIFFs over the peer's crops (:func:`tile_tiff`;
     cloudfree's reads expect tile-sized rasters)."""
     out.mkdir(parents=True, exist_ok=True)
-    lines = []
+    lines, jobs = [], []
     for line in (scenes / "items.ndjson").read_text().splitlines():
         item = json.loads(line)
         for key, asset in item["assets"].items():
@@ -172,9 +188,11 @@ def tile_items(scenes: Path, out: Path) -> Path:
                 continue
             tif = out / f"{item['id']}_{key}.tif"
             if not tif.exists():
-                tile_tiff(href, tif)
+                jobs.append((href, tif))
             asset["href"] = str(tif)
         lines.append(json.dumps(item))
+    with ThreadPoolExecutor(2) as pool:  # GDAL builds overviews without the GIL
+        list(pool.map(lambda job: tile_tiff(*job), jobs))
     path = out / "items.ndjson"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -305,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     scenes = aligned
     aoi = ",".join(f"{v:.0f}" for v in json.loads((scenes / "extent.json").read_text())[
         "aoi_native"])
-    items = tile_items(scenes, work / f"tile-tif-{ALIGN_OFFSET_PX}")
+    items = tile_items(scenes, work / f"tile-cog-{ALIGN_OFFSET_PX}")
     runs: dict[str, list[dict]] = {e: [] for e in (*ENGINES, "floor", "floor-zlib")}
     for r in range(args.rounds):
         order = ENGINES if r % 2 == 0 else ENGINES[::-1]

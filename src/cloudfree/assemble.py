@@ -588,6 +588,11 @@ def _warp_in_blocks(src_path: str | Path, dst, indexes: Sequence[int], resamplin
             ds.close()
 
 
+#: GDAL's block cache while a web COG is written (bytes: rasterio passes an integer to
+#: GDALSetCacheMax64 as it is; this was 512, a 512-*byte* cache, until 2026-12-02).
+ASSEMBLE_CACHE_BYTES = 512 * 2**20
+
+
 def write_web_cog(src_path: str | Path, dst_uri: str, *, zoom_level: int | str | None = "native",
                   resampling: str = "bilinear", overview_resampling: str | None = None,
                   profile: str = "deflate", nodata: int = 0,
@@ -624,7 +629,7 @@ def write_web_cog(src_path: str | Path, dst_uri: str, *, zoom_level: int | str |
     ovr = overview_resampling or ("nearest" if resampling == "nearest" else "average")
     zoom, lat = _resolve_zoom(src_path, zoom_level)
     config = {"GDAL_NUM_THREADS": str(threads), "GDAL_TIFF_OVR_BLOCKSIZE": "512",
-              "GDAL_CACHEMAX": 512, "GDAL_PAM_ENABLED": "NO"}
+              "GDAL_CACHEMAX": ASSEMBLE_CACHE_BYTES, "GDAL_PAM_ENABLED": "NO"}
     tms = morecantile.tms.get("WebMercatorQuad")
     dst_profile = cog_profile(profile)
     blocksize = int(dst_profile["blockxsize"])

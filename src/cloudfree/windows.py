@@ -166,8 +166,7 @@ class Window:
 
 # --- memory model and planning ---------------------------------------------------------------
 def _gdal_cache_bytes() -> int:
-    value = storage.gdal_env_options().get("GDAL_CACHEMAX", "256")
-    return int(float(value)) * 2**20
+    return int(storage.gdal_env_options().get("GDAL_CACHEMAX", storage.GDAL_CACHE_BYTES))
 
 
 def _bytes_per_scene_pixel(band: Band) -> float:

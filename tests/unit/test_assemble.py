@@ -451,3 +451,24 @@ def test_a_cog_one_block_wide_is_valid_and_a_striped_one_is_not(tmp_path):
         dst.write(np.ones((1, 600, 2000), np.uint16))
     ok, errors, _ = validate_cog(str(striped))
     assert not ok and NOT_TILED in errors
+
+
+def test_the_cog_is_written_with_a_512_mib_block_cache(small, tmp_path, monkeypatch):
+    """GDAL's block cache while the COG and its overviews are written is 512 MiB (an integer
+    GDAL_CACHEMAX is bytes to rasterio: 512 was a 512-byte cache)."""
+    import rasterio.shutil
+
+    from tests.unit.test_storage import _gdal_cache_max
+
+    seen = []
+    real = rasterio.shutil.copy
+
+    def spy(*args, **kwargs):
+        seen.append(_gdal_cache_max())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rasterio.shutil, "copy", spy)
+    _, _, _, uris = small
+    src = stitch(uris, TILE, BLUE, workdir=tmp_path / "s", tile_size=2048)
+    write_web_cog(src, str(tmp_path / "c" / "blue.tif"), indexes=[1])
+    assert seen == [512 * 2**20]

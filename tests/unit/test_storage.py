@@ -104,3 +104,27 @@ def test_local_listing_is_a_prefix_match_without_partial_writes(tmp_path):
     assert list(storage.list_uris(prefix)) == [f"{folder}a.json", f"{folder}b.json",
                                                f"{tmp_path}/red2/c.json"]
     assert [o.uri for o in storage.list_objects(prefix)] == list(storage.list_uris(prefix))
+
+
+def _gdal_cache_max() -> int:
+    import ctypes
+
+    import rasterio  # noqa: F401  (maps libgdal)
+
+    from cloudfree.deflate import _mapped
+
+    lib = ctypes.CDLL(_mapped(r"^libgdal")[0])
+    lib.GDALGetCacheMax64.restype = ctypes.c_int64
+    return lib.GDALGetCacheMax64()
+
+
+def test_the_gdal_block_cache_is_256_mib_not_256_bytes():
+    """rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64 as bytes: the reads' cache
+    is the 256 MiB the memory model counts (windows._gdal_cache_bytes), not 256 bytes (what
+    ``GDAL_CACHEMAX: 256`` gave until 2026-12-02: a decimated overview read then decoded each
+    block once per output row)."""
+    with storage.gdal_env():
+        assert _gdal_cache_max() == 256 * 2**20 == storage.GDAL_CACHE_BYTES
+    from cloudfree.windows import _gdal_cache_bytes
+
+    assert _gdal_cache_bytes() == 256 * 2**20

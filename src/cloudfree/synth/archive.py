@@ -479,7 +479,7 @@ def generate_archive(tiles: list[str | Tile] | str, year: int, scenes: int,
     import rasterio
 
     with tempfile.TemporaryDirectory(prefix="cloudfree-synth-") as tmp, \
-            rasterio.Env(GDAL_CACHEMAX=256):
+            rasterio.Env(GDAL_CACHEMAX=256 * 2**20):  # bytes (rasterio passes it as it is)
         for tile in parsed:
             area = data_window(tile, bbox)
             gen = TileGenerator(tile, year, scenes, area, sink, seed, Path(tmp), api_url,
