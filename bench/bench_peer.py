@@ -32,10 +32,14 @@ wall and CPU), odc's from its JSON line. The codec floor, measured in the same r
 process of its own: decoding exactly the source blocks the AOI needs (12 bands and the SCL
 once per scene, straight from the crops' GeoTIFFs, 2 threads) plus encoding cloudfree's
 outputs (same DEFLATE settings, 2 threads); its seconds exclude process start and imports,
-so the floor ratio is conservative. Pixel agreement: the peer's ``compare.py``. Ratios
-(medians over the rounds), wall and CPU: odc / cloudfree (target >= 3), cloudfree peak / odc
-peak (<= 1/5), cloudfree / codec floor (<= 1.3); also odc / floor, which bounds the first:
-cloudfree cannot be more than (odc / floor) times faster than odc.
+so the floor ratio is conservative. It is GDAL's decode, on our zlib-ng and on the system
+zlib; cloudfree no longer decodes with GDAL (``cloudfree.blocks``), so the same run also
+measures the *inflate floor*: ISA-L inflating the same tiles' compressed bytes, already in
+memory (no predictor, no placement, no I/O), plus the same encode: what no reader of these
+DEFLATE tiles can beat. Pixel agreement: the peer's ``compare.py``. Ratios (medians over the
+rounds), wall and CPU: odc / cloudfree (target >= 3), cloudfree peak / odc peak (<= 1/5),
+cloudfree / codec floor (<= 1.3); also odc / floor, which bounds the first: cloudfree cannot be
+more than (odc / floor) times faster than odc.
 """
 
 from __future__ import annotations
