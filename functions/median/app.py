@@ -5,15 +5,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from cloudfree import allocator, blocks, tasks
-from cloudfree.deflate import gdal_zlib
+from cloudfree import tasks
 from cloudfree.events import MedianEvent
 from cloudfree.settings import Settings
 
 logger = Logger()
-logger.append_keys(gdal_zlib=gdal_zlib()["version"],  # expect *.zlib-ng (cloudfree.deflate)
-                   tile_decoder=blocks.decoder(),  # expect isal (cloudfree.blocks)
-                   malloc=allocator.tune())  # tiles reused from the heap (cloudfree.allocator)
+logger.append_keys(**tasks.pixel_worker_setup())  # malloc tuned; zlib-ng and isal expected
 tracer = Tracer()
 metrics = Metrics()
 

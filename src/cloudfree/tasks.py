@@ -262,6 +262,18 @@ def _decide_work(manifest: Manifest, settings: Settings) -> list[int]:
 
 
 
+def pixel_worker_setup() -> dict[str, Any]:
+    """Set up a decide or median Lambda at its cold start (glibc's malloc thresholds:
+    :mod:`cloudfree.allocator`) and say how it decodes; its log lines carry these keys:
+    ``gdal_zlib`` (expect ``*.zlib-ng``, :mod:`cloudfree.deflate`), ``tile_decoder`` (expect
+    ``isal``, :mod:`cloudfree.blocks`) and ``malloc`` (which settings glibc took)."""
+    from . import allocator, blocks
+    from .deflate import gdal_zlib
+
+    return {"gdal_zlib": gdal_zlib()["version"], "tile_decoder": blocks.decoder(),
+            "malloc": allocator.tune()}
+
+
 def select(tile: str, year: int, options: dict | None, settings: Settings,
            items: list[dict] | None = None) -> dict:
     """Search, select (assets checked) and harmonize one tile's scenes; write the manifest once.

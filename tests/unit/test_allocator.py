@@ -52,3 +52,16 @@ def test_a_tile_sized_block_is_reused_not_faulted_in_again():
                                text=True, check=True).stdout)
     assert default > 50 * 400, default
     assert tuned < 1000, tuned
+
+
+def test_a_pixel_worker_says_how_it_decodes():
+    """The decide and median Lambdas' cold-start keys (tasks.pixel_worker_setup): here, as in
+    the layer, GDAL on zlib-ng, the tiles inflated by ISA-L, glibc's thresholds set (run in a
+    fresh process: the thresholds are the process's)."""
+    out = _run("import json; from cloudfree import tasks\n"
+               "print(json.dumps(tasks.pixel_worker_setup()))\n").stdout
+    import json
+
+    keys = json.loads(out)
+    assert keys["gdal_zlib"].endswith("zlib-ng") and keys["tile_decoder"] == "isal"
+    assert keys["malloc"] == {"mmap_threshold": True, "trim_threshold": True}

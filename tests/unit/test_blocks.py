@@ -219,3 +219,4 @@ def test_an_scl_area_is_read_here(tmp_path, monkeypatch):
     held = windows.read_scl_area(path, Window(10, 20, 700, 550))
     assert held.area == Window(10, 20, 590, 550) and held.size == (600, 700)
     np.testing.assert_array_equal(held.scl20, scl[0, 10:, 20:570])
+
