@@ -220,3 +220,67 @@ def test_an_scl_area_is_read_here(tmp_path, monkeypatch):
     assert held.area == Window(10, 20, 590, 550) and held.size == (600, 700)
     np.testing.assert_array_equal(held.scl20, scl[0, 10:, 20:570])
 
+
+
+def test_over_http_as_many_requests_as_gdal(tmp_path):
+    """Over ``/vsicurl/`` (Earth Search's https hrefs) the tiles come in the very HTTP requests
+    GDAL's own read makes (the header, then the window's tiles merged into one ranged GET per
+    row of tiles) and give its pixels: a Range-serving HTTP server records them."""
+    import re
+    from http.server import BaseHTTPRequestHandler
+
+    from cloudfree import storage
+    from cloudfree.httpserver import BackgroundServer
+
+    rng = np.random.default_rng(9)
+    path = _write(tmp_path / "h.tif", _pixels(rng, "uint16", 1, 1024, 1024), predictor=2)
+    data = open(path, "rb").read()
+    seen: list[str] = []
+
+    class Ranged(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _head(self, code: int, length: int, extra: dict | None = None) -> None:
+            self.send_response(code)
+            for k, v in {"Content-Length": str(length), **(extra or {})}.items():
+                self.send_header(k, v)
+            self.end_headers()
+
+        def do_HEAD(self):
+            seen.append("HEAD")
+            self._head(200, len(data), {"Accept-Ranges": "bytes"})
+
+        def do_GET(self):
+            m = re.match(r"bytes=(\d+)-(\d+)", self.headers.get("Range") or "")
+            if not self.path.startswith("/h.tif") or not m:
+                seen.append(f"GET {self.path} (404)")
+                return self._head(404, 0)
+            a, b = int(m.group(1)), int(m.group(2))
+            body = data[a:b + 1]
+            seen.append(f"GET {a}-{a + len(body) - 1}")
+            self._head(206, len(body), {"Content-Range": f"bytes {a}-{a + len(body) - 1}/"
+                                                         f"{len(data)}"})
+            self.wfile.write(body)
+
+    server = BackgroundServer(Ranged)
+    server.start()
+    try:
+        window = Window(256, 256, 512, 768)  # 2 x 3 tiles
+        got = {}
+        for how in ("gdal", "blocks"):
+            seen.clear()
+            url = f"{server.base_url}/h.tif?{how}"  # another URL: nothing cached
+            out = np.empty(window.shape, np.uint16)
+            with storage.gdal_env(), rasterio.open(url) as src:
+                if how == "gdal":
+                    out = src.read(1, window=window.to_rasterio())
+                else:
+                    assert blocks.read_into(src, url, window, out)
+            got[how] = (out, list(seen))
+    finally:
+        server.stop()
+    np.testing.assert_array_equal(got["blocks"][0], got["gdal"][0])
+    # the very same requests: HEAD, the header's 32 KiB, one ranged GET per row of tiles
+    assert got["blocks"][1] == got["gdal"][1], got
+    assert len([r for r in got["blocks"][1] if r.startswith("GET") and "404" not in r]) == 3
