@@ -85,12 +85,12 @@ def _peak_mb() -> float:
 def median_invocation(manifest: dict, band: str, windows: list[dict], root: str,
                       outliers: str = "on", memory_mb: int = TEMPLATE_MEMORY_MB) -> dict:
     """One median Lambda invocation: a batch of windows of one band (fresh process), with the
-    function's memory (``tasks.median`` passes MedianMemoryMB: it decides reading ahead), with
-    glibc's malloc set as the median Lambda sets it at a cold start (``allocator.tune``)."""
-    from cloudfree import allocator
+    function's memory (``tasks.median`` passes MedianMemoryMB: it decides reading ahead), set
+    up as the median Lambda is at a cold start (``tasks.pixel_worker_setup``)."""
+    from cloudfree import tasks
     from cloudfree.composite import composite_band_windows
 
-    allocator.tune()
+    tasks.pixel_worker_setup()
 
     t0 = time.perf_counter()
     done = composite_band_windows(manifest, band, windows, LocalLayout("w", "d", "c", root=root),
@@ -101,12 +101,12 @@ def median_invocation(manifest: dict, band: str, windows: list[dict], root: str,
 
 def decide_invocation(manifest: dict, squares: list[dict], root: str) -> dict:
     """One decide Lambda invocation: a batch of the tile's outlier-decision squares (the
-    pipeline's *decide* step, ``tasks.decide``), stored where the medians read them; glibc's
-    malloc as the decide Lambda sets it."""
-    from cloudfree import allocator
+    pipeline's *decide* step, ``tasks.decide``), stored where the medians read them; set up
+    as the decide Lambda is at a cold start (``tasks.pixel_worker_setup``)."""
+    from cloudfree import tasks
     from cloudfree.composite import DEFAULT_DILATE_NODATA
 
-    allocator.tune()
+    tasks.pixel_worker_setup()
     from cloudfree.outliers import decide_squares
 
     t0 = time.perf_counter()

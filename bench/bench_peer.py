@@ -118,12 +118,14 @@ def crop_tiles(path: str) -> tuple[list[tuple[int, int]], dict]:
     layout: block, dtype, samples, predictor, tiles across and down."""
     import rasterio
 
+    from cloudfree.blocks import tile_range
+
     with rasterio.open(path) as src:
         (bh, bw), = set(src.block_shapes)
         across, down = math.ceil(src.width / bw), math.ceil(src.height / bh)
-        ranges = [(int(src.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=1)),
-                   int(src.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=1)))
-                  for y in range(down) for x in range(across)]
+        ranges = [tile_range(src, x, y) for y in range(down) for x in range(across)]
+        if None in ranges:
+            raise ValueError(f"{path} has sparse tiles: not one of the peer's crops")
         predictor = int(src.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR", 1))
         lay = {"block": bw, "dtype": src.dtypes[0], "samples": src.count,
                "predictor": predictor, "across": across, "down": down,

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import storage
 from .bands import get_band
+from .blocks import tile_range
 from .errors import TransientError
 
 #: Tries per asset (the first one included) before a transient failure counts as unreadable.
@@ -101,10 +102,9 @@ def _blocks_end(src, bidx: int = 1) -> int:
     end = 0
     for y in range(math.ceil(src.height / bh)):
         for x in range(math.ceil(src.width / bw)):
-            off = src.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=bidx)
-            size = src.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=bidx)
-            if off and size:
-                end = max(end, int(off) + int(size))
+            where = tile_range(src, x, y, bidx)
+            if where:
+                end = max(end, where[0] + where[1])
     return end
 
 

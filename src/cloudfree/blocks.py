@@ -148,40 +148,42 @@ def layout(src: Any, band_index: int | Sequence[int]) -> Layout | None:
     return Layout(tile_h, tile_w, samples, itemsize, predictor, bidx, int(nodata))
 
 
-def _little_endian(lib: ctypes.CDLL, path: bytes) -> bool:
-    """The file is a little-endian TIFF ("II"; GDAL's /vsicurl/ serves this from the header it
-    cached when the file was opened)."""
-    fp = lib.VSIFOpenL(path, b"rb")
-    if not fp:
-        return False
-    try:
-        head = ctypes.create_string_buffer(2)
-        return lib.VSIFReadL(head, 1, 2, fp) == 2 and head.raw == b"II"
-    finally:
-        lib.VSIFCloseL(fp)
+def tile_range(src: Any, tx: int, ty: int, bidx: int = 1) -> tuple[int, int] | None:
+    """(offset, size) in the file of tile (``tx``, ``ty``) of band ``bidx`` of ``src`` (an open
+    rasterio GTiff dataset), None for a tile the file does not store (sparse)."""
+    off = src.get_tag_item(f"BLOCK_OFFSET_{tx}_{ty}", "TIFF", bidx=bidx)
+    size = src.get_tag_item(f"BLOCK_SIZE_{tx}_{ty}", "TIFF", bidx=bidx)
+    if off and size and int(off) > 0 and int(size) > 0:
+        return int(off), int(size)
+    return None
 
 
-def fetch(path: str, ranges: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-    """The bytes of ``ranges`` ((offset, size) pairs) of ``path`` (a GDAL path), through GDAL's
-    ``VSIFReadMultiRangeL``. Raises ``OSError`` with GDAL's message when it fails."""
+def fetch(path: str, ranges: Sequence[tuple[int, int]], head: int = 0
+          ) -> tuple[bytes, list[np.ndarray]]:
+    """The file's first ``head`` bytes and the bytes of ``ranges`` ((offset, size) pairs) of
+    ``path`` (a GDAL path), through one GDAL file handle: ``VSIFReadL`` for the head (GDAL's
+    /vsicurl/ serves it from the header it cached when the file was opened), one
+    ``VSIFReadMultiRangeL`` for the ranges. Raises ``OSError`` with GDAL's message."""
     lib = _gdal()
     if lib is None:
         raise OSError("libgdal is not loaded")
     bufs = [np.empty(n, np.uint8) for _, n in ranges]
     n = len(ranges)
-    ptrs = (ctypes.c_void_p * n)(*(b.ctypes.data for b in bufs))
-    offsets = (ctypes.c_uint64 * n)(*(o for o, _ in ranges))
-    sizes = (ctypes.c_size_t * n)(*(s for _, s in ranges))
     fp = lib.VSIFOpenL(path.encode(), b"rb")
     if not fp:
         raise OSError(f"cannot open {path}: {lib.CPLGetLastErrorMsg().decode(errors='replace')}")
     try:
-        if lib.VSIFReadMultiRangeL(n, ptrs, offsets, sizes, fp) != 0:
+        first = ctypes.create_string_buffer(head)
+        got = lib.VSIFReadL(first, 1, head, fp) if head else 0
+        if n and lib.VSIFReadMultiRangeL(
+                n, (ctypes.c_void_p * n)(*(b.ctypes.data for b in bufs)),
+                (ctypes.c_uint64 * n)(*(o for o, _ in ranges)),
+                (ctypes.c_size_t * n)(*(s for _, s in ranges)), fp) != 0:
             raise OSError(f"reading {n} ranges of {path}: "
                           f"{lib.CPLGetLastErrorMsg().decode(errors='replace')}")
     finally:
         lib.VSIFCloseL(fp)
-    return bufs
+    return first.raw[:got], bufs
 
 
 def read_into(src: Any, href: str, window: Window, out: np.ndarray,
@@ -198,26 +200,25 @@ def read_into(src: Any, href: str, window: Window, out: np.ndarray,
             window.row_off + window.height > src.height or \
             window.col_off + window.width > src.width or window.height < 1 or window.width < 1:
         return False
-    lib = _gdal()
-    if lib is None or (lay.itemsize > 1 and not _little_endian(lib, path.encode())):
+    if _gdal() is None:
         return False
     place, decompress = _compiled()
-    rows = range(window.row_off // lay.tile_h,
-                 (window.row_off + window.height - 1) // lay.tile_h + 1)
-    cols = range(window.col_off // lay.tile_w,
-                 (window.col_off + window.width - 1) // lay.tile_w + 1)
-    stored, ranges = [], []
-    for ty in rows:
-        for tx in cols:
-            off = src.get_tag_item(f"BLOCK_OFFSET_{tx}_{ty}", "TIFF", bidx=lay.bidx)
-            size = src.get_tag_item(f"BLOCK_SIZE_{tx}_{ty}", "TIFF", bidx=lay.bidx)
-            if off and size and int(off) > 0 and int(size) > 0:
-                stored.append((ty, tx))
-                ranges.append((int(off), int(size)))
-            else:  # a sparse tile: nodata, as GDAL reads it
-                _fill(out, window, lay, ty, tx)
+    tiles = [(ty, tx, tile_range(src, tx, ty, lay.bidx))
+             for ty in range(window.row_off // lay.tile_h,
+                             (window.row_off + window.height - 1) // lay.tile_h + 1)
+             for tx in range(window.col_off // lay.tile_w,
+                             (window.col_off + window.width - 1) // lay.tile_w + 1)]
+    stored = [(ty, tx) for ty, tx, where in tiles if where]
+    # the file's byte order ("II": little-endian) from the same handle as the tiles
+    head, datas = fetch(path, [where for _, _, where in tiles if where],
+                        head=2 if lay.itemsize > 1 else 0)
+    if lay.itemsize > 1 and head != b"II":
+        return False
+    for ty, tx, where in tiles:
+        if where is None:  # a sparse tile: nodata, as GDAL reads it
+            _fill(out, window, lay, ty, tx)
     raw_size = lay.tile_h * lay.tile_w * lay.samples * lay.itemsize
-    for (ty, tx), data in zip(stored, fetch(path, ranges) if ranges else [], strict=True):
+    for (ty, tx), data in zip(stored, datas, strict=True):
         tile = decompress(data, bufsize=raw_size)
         if len(tile) != raw_size:
             raise SourceReadError(f"{href}: tile ({tx}, {ty}) inflates to {len(tile)} bytes, "

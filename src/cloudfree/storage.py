@@ -521,7 +521,8 @@ def gdal_env_options() -> dict[str, str | int]:
         "GDAL_HTTP_MAX_RETRY": "4",
         "GDAL_HTTP_RETRY_DELAY": "1",
         "VSI_CACHE": "TRUE",
-        # bytes: rasterio hands an integer to GDALSetCacheMax64 as it is (256 was a 256-*byte*
+        # bytes: rasterio hands an integer to GDALSetCacheMax64 as it is (its own env.py shows
+        # ``rasterio.Env(GDAL_CACHEMAX=128000000)``; 256 was a 256-*byte*
         # block cache: every decimated read of an overview decoded each block once per output
         # row, 0.54 s instead of 0.02 s a sample; tests/unit/test_storage.py checks GDAL's value)
         "GDAL_CACHEMAX": GDAL_CACHE_BYTES,

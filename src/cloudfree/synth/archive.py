@@ -478,8 +478,10 @@ def generate_archive(tiles: list[str | Tile] | str, year: int, scenes: int,
     results = []
     import rasterio
 
+    from ..storage import GDAL_CACHE_BYTES
+
     with tempfile.TemporaryDirectory(prefix="cloudfree-synth-") as tmp, \
-            rasterio.Env(GDAL_CACHEMAX=256 * 2**20):  # bytes (rasterio passes it as it is)
+            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # bytes, as the reads' (storage)
         for tile in parsed:
             area = data_window(tile, bbox)
             gen = TileGenerator(tile, year, scenes, area, sink, seed, Path(tmp), api_url,
