@@ -80,25 +80,44 @@ BANDS = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", 
 SYSTEM_ZLIB = system_zlib()
 
 
+#: Runs a command and writes its own wall s and ``wait4`` rusage to a file. Measured commands
+#: start from this small process, not from the bench's: Linux starts a child's ``ru_maxrss``
+#: at its parent's peak RSS (``exec`` keeps the high-water mark of the mm it replaces,
+#: fs/exec.c ``exec_mmap``: ``setmax_mm_hiwater_rss``), so children of a bench that had grown
+#: to 1.4 GB generating scenes all reported 1,405 MB.
+LAUNCHER = """import json, os, sys, time
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, ru = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"wall_s": time.perf_counter() - t0, "maxrss_kb": ru.ru_maxrss,
+               "cpu_s": ru.ru_utime + ru.ru_stime}, f)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def measure(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> dict:
-    """Run ``cmd``; wall s, peak RSS MB and CPU s of that process alone (``os.wait4``), the
-    1-minute load average before and after, and the last JSON document it printed on stdout
-    (``report``: odc_median's line, cloudfree's ``--json`` summary, the floor's figures)."""
+    """Run ``cmd``; wall s, peak RSS MB and CPU s of that process alone (``os.wait4`` in
+    :data:`LAUNCHER`), the 1-minute load average before and after, and the last JSON document
+    it printed on stdout (``report``: odc_median's line, cloudfree's ``--json`` summary, the
+    floor's figures)."""
     load0 = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    with open(log, "a") as f, tempfile.TemporaryFile("w+") as out:
+    with open(log, "a") as f, tempfile.TemporaryFile("w+") as out, \
+            tempfile.NamedTemporaryFile("r", suffix=".json") as stats:
         f.write("+ " + " ".join(map(str, cmd)) + "\n")
         f.flush()
-        proc = subprocess.Popen(list(map(str, cmd)), stdout=out, stderr=f, env=env)
-        _, status, ru = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", LAUNCHER, stats.name,
+                               *map(str, cmd)], stdout=out, stderr=f, env=env, check=False)
         out.seek(0)
         text = out.read()
         f.write(text)
-    if os.waitstatus_to_exitcode(status) != 0:
+        got = json.loads(stats.read() or "{}")
+    if proc.returncode != 0 or not got:
         raise SystemExit(f"failed: {' '.join(map(str, cmd))} (see {log})")
-    return {"wall_s": wall, "peak_rss_mb": ru.ru_maxrss / 1024,
-            "cpu_s": ru.ru_utime + ru.ru_stime, "load": (load0 + os.getloadavg()[0]) / 2,
+    return {"wall_s": got["wall_s"], "peak_rss_mb": got["maxrss_kb"] / 1024,
+            "cpu_s": got["cpu_s"], "load": (load0 + os.getloadavg()[0]) / 2,
             "report": _last_json(text)}
 
 

@@ -63,6 +63,7 @@ from typing import Any
 
 import numpy as np
 
+from . import storage
 from .errors import CloudfreeError, InputError
 
 log = logging.getLogger(__name__)
@@ -548,8 +549,13 @@ def harmonize_scenes(scenes: Sequence[dict],
     # in a pool of their own, ended with the reads, like assets.check_assets: on the kept reader
     # pool (windows.run_reads) their PROJ contexts stayed for the process (bench-peer: cloudfree's
     # peak 350 -> 406 MB, 0.21 of odc's)
-    with ThreadPoolExecutor(max_workers=max(1, min(SAMPLE_THREADS, len(scenes)))) as pool:
-        inputs = list(pool.map(one, scenes))
+    hrefs = (h for s in scenes for h in (s.get("assets") or {}).values() if isinstance(h, str))
+    workers = min(storage.latency_threads(hrefs, SAMPLE_THREADS), len(scenes))
+    if workers <= 1:  # local files: on this thread (storage.latency_threads)
+        inputs = [one(s) for s in scenes]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            inputs = list(pool.map(one, scenes))
     decisions = decide_tile(inputs)
     for scene, decision in zip(scenes, decisions, strict=True):
         scene["harmonization"] = decision.to_dict()

@@ -44,6 +44,7 @@ the memory; the windows are planned without it, so reading ahead never makes the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue
@@ -272,6 +273,13 @@ def _read_once(href: str, window: Window, band_index: int | Sequence[int],
                out_dtype: str | None, out: np.ndarray | None = None) -> np.ndarray:
     import rasterio
 
+    if out is not None and out_dtype is None:
+        # tiled DEFLATE files (every Earth Search asset) without a rasterio dataset: the IFD
+        # says where the tiles are (blocks.read_path); GDAL's config is needed for remote
+        # files only (a local path reads the same without an Env, ~1 ms a read saved)
+        with storage.gdal_env() if "://" in href else contextlib.nullcontext():
+            if blocks.read_path(href, window, out, band_index):
+                return out
     with storage.gdal_env(), rasterio.open(href) as src:
         if out is not None and (window.row_off + window.height <= src.height
                                 and window.col_off + window.width <= src.width):

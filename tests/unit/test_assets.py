@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from cloudfree import assets, storage
+from cloudfree import assets, blocks, storage
 from cloudfree.errors import UnreadableSourceError
 from cloudfree.select import SelectOptions, select_readable
 
@@ -196,14 +196,72 @@ def test_a_vrt_is_checked_without_asking_for_tiff_blocks(real_b02, tmp_path, mon
         f'band="1"><SimpleSource><SourceFilename relativeToVRT="1">B02.tif</SourceFilename>'
         f'<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>')
     asked = []
-    real = assets._blocks_end
+    real = assets._stored_end
 
-    def spy(src, bidx=1):
-        end = real(src, bidx)
+    def spy(href, src):
+        end = real(href, src)
         asked.append((src.driver, end))
         return end
 
-    monkeypatch.setattr(assets, "_blocks_end", spy)
+    def one_by_one(src, bidx=1):
+        raise AssertionError("the IFD's arrays answer for a real COG")
+
+    monkeypatch.setattr(assets, "_stored_end", spy)
+    monkeypatch.setattr(assets, "_blocks_end", one_by_one)
     assert assets.check_asset(str(vrt), "blue") is None
     assert assets.check_asset(str(real_b02), "blue") is None
     assert asked == [("VRT", 0), ("GTiff", real_b02.stat().st_size)]
+
+
+def test_a_real_cogs_last_block_ends_at_its_last_byte(real_b02):
+    """The IFD's arrays (``blocks.stored_end``) and GDAL block by block agree on a real Earth
+    Search COG: its last block ends at the file's last byte, 2,251,637."""
+    with rasterio.open(real_b02) as src:
+        assert blocks.stored_end(str(real_b02)) == assets._blocks_end(src) \
+            == real_b02.stat().st_size == 2_251_637
+
+
+def test_a_file_the_ifd_parser_declines_is_checked_block_by_block(real_b02, tmp_path):
+    """A big-endian GeoTIFF (``stored_end`` None): GDAL's block-by-block answer still catches
+    its truncation."""
+    with rasterio.open(real_b02) as src:
+        profile, data = src.profile, src.read()
+    path = tmp_path / "BE.tif"
+    with rasterio.open(path, "w", **{**profile, "ENDIANNESS": "BIG"}) as dst:
+        dst.write(data)
+    assert blocks.stored_end(str(path)) is None
+    assert assets.check_asset(str(path), "blue") is None
+    whole = path.read_bytes()
+    path.write_bytes(whole[:len(whole) - 1000])
+    assert assets.check_asset(str(path), "blue").startswith("corrupt: truncated")
+
+
+def test_remote_assets_are_checked_side_by_side_and_local_ones_on_this_thread():
+    """HEADs and headers of s3:// or https:// assets wait on the network: four checks must be
+    inside ``check`` at once (a barrier one thread would never pass). Local files have no
+    latency to hide and new threads pay GDAL's set-up: they are checked on the calling thread
+    (``storage.latency_threads``)."""
+    import threading
+
+    def scenes_at(prefix: str) -> list[dict]:
+        return [{"id": f"s{i}", "assets": {"blue": f"{prefix}s{i}/B02.tif"}} for i in range(4)]
+
+    together = threading.Barrier(4, timeout=10)
+    seen: set[int] = set()
+
+    def check(href: str, key: str) -> str | None:
+        seen.add(threading.get_ident())
+        if "://" in href:
+            together.wait()
+        return "404" if href.endswith("s3/B02.tif") else None
+
+    for prefix in ("s3://sentinel-cogs/", "https://example.com/"):
+        seen.clear()
+        got = assets.check_assets(scenes_at(prefix), ["blue"], check=check)
+        assert got == {("s3", "blue"): "404"} and len(seen) == 4
+    seen.clear()
+    assert assets.check_assets(scenes_at("/data/"), ["blue"], check=check) == \
+        {("s3", "blue"): "404"}
+    assert seen == {threading.get_ident()}
+    assert storage.latency_threads(["/a.tif", "file:///b.tif"], 16) == 1
+    assert storage.latency_threads(["/a.tif", "s3://b/k.tif"], 16) == 16

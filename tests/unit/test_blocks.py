@@ -62,11 +62,19 @@ def _gdal(path: str, window: Window, band_index) -> np.ndarray:
 
 
 def _ours(path: str, window: Window, band_index) -> np.ndarray | None:
+    """The window read here, None when this module leaves it to GDAL; through a rasterio
+    dataset (``read_into``) and from the IFD alone (``read_path``), which must agree on both."""
     with rasterio.open(path) as src:
         shape = window.shape if isinstance(band_index, int) else (len(band_index),
                                                                   *window.shape)
         out = np.full(shape, 7, src.dtypes[0])
-        return out if blocks.read_into(src, path, window, out, band_index) else None
+        got = out if blocks.read_into(src, path, window, out, band_index) else None
+    direct = np.full(shape, 9, out.dtype)
+    by_ifd = direct if blocks.read_path(path, window, direct, band_index) else None
+    assert (got is None) == (by_ifd is None), (got is None, by_ifd is None)
+    if got is not None:
+        np.testing.assert_array_equal(by_ifd, got)
+    return got
 
 
 @pytest.mark.parametrize("dtype,bands,predictor,interleave", [
@@ -229,7 +237,7 @@ def test_over_http_as_many_requests_as_gdal(tmp_path):
     import re
     from http.server import BaseHTTPRequestHandler
 
-    from cloudfree import storage
+    from cloudfree import assets, storage
     from cloudfree.httpserver import BackgroundServer
 
     rng = np.random.default_rng(9)
@@ -268,20 +276,87 @@ def test_over_http_as_many_requests_as_gdal(tmp_path):
     try:
         window = Window(256, 256, 512, 768)  # 2 x 3 tiles
         got = {}
-        for how in ("gdal", "blocks"):
+        for how in ("gdal", "blocks", "path"):
             seen.clear()
             url = f"{server.base_url}/h.tif?{how}"  # another URL: nothing cached
             out = np.empty(window.shape, np.uint16)
-            with storage.gdal_env(), rasterio.open(url) as src:
-                if how == "gdal":
-                    out = src.read(1, window=window.to_rasterio())
-                else:
-                    assert blocks.read_into(src, url, window, out)
+            if how == "path":  # no dataset: the IFD read from the file's first 16 KiB
+                with storage.gdal_env():
+                    assert blocks.read_path(url, window, out)
+            else:
+                with storage.gdal_env(), rasterio.open(url) as src:
+                    if how == "gdal":
+                        out = src.read(1, window=window.to_rasterio())
+                    else:
+                        assert blocks.read_into(src, url, window, out)
             got[how] = (out, list(seen))
+        # the select-time check of the same file: its HEAD, then GDAL's open; the tile arrays
+        # (blocks.stored_end) come from the header that open fetched, no request more
+        seen.clear()
+        with storage.gdal_env(), rasterio.open(f"{server.base_url}/h.tif?open"):
+            opened = list(seen)
+        seen.clear()
+        assert assets.check_asset(f"{server.base_url}/h.tif?check", "blue") is None
+        checked = list(seen)
     finally:
         server.stop()
+    assert sorted(checked) == sorted(["HEAD", *opened]), (checked, opened)
     np.testing.assert_array_equal(got["blocks"][0], got["gdal"][0])
     # the very same requests: HEAD, the header's 32 KiB, one ranged GET per row of tiles (those
     # run in parallel, GDAL_HTTP_MULTIPLEX: their order varies)
     assert sorted(got["blocks"][1]) == sorted(got["gdal"][1]), got
+    # without a dataset (the IFD read from the file's first 16 KiB): the very same requests
+    np.testing.assert_array_equal(got["path"][0], got["gdal"][0])
+    assert sorted(got["path"][1]) == sorted(got["gdal"][1]), got
     assert len([r for r in got["blocks"][1] if r.startswith("GET") and "404" not in r]) == 3
+
+
+def _gdal_end(path: str) -> int:
+    """The last stored full-resolution block's end, asked of GDAL one block at a time."""
+    with rasterio.open(path) as src:
+        bw, bh = src.block_shapes[0]
+        ends = [sum(where) for b in range(1, src.count + 1)
+                for y in range(-(-src.height // bh)) for x in range(-(-src.width // bw))
+                if (where := blocks.tile_range(src, x, y, b))]
+    return max(ends, default=0)
+
+
+@pytest.mark.parametrize("extra,bands,size", [
+    ({}, 1, (700, 900)),                                       # classic TIFF, arrays inline
+    ({"BIGTIFF": "YES"}, 1, (700, 900)),                       # BigTIFF: LONG8 arrays
+    ({"interleave": "band"}, 3, (700, 900)),                   # one array for every band
+    ({"interleave": "pixel"}, 3, (700, 900)),                  # the visual image's layout
+    ({"blockxsize": 16, "blockysize": 16}, 1, (2100, 2100)),   # 17,689 tiles: arrays past 16 KiB
+    ({"blockxsize": 16, "blockysize": 16, "BIGTIFF": "YES"}, 1, (2100, 2100)),
+    ({"blockxsize": 256, "blockysize": 256}, 1, (256, 256)),   # one tile: its offset inline
+])
+def test_stored_end_is_gdals_last_block(tmp_path, extra, bands, size):
+    """The IFD's TileOffsets + TileByteCounts give the very end GDAL gives block by block,
+    for classic and BigTIFF, band and pixel interleaving, arrays within and beyond the first
+    16 KiB, and a single tile (the arrays' one value stored in the IFD entry itself)."""
+    rng = np.random.default_rng(3)
+    path = _write(tmp_path / "f.tif", _pixels(rng, "uint16", bands, *size), **extra)
+    end = blocks.stored_end(path)
+    assert end == _gdal_end(path) > 0
+    assert end <= (tmp_path / "f.tif").stat().st_size
+
+
+def test_stored_end_skips_sparse_tiles_and_declines_what_it_does_not_parse(tmp_path):
+    rng = np.random.default_rng(4)
+    data = _pixels(rng, "uint16", 1, 700, 900)
+    data[:, 512:, :] = 0  # the last row of tiles all nodata: not stored with SPARSE_OK
+    sparse = _write(tmp_path / "s.tif", data, SPARSE_OK=True)
+    assert blocks.stored_end(sparse) == _gdal_end(sparse) > 0
+    with rasterio.open(sparse) as src:
+        assert blocks.tile_range(src, 3, 2) is None  # really sparse
+    empty = _write(tmp_path / "e.tif", np.zeros((1, 300, 300), np.uint16), SPARSE_OK=True)
+    assert blocks.stored_end(empty) == 0
+    big_endian = _write(tmp_path / "m.tif", data, ENDIANNESS="BIG")
+    assert blocks.stored_end(big_endian) is None  # GDAL answers for it
+    striped = _write(tmp_path / "p.tif", data, tiled=False)
+    assert blocks.stored_end(striped) is None  # strips, not tiles
+    (tmp_path / "x.tif").write_bytes(b"not a tiff at all" * 10)
+    assert blocks.stored_end(str(tmp_path / "x.tif")) is None
+    with pytest.raises(OSError, match="cannot open"):
+        blocks.stored_end(str(tmp_path / "missing.tif"))
+

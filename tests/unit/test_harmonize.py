@@ -392,21 +392,37 @@ def test_the_rows_median_is_numpys_nanmedian(rows: int) -> None:
 
 
 def test_harmonize_scenes_reads_the_samples_side_by_side_in_scene_order() -> None:
-    """Samples are latency-bound reads: four readers must be inside ``read`` at once (a
-    barrier that a one-by-one loop would never pass), and decisions keep the scene order."""
+    """Samples of remote files are latency-bound reads: four readers must be inside ``read`` at
+    once (a barrier that a one-by-one loop would never pass), and decisions keep the scene
+    order. Local files are read on the calling thread (``storage.latency_threads``)."""
     import threading
 
     surface = _surface()
     truths = [0, 1000, 0, 1000]
     samples = {f"s{i}": _sample(surface, t, seed=i) for i, t in enumerate(truths)}
-    scenes = [{"id": f"s{i}", "assets": {"red": f"s{i}"}, "collection": "sentinel-2-l2a",
-               "properties": _props("05.09", t == 0)} for i, t in enumerate(truths)]
-    together = threading.Barrier(len(scenes), timeout=10)
+
+    def scenes_at(prefix: str) -> list[dict]:
+        return [{"id": f"s{i}", "assets": {"red": f"{prefix}s{i}"},
+                 "collection": "sentinel-2-l2a", "properties": _props("05.09", t == 0)}
+                for i, t in enumerate(truths)]
+
+    together = threading.Barrier(len(truths), timeout=10)
+    threads = set()
 
     def read(assets: dict) -> PixelSample:
+        threads.add(threading.get_ident())
         together.wait()
-        return samples[assets["red"]]
+        return samples[assets["red"].rsplit("/", 1)[-1]]
 
+    scenes = scenes_at("s3://sentinel-cogs/")
     decisions = harmonize_scenes(scenes, read)
     assert [d.offset for d in decisions] == truths
     assert [s["harmonization"]["offset"] for s in scenes] == truths
+    assert len(threads) == len(truths)
+
+    threads.clear()
+    local = scenes_at("/data/")
+    decisions = harmonize_scenes(local, lambda a: samples[a["red"].rsplit("/", 1)[-1]]
+                                 if threads.add(threading.get_ident()) is None else None)
+    assert [d.offset for d in decisions] == truths
+    assert threads == {threading.get_ident()}
