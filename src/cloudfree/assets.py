@@ -23,6 +23,7 @@ never raises for one bad asset: it returns a reason per failing (scene, asset) p
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -31,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import storage
 from .bands import get_band
-from .blocks import stored_end, tile_range, vsi_path
+from .blocks import Header, header, header_layout, stored_end, tile_range, vsi_path
 from .errors import TransientError
 
 #: Tries per asset (the first one included) before a transient failure counts as unreadable.
@@ -123,13 +124,42 @@ def _blocks_end(src, bidx: int = 1) -> int:
     return end
 
 
+def _ifd_header(href: str, band) -> Header | None:
+    """The first IFD of ``href`` when :func:`cloudfree.blocks.read_path` reads ``band``'s
+    samples from it without GDAL (the layout of every Earth Search asset), else None (GDAL
+    opens it, and says what is wrong)."""
+    path = vsi_path(href)
+    if path is None:
+        return None
+    try:
+        with storage.gdal_env() if "://" in href else contextlib.nullcontext():
+            h = header(path)
+    except OSError:
+        return None
+    samples = 1 if band.count == 1 else list(range(1, band.count + 1))
+    return h if h is not None and header_layout(h, samples) is not None else None
+
+
 def _header(href: str, asset: str, size: int) -> None:
-    """Open the header; check data type, band count and that no block lies past the end."""
+    """Read the header; check data type, band count and that no block lies past the end.
+
+    A file the pipeline reads without GDAL's dataset (:func:`cloudfree.blocks.read_path`) is
+    checked from its IFD alone: 2.4 ms an asset through rasterio's open (its CRS through PROJ),
+    0.3 ms without. Anything else is opened with rasterio."""
     import rasterio
 
+    band = get_band(asset)
+    h = _ifd_header(href, band)
+    if h is not None:
+        if h.samples != band.count or f"uint{h.bits[0]}" != band.dtype:
+            raise _Bad(f"corrupt: {h.samples}xuint{h.bits[0]}, expected "
+                       f"{band.count}x{band.dtype}")
+        last = h.stored_end
+        if size >= 0 and last > size:
+            raise _Bad(f"corrupt: truncated ({size} bytes, blocks reach byte {last})")
+        return
     try:
         with storage.gdal_env(), rasterio.open(href) as src:
-            band = get_band(asset)
             if src.count != band.count or src.dtypes[0] != band.dtype:
                 raise _Bad(f"corrupt: {src.count}x{src.dtypes[0]}, expected "
                            f"{band.count}x{band.dtype}")

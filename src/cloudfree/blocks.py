@@ -245,6 +245,13 @@ class Header:
     def tiles_per_plane(self) -> int:
         return self.across * -(-self.height // self.tile_h)
 
+    @property
+    def stored_end(self) -> int:
+        """Where the last stored tile ends (max offset + size; sparse tiles, offset or size
+        0, end nowhere): 0 when none is stored."""
+        stored = (self.offsets > 0) & (self.sizes > 0)
+        return int((self.offsets + self.sizes)[stored].max()) if stored.any() else 0
+
 
 def read_header(f: _VsiFile) -> Header | None:
     """The first IFD of the file behind ``f``, None when it is not a little-endian tiled TIFF
@@ -299,20 +306,23 @@ def read_header(f: _VsiFile) -> Header | None:
                   tags["offsets"].astype(np.uint64), tags["sizes"].astype(np.uint64))
 
 
+def header(path: str) -> Header | None:
+    """:func:`read_header` of the file at ``path`` (a GDAL path, :func:`vsi_path`); ``OSError``
+    when it cannot be read."""
+    with _VsiFile(path) as f:
+        return read_header(f)
+
+
 def stored_end(path: str) -> int | None:
     """The byte where the last stored tile of the first IFD (the full-resolution image, every
-    band) ends: max(TileOffsets + TileByteCounts) over the tiles the file stores (sparse ones,
-    offset or size 0, end nowhere). Parsed from the IFD itself, two arrays read at once, where
-    GDAL answers ``BLOCK_OFFSET_x_y`` one tile per call (30 us each through rasterio: 0.9 s for
-    bench-peer's 240 whole-tile assets). ``path``: a GDAL path (:func:`vsi_path`). None when
-    the file is not a little-endian tiled TIFF (the caller asks GDAL), or its IFD does not
-    parse; ``OSError`` when it cannot be read."""
-    with _VsiFile(path) as f:
-        h = read_header(f)
-    if h is None:
-        return None
-    stored = (h.offsets > 0) & (h.sizes > 0)
-    return int((h.offsets + h.sizes)[stored].max()) if stored.any() else 0
+    band) ends: max(TileOffsets + TileByteCounts) over the tiles the file stores. Parsed from
+    the IFD itself, two arrays read at once, where GDAL answers ``BLOCK_OFFSET_x_y`` one tile
+    per call (30 us each through rasterio: 0.9 s for bench-peer's 240 whole-tile assets).
+    ``path``: a GDAL path (:func:`vsi_path`). None when the file is not a little-endian tiled
+    TIFF (the caller asks GDAL), or its IFD does not parse; ``OSError`` when it cannot be
+    read."""
+    h = header(path)
+    return None if h is None else h.stored_end
 
 
 def fetch(path: str, ranges: Sequence[tuple[int, int]], head: int = 0

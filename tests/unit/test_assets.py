@@ -209,8 +209,11 @@ def test_a_vrt_is_checked_without_asking_for_tiff_blocks(real_b02, tmp_path, mon
     monkeypatch.setattr(assets, "_stored_end", spy)
     monkeypatch.setattr(assets, "_blocks_end", one_by_one)
     assert assets.check_asset(str(vrt), "blue") is None
+    assert asked == [("VRT", 0)]
+    # a real COG: checked from its IFD, no dataset opened
+    monkeypatch.setattr(rasterio, "open", lambda *a, **k: pytest.fail("rasterio.open called"))
     assert assets.check_asset(str(real_b02), "blue") is None
-    assert asked == [("VRT", 0), ("GTiff", real_b02.stat().st_size)]
+    assert asked == [("VRT", 0)]
 
 
 def test_a_real_cogs_last_block_ends_at_its_last_byte(real_b02):
