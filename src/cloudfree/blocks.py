@@ -49,14 +49,15 @@ _SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.I)
 
 @cache
 def _compiled() -> Any | None:
-    """(``_blocks.place``, ``isal_zlib.decompress``), or None when either is missing."""
+    """(``_blocks.place``, ``isal_zlib.decompress``, ``isal_zlib.decompressobj``), or None when
+    either module is missing."""
     try:
-        from isal.isal_zlib import decompress
+        from isal.isal_zlib import decompress, decompressobj
 
         from ._blocks import place
     except ImportError:
         return None
-    return place, decompress
+    return place, decompress, decompressobj
 
 
 def decoder() -> str:
@@ -431,20 +432,29 @@ def _decode(f: _VsiFile, href: str, window: Window, out: np.ndarray, lay: Layout
     """Fetch the stored ``tiles`` ((row, column, (offset, size) or None when sparse)) through
     ``f`` in one multi-range read, inflate them and place their part of ``window`` in
     ``out``; sparse tiles read as nodata, as in GDAL."""
-    place, decompress = _compiled()
+    place, decompress, decompressobj = _compiled()
     stored = [(ty, tx) for ty, tx, where in tiles if where]
     datas = f.read_ranges([where for _, _, where in tiles if where])
     for ty, tx, where in tiles:
         if where is None:  # a sparse tile: nodata, as GDAL reads it
             _fill(out, window, lay, ty, tx)
-    raw_size = lay.tile_h * lay.tile_w * lay.samples * lay.itemsize
+    row_size = lay.tile_w * lay.samples * lay.itemsize
     for (ty, tx), data in zip(stored, datas, strict=True):
-        tile = decompress(data, bufsize=raw_size)
-        if len(tile) != raw_size:
-            raise SourceReadError(f"{href}: tile ({tx}, {ty}) inflates to {len(tile)} bytes, "
-                                  f"not {raw_size}", {href: "corrupt tile"})
         r0, r1, c0, c1, orow, ocol = _overlap(window, lay, ty, tx)
-        place(tile, lay.itemsize, lay.tile_h, lay.tile_w, lay.samples, lay.predictor,
+        if r1 == lay.tile_h:
+            tile = decompress(data, bufsize=r1 * row_size)
+            ok = len(tile) == r1 * row_size
+        else:
+            # the window ends inside this tile: its first r1 rows only (a DEFLATE stream
+            # inflates in order, and the predictor works row by row). A window whose 60 m
+            # pixels reach a few rows past its 10 m footprint (an AOI not on the 60 m grid)
+            # decoded whole tiles below it for those rows.
+            tile = decompressobj().decompress(data, r1 * row_size)
+            ok = len(tile) == r1 * row_size
+        if not ok:
+            raise SourceReadError(f"{href}: tile ({tx}, {ty}) inflates to {len(tile)} bytes, "
+                                  f"not {r1 * row_size}", {href: "corrupt tile"})
+        place(tile, lay.itemsize, r1, lay.tile_w, lay.samples, lay.predictor,
               r0, r1, c0, c1, out, window.height, window.width, orow, ocol)
 
 
