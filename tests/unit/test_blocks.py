@@ -360,3 +360,37 @@ def test_stored_end_skips_sparse_tiles_and_declines_what_it_does_not_parse(tmp_p
     with pytest.raises(OSError, match="cannot open"):
         blocks.stored_end(str(tmp_path / "missing.tif"))
 
+
+
+def test_a_window_ending_inside_a_tile_inflates_its_first_rows_only(tmp_path, monkeypatch):
+    """The tiles a window's last rows cut are inflated up to those rows (``decompressobj``
+    with a length), whole tiles whole: GDAL's pixels either way, and a corrupt start of a
+    partly read tile still fails the read."""
+    rng = np.random.default_rng(21)
+    path = _write(tmp_path / "r.tif", _pixels(rng, "uint16", 1, 512, 512), predictor=2)
+    place, decompress, decompressobj = blocks._compiled()
+    asked: list[int] = []
+
+    class Counting:
+        def __init__(self):
+            self.inner = decompressobj()
+
+        def decompress(self, data, max_length=0):
+            asked.append(max_length)
+            return self.inner.decompress(data, max_length)
+
+    monkeypatch.setattr(blocks, "_compiled", lambda: (place, decompress, Counting))
+    window = Window(200, 100, 60, 300)  # rows 200..259: all of tile row 0's last 56, 4 of row 1
+    out = np.empty(window.shape, np.uint16)
+    assert blocks.read_path(path, window, out)
+    np.testing.assert_array_equal(out, _gdal(path, window, 1))
+    assert asked == [4 * 256 * 2] * 2  # the two tiles of row 1, 4 rows each; row 0 whole
+    with rasterio.open(path) as src:
+        off = int(src.get_tag_item("BLOCK_OFFSET_0_1", "TIFF", bidx=1))
+    with open(path, "r+b") as f:
+        f.seek(off + 2)
+        f.write(b"\xff" * 32)
+    monkeypatch.setattr(windows, "_sleep", lambda s: None)
+    with pytest.raises(SourceReadError) as err:
+        windows.read_window(path, Window(256, 0, 3, 100), out=np.empty((3, 100), np.uint16))
+    assert path in err.value.failures
