@@ -338,46 +338,53 @@ def compare_values(sample: PixelSample | None) -> np.ndarray | None:
     return np.where(ok, band.astype(np.float32), np.float32(np.nan)).ravel()
 
 
-def _nanmedian_rows(values: np.ndarray) -> np.ndarray:
-    """``np.nanmedian(values, axis=0)`` for a float32 (k, n) array whose every column has a
-    value: sorted pixel by pixel (NaN last), the mean of the middle two of the values. The
-    same numbers (tests/unit/test_harmonize.py) about 10x faster: numpy takes a masked-array
-    path for fewer than 600 rows."""
-    ordered = np.sort(values.T, axis=1)  # (n, k), NaN last
-    count = np.count_nonzero(~np.isnan(ordered), axis=1)
-    rows = np.arange(ordered.shape[0])
-    low = ordered[rows, (count - 1) // 2]
-    high = ordered[rows, count // 2]
-    return (low + high) / np.float32(2)
-
-
 def _steps(values: np.ndarray, offsets: np.ndarray, among: Sequence[int] | None = None
            ) -> tuple[list[float | None], list[int]]:
     """Per scene: median over co-located pixels of (scene - others' median) - own offset.
 
     ``among``: the rows the reference is built from (default: every other scene).
+
+    The others' median at a pixel is an order statistic of the pool's values there less the
+    scene's own, so the pool is sorted once per pixel (NaN last) and each scene's reference
+    read from that order with its own rank left out: the very values ``np.nanmedian`` of the
+    others gives (``tests/unit/test_harmonize.py``), one sort per call instead of one per
+    scene (select on bench-peer's 16 scenes: 0.3 s of its 1.0).
     """
     n_scenes = values.shape[0]
     corrected = values - offsets[:, None].astype(np.float32)
     present = ~np.isnan(values)
     pool = list(range(n_scenes)) if among is None else list(among)
+    if not pool:
+        return [None] * n_scenes, [0] * n_scenes
+    order = np.argsort(corrected[pool], axis=0, kind="stable")  # NaN last
+    ordered = np.take_along_axis(corrected[pool], order, axis=0)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(len(pool))[:, None], axis=0)
+    pool_count = present[pool].sum(axis=0)
+    where = {j: q for q, j in enumerate(pool)}
     steps: list[float | None] = []
     support: list[int] = []
     for i in range(n_scenes):
-        rows = [j for j in pool if j != i]
-        if not rows:
+        n_rows = len(pool) - (i in where)
+        if not n_rows:
             steps.append(None)
             support.append(0)
             continue
-        others = corrected[rows]
-        count = present[rows].sum(axis=0)
-        ok = present[i] & (count >= min(2, len(rows)))
+        count = pool_count - present[i] if i in where else pool_count
+        ok = present[i] & (count >= min(2, n_rows))
         n = int(ok.sum())
         support.append(n)
         if n < MIN_OVERLAP:
             steps.append(None)
             continue
-        reference = _nanmedian_rows(others[:, ok])
+        m = count[ok]
+        lo, hi = (m - 1) // 2, m // 2
+        if i in where:  # the others' k-th value is the pool's k-th, or (k+1)-th past its own
+            own = rank[where[i]][ok]
+            lo = lo + (lo >= own)
+            hi = hi + (hi >= own)
+        cols = np.flatnonzero(ok)
+        reference = (ordered[lo, cols] + ordered[hi, cols]) / np.float32(2)
         steps.append(float(np.median(corrected[i, ok] - reference)))
     return steps, support
 

@@ -377,20 +377,6 @@ def test_apply_offset_errors() -> None:
         decide("not a dict")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 15, 16])
-def test_the_rows_median_is_numpys_nanmedian(rows: int) -> None:
-    from cloudfree.harmonize import _nanmedian_rows
-
-    rng = np.random.default_rng(rows)
-    for values in (rng.integers(0, 9000, (rows, 5000)).astype(np.float32),
-                   (rng.random((rows, 5000)) * 3000).astype(np.float32)):
-        values[rng.random(values.shape) < 0.4] = np.nan
-        values[0, np.isnan(values).all(axis=0)] = 7.25  # every column has a value
-        got = _nanmedian_rows(values)
-        assert got.dtype == np.float32
-        np.testing.assert_array_equal(got, np.nanmedian(values, axis=0))
-
-
 def test_harmonize_scenes_reads_the_samples_side_by_side_in_scene_order() -> None:
     """Samples of remote files are latency-bound reads: four readers must be inside ``read`` at
     once (a barrier that a one-by-one loop would never pass), and decisions keep the scene
@@ -426,3 +412,38 @@ def test_harmonize_scenes_reads_the_samples_side_by_side_in_scene_order() -> Non
                                  if threads.add(threading.get_ident()) is None else None)
     assert [d.offset for d in decisions] == truths
     assert threads == {threading.get_ident()}
+
+
+@pytest.mark.parametrize("n_scenes,among", [(16, None), (16, [0, 3, 9]), (5, None),
+                                            (3, [1]), (2, None), (1, None)])
+def test_steps_read_from_one_sort_are_the_leave_one_out_medians(n_scenes, among) -> None:
+    """Each scene's reference (its others' median per pixel) read from the pool sorted once
+    equals ``np.nanmedian`` of the others, with NaNs (not clear), ties (integer DNs) and
+    offsets, for every scene in the pool or outside it (``among``: the anchors)."""
+    from cloudfree.harmonize import MIN_OVERLAP, _steps
+
+    rng = np.random.default_rng(n_scenes)
+    values = rng.integers(300, 320, (n_scenes, 4000)).astype(np.float32)  # many ties
+    values[rng.random(values.shape) < 0.35] = np.nan
+    offsets = rng.choice([0, 1000], n_scenes).astype(np.int64)
+    corrected = values - offsets[:, None].astype(np.float32)
+    pool = list(range(n_scenes)) if among is None else among
+    want_steps, want_support = [], []
+    for i in range(n_scenes):
+        rows = [j for j in pool if j != i]
+        if not rows:
+            want_steps.append(None)
+            want_support.append(0)
+            continue
+        count = (~np.isnan(values[rows])).sum(axis=0)
+        ok = ~np.isnan(values[i]) & (count >= min(2, len(rows)))
+        want_support.append(int(ok.sum()))
+        if ok.sum() < MIN_OVERLAP:
+            want_steps.append(None)
+            continue
+        reference = np.nanmedian(corrected[rows][:, ok], axis=0)
+        want_steps.append(float(np.median(corrected[i, ok] - reference)))
+    steps, support = _steps(values, offsets, among)
+    assert support == want_support
+    assert steps == want_steps
+    assert any(s is not None for s in steps) or n_scenes == 1
