@@ -25,6 +25,18 @@ COMMAND_MODULES = (
     "cloudfree.plan_command",  # plan (a dry run: what a year costs; cloudfree.costs)
 )
 
+#: The module that registers each sub-command: a command names its own module, and only that
+#: one is imported (``cloudfree composite`` skips the local stack's, the pipeline's, the
+#: viewer's and synth's imports); help, ``--version`` and unknown commands import them all.
+#: ``tests/unit/test_cli_errors.py`` checks it against what the modules register.
+COMMANDS = {
+    "local": "cloudfree.local.cli", "synth": "cloudfree.synth.cli",
+    **dict.fromkeys(("run", "status", "reprocess", "fetch", "deploy", "catalog", "demo"),
+                    "cloudfree.pipeline.cli"),
+    "view": "cloudfree.viewer.cli", "composite": "cloudfree.onebox",
+    "plan": "cloudfree.plan_command",
+}
+
 
 def checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argparse ``type`` from a domain parser: an :class:`InputError` becomes the usage error
@@ -69,13 +81,18 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the sub-command of ``argv`` alone when it names one (:data:`COMMANDS`;
+    the top-level options take no values), else with every sub-command."""
     parser = argparse.ArgumentParser(prog="cloudfree", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action=_Version, nargs=0,
                         help="the version, GDAL's and the zlib GDAL runs, then exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
+    first = next((a for a in argv or () if not a.startswith("-")), None)
+    modules = (COMMANDS[first],) if first in COMMANDS and "--version" not in (argv or ()) \
+        else COMMAND_MODULES
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
@@ -87,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:

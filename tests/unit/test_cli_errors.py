@@ -16,7 +16,7 @@ def _main_with(err: BaseException, capsys, monkeypatch) -> tuple[int, str]:
         raise err
 
     parser = cli.build_parser()
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli, "build_parser", lambda argv=None: parser)
     monkeypatch.setattr(parser, "parse_args",
                         lambda argv=None: argparse.Namespace(verbose=False, func=boom))
     code = cli.main([])
@@ -159,3 +159,19 @@ class _Body:
 
     def read(self, *args) -> bytes:
         return self.data
+
+
+def test_each_command_imports_the_module_that_registers_it():
+    """``cli.COMMANDS`` names, for every sub-command the modules register, the module that
+    registers it: ``cloudfree composite`` builds its parser from ``cloudfree.onebox`` alone."""
+    full = cli.build_parser()
+    sub = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(cli.COMMANDS)
+    for command, module in cli.COMMANDS.items():
+        one = cli.build_parser([command, "--help"])
+        sub1 = next(a for a in one._actions if isinstance(a, argparse._SubParsersAction))
+        assert command in sub1.choices, (command, module)
+        assert set(sub1.choices) == {c for c, m in cli.COMMANDS.items() if m == module}
+    everything = cli.build_parser(["-v", "nonsense"])
+    sub2 = next(a for a in everything._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub2.choices) == set(cli.COMMANDS)
