@@ -7,6 +7,7 @@ and sets ``func`` on them (``func(args) -> int``).
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import sys
@@ -104,6 +105,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The program (``argv`` None: ``sys.argv``), or a call with its arguments (tests)."""
+    try:
+        return _main(argv)
+    finally:
+        if argv is None:
+            # The process ends next. Python's finalization runs full garbage collections over
+            # every object the imports made (numpy, rasterio, boto3, ...): 0.23-0.3 s of the
+            # ~0.3 s between a `cloudfree composite` writing its last file and the process
+            # ending (perf). Frozen objects are skipped by those collections and freed with
+            # the process all the same.
+            gc.freeze()
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
