@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import storage
 from .bands import get_band
-from .blocks import Header, header, header_layout, stored_end, tile_range, vsi_path
+from .blocks import Header, header, header_layout, tile_range, vsi_path
 from .errors import TransientError
 
 #: Tries per asset (the first one included) before a transient failure counts as unreadable.
@@ -94,20 +94,15 @@ def _http_head(href: str) -> int:
         raise TransientError(f"HEAD {href}: {err}") from err
 
 
-def _stored_end(href: str, src) -> int:
-    """Byte where the last stored full-resolution block of any band of ``src`` (opened from
-    ``href``) ends: from the IFD's tile arrays (:func:`cloudfree.blocks.stored_end`), else from
-    GDAL block by block (:func:`_blocks_end`). 0 when the file is not a GeoTIFF (a VRT's blocks
-    are its sources')."""
+def _stored_end(src, parsed: Header | None) -> int:
+    """Byte where the last stored full-resolution block of any band of ``src`` ends: from the
+    IFD's tile arrays already parsed (``parsed``, :func:`cloudfree.blocks.read_header`), else
+    from GDAL block by block (:func:`_blocks_end`). 0 when the file is not a GeoTIFF (a VRT's
+    blocks are its sources')."""
     if src.driver != "GTiff":
         return 0
-    path = vsi_path(href)
-    try:
-        end = stored_end(path) if path is not None else None
-    except OSError as err:  # the header just opened: a failure to read it again is transient
-        raise TransientError(f"header of {href}: {err}") from err
-    if end is not None:
-        return end
+    if parsed is not None:
+        return parsed.stored_end
     return max(_blocks_end(src, b) for b in range(1, src.count + 1))
 
 
@@ -124,20 +119,17 @@ def _blocks_end(src, bidx: int = 1) -> int:
     return end
 
 
-def _ifd_header(href: str, band) -> Header | None:
-    """The first IFD of ``href`` when :func:`cloudfree.blocks.read_path` reads ``band``'s
-    samples from it without GDAL (the layout of every Earth Search asset), else None (GDAL
-    opens it, and says what is wrong)."""
+def _ifd_header(href: str) -> Header | None:
+    """The first IFD of ``href`` (:func:`cloudfree.blocks.header`), None when it is not a
+    little-endian tiled TIFF or cannot be read (GDAL opens it then, and says what is wrong)."""
     path = vsi_path(href)
     if path is None:
         return None
     try:
         with storage.gdal_env() if "://" in href else contextlib.nullcontext():
-            h = header(path)
+            return header(path)
     except OSError:
         return None
-    samples = 1 if band.count == 1 else list(range(1, band.count + 1))
-    return h if h is not None and header_layout(h, samples) is not None else None
 
 
 def _header(href: str, asset: str, size: int) -> None:
@@ -149,8 +141,9 @@ def _header(href: str, asset: str, size: int) -> None:
     import rasterio
 
     band = get_band(asset)
-    h = _ifd_header(href, band)
-    if h is not None:
+    h = _ifd_header(href)  # parsed once: the truncation check below takes its arrays too
+    samples = 1 if band.count == 1 else list(range(1, band.count + 1))
+    if h is not None and header_layout(h, samples) is not None:
         if h.samples != band.count or f"uint{h.bits[0]}" != band.dtype:
             raise _Bad(f"corrupt: {h.samples}xuint{h.bits[0]}, expected "
                        f"{band.count}x{band.dtype}")
@@ -163,7 +156,7 @@ def _header(href: str, asset: str, size: int) -> None:
             if src.count != band.count or src.dtypes[0] != band.dtype:
                 raise _Bad(f"corrupt: {src.count}x{src.dtypes[0]}, expected "
                            f"{band.count}x{band.dtype}")
-            last = _stored_end(href, src)
+            last = _stored_end(src, h)
     except rasterio.errors.RasterioIOError as err:
         text = str(err)
         if "404" in text or "No such file" in text or "does not exist" in text:

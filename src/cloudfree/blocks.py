@@ -162,7 +162,9 @@ def tile_range(src: Any, tx: int, ty: int, bidx: int = 1) -> tuple[int, int] | N
 #: TIFF field types (TIFF 6.0 and BigTIFF, https://www.awaresystems.be/imaging/tiff/bigtiff.html)
 #: read here: BYTE, ASCII, SHORT, LONG, LONG8, as numpy little-endian dtypes.
 _TIFF_TYPES = {1: "<u1", 2: "<u1", 3: "<u2", 4: "<u4", 16: "<u8"}
-#: The tags of the first IFD this module reads (TIFF 6.0 numbering; 42113 is GDAL's nodata).
+#: The tags of the first IFD this module reads (TIFF 6.0 numbering; 42113 is GDAL's own
+#: ``GDAL_NODATA`` ASCII tag, https://gdal.org/en/stable/drivers/raster/gtiff.html#nodata-value;
+#: Compression 8 and 32946 are both DEFLATE, as libtiff's tif_zip.c registers them).
 _TAGS = {256: "width", 257: "height", 258: "bits", 259: "compression", 277: "samples",
          284: "planar", 317: "predictor", 322: "tile_w", 323: "tile_h", 324: "offsets",
          325: "sizes", 339: "sample_format", 42113: "nodata"}
@@ -324,17 +326,6 @@ def stored_end(path: str) -> int | None:
     read."""
     h = header(path)
     return None if h is None else h.stored_end
-
-
-def fetch(path: str, ranges: Sequence[tuple[int, int]], head: int = 0
-          ) -> tuple[bytes, list[np.ndarray]]:
-    """The file's first ``head`` bytes and the bytes of ``ranges`` ((offset, size) pairs) of
-    ``path`` (a GDAL path), through one GDAL file handle: ``VSIFReadL`` for the head (GDAL's
-    /vsicurl/ serves it from the header it cached when the file was opened), one
-    ``VSIFReadMultiRangeL`` for the ranges. Raises ``OSError`` with GDAL's message."""
-    with _VsiFile(path) as f:
-        first = f.read_head(head)
-        return first, f.read_ranges(ranges)
 
 
 def header_layout(h: Header, band_index: int | Sequence[int]) -> Layout | None:

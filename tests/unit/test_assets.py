@@ -198,8 +198,8 @@ def test_a_vrt_is_checked_without_asking_for_tiff_blocks(real_b02, tmp_path, mon
     asked = []
     real = assets._stored_end
 
-    def spy(href, src):
-        end = real(href, src)
+    def spy(src, parsed):
+        end = real(src, parsed)
         asked.append((src.driver, end))
         return end
 

@@ -168,20 +168,30 @@ def test_other_dtypes_and_a_vrt_are_left_to_gdal(tmp_path):
     np.testing.assert_array_equal(got, _gdal(tif, Window(5, 6, 50, 40), 1))
 
 
+def _corrupt_tile(path: str, tx: int, ty: int, at: int, n: int) -> None:
+    """Overwrite ``n`` bytes of tile (``tx``, ``ty``), ``at`` bytes into its data."""
+    with rasterio.open(path) as src:
+        off = int(src.get_tag_item(f"BLOCK_OFFSET_{tx}_{ty}", "TIFF", bidx=1))
+    with open(path, "r+b") as f:
+        f.seek(off + at)
+        f.write(b"\xff" * n)
+
+
+def _assert_the_read_fails(path: str, window: Window, monkeypatch) -> None:
+    """``read_window`` raises SourceReadError naming ``path`` (after its retries)."""
+    monkeypatch.setattr(windows, "_sleep", lambda s: None)
+    with pytest.raises(SourceReadError) as err:
+        windows.read_window(path, window, out=np.empty(window.shape, np.uint16))
+    assert path in err.value.failures
+
+
 def test_a_corrupt_tile_fails_the_read_and_names_the_file(tmp_path, monkeypatch):
     """Bytes of a tile overwritten: the read raises SourceReadError naming the href after the
     usual retries (windows.READ_ATTEMPTS), not garbage pixels."""
     path = _write(tmp_path / "c.tif", _pixels(np.random.default_rng(4), "uint16", 1, 256, 256),
                   predictor=2)
-    with rasterio.open(path) as src:
-        off = int(src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
-    with open(path, "r+b") as f:
-        f.seek(off + 10)
-        f.write(b"\xff" * 64)
-    monkeypatch.setattr(windows, "_sleep", lambda s: None)
-    with pytest.raises(SourceReadError) as err:
-        windows.read_window(path, Window(0, 0, 64, 64), out=np.empty((64, 64), np.uint16))
-    assert path in err.value.failures
+    _corrupt_tile(path, 0, 0, at=10, n=64)
+    _assert_the_read_fails(path, Window(0, 0, 64, 64), monkeypatch)
 
 
 def test_read_stack_takes_this_path_and_a_wrong_dtype_is_an_error(tmp_path, monkeypatch):
@@ -385,12 +395,5 @@ def test_a_window_ending_inside_a_tile_inflates_its_first_rows_only(tmp_path, mo
     assert blocks.read_path(path, window, out)
     np.testing.assert_array_equal(out, _gdal(path, window, 1))
     assert asked == [4 * 256 * 2] * 2  # the two tiles of row 1, 4 rows each; row 0 whole
-    with rasterio.open(path) as src:
-        off = int(src.get_tag_item("BLOCK_OFFSET_0_1", "TIFF", bidx=1))
-    with open(path, "r+b") as f:
-        f.seek(off + 2)
-        f.write(b"\xff" * 32)
-    monkeypatch.setattr(windows, "_sleep", lambda s: None)
-    with pytest.raises(SourceReadError) as err:
-        windows.read_window(path, Window(256, 0, 3, 100), out=np.empty((3, 100), np.uint16))
-    assert path in err.value.failures
+    _corrupt_tile(path, 0, 1, at=2, n=32)
+    _assert_the_read_fails(path, Window(256, 0, 3, 100), monkeypatch)
