@@ -90,7 +90,7 @@ wait $p3 && wait $p4 && wait $p5
 # the project itself, editable, in its venv (again when a compiled kernel, the median's or the
 # warp's, is missing or older than its source: pip install -e . builds them in place)
 stale=0
-for k in _median _warp; do
+for k in _median _warp _blocks; do
   so=$(ls src/cloudfree/$k*.so 2>/dev/null | head -1 || true)
   if ! .venv/bin/python -c "import cloudfree.$k" 2>/dev/null \
      || [[ -z "$so" || src/cloudfree/$k.c -nt "$so" ]]; then stale=1; fi

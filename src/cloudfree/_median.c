@@ -1,5 +1,7 @@
 /*
- * cloudfree._median: the masked median kernel of cloudfree.median, compiled.
+ * cloudfree._median: the masked median kernel of cloudfree.median, compiled; the two passes
+ * over a window's observation states that make its input (see "The median's inputs" below);
+ * the 2 x 2 mean that puts the outlier decision's 10 m reference bands on its 20 m grid.
  *
  * Same algorithm as the numpy path (see cloudfree/median.py): invalid observations are
  * filled, in scene order, alternately with 0 and 65535, so the median of the valid values
@@ -222,8 +224,210 @@ done:
     return result;
 }
 
+/* --- The median's inputs ------------------------------------------------------------------
+ * Observation states (cloudfree.mask): NODATA 0 < MASKED 1 < SNOW 2 < CLEAR 3, one uint8 per
+ * scene and pixel. These replace numpy passes over a window's (S, N) states (cloudfree.composite
+ * _demote_missing and snow_fallback: five and four full passes per scene) with one each. */
+#define ST_MASKED 1
+#define ST_SNOW 2
+#define ST_CLEAR 3
+
+/* One scene: a usable state (SNOW, CLEAR) where the band has no data (nodata[p]) becomes MASKED;
+ * returns how many of its pixels are then MASKED or SNOW. */
+static inline __attribute__((always_inline)) int64_t
+demote_row(const uint8_t *restrict nodata, uint8_t *restrict st, Py_ssize_t n)
+{
+    int64_t total = 0;
+    for (Py_ssize_t p0 = 0; p0 < n; p0 += 4096) {
+        Py_ssize_t m = n - p0 < 4096 ? n - p0 : 4096;
+        uint32_t c = 0;
+        for (Py_ssize_t p = p0; p < p0 + m; p++) {
+            uint8_t v = st[p];
+            uint8_t d = (uint8_t)(nodata[p] && v > ST_MASKED ? ST_MASKED : v);
+            st[p] = d;
+            c += (uint32_t)((d == ST_MASKED) | (d == ST_SNOW));
+        }
+        total += c;
+    }
+    return total;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(CLOUDFREE_NO_CLONES)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void demote_all(const void *stack, int itemsize, Py_ssize_t channels, uint8_t *states,
+                       int64_t *counts, Py_ssize_t n_scenes, Py_ssize_t n)
+{
+    uint8_t nodata[4096];
+    for (Py_ssize_t s = 0; s < n_scenes; s++) {
+        uint8_t *st = states + s * n;
+        int64_t c = 0;
+        for (Py_ssize_t p0 = 0; p0 < n; p0 += 4096) {
+            Py_ssize_t m = n - p0 < 4096 ? n - p0 : 4096;
+            if (itemsize == 2) {
+                const uint16_t *restrict x = (const uint16_t *)stack + s * n + p0;
+                for (Py_ssize_t p = 0; p < m; p++)
+                    nodata[p] = x[p] == 0;
+            } else {
+                const uint8_t *x = (const uint8_t *)stack + s * channels * n + p0;
+                for (Py_ssize_t p = 0; p < m; p++)
+                    nodata[p] = x[p] == 0;
+                for (Py_ssize_t ch = 1; ch < channels; ch++) {
+                    const uint8_t *restrict xc = x + ch * n;
+                    for (Py_ssize_t p = 0; p < m; p++)
+                        nodata[p] &= xc[p] == 0;
+                }
+            }
+            c += demote_row(nodata, st + p0, m);
+        }
+        counts[s] = c;
+    }
+}
+
+PyDoc_STRVAR(demote_missing_doc,
+"demote_missing(stack, itemsize, channels, states, counts, n_scenes)\n--\n\n"
+"Where a scene's band has no data (every channel 0), its usable state (SNOW, CLEAR) becomes\n"
+"MASKED, in place. stack: C-contiguous (S, channels, N) of uint16 (itemsize 2, channels 1) or\n"
+"uint8 (itemsize 1); states uint8 (S, N); writes counts int64 (S,): each scene's MASKED + SNOW\n"
+"pixels afterwards. Releases the GIL.");
+
+static PyObject *demote_missing(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer stack, states, counts;
+    int itemsize;
+    Py_ssize_t channels, n_scenes;
+    if (!PyArg_ParseTuple(args, "y*inw*w*n", &stack, &itemsize, &channels, &states, &counts,
+                          &n_scenes))
+        return NULL;
+    PyObject *result = NULL;
+    if (n_scenes < 1 || channels < 1 || (itemsize != 1 && itemsize != 2) ||
+        (itemsize == 2 && channels != 1) || states.len % n_scenes) {
+        PyErr_SetString(PyExc_ValueError, "bad scenes, channels, item size or states");
+        goto done;
+    }
+    Py_ssize_t n = states.len / n_scenes;
+    if (check_len(&stack, itemsize * channels * n_scenes * n, "stack") ||
+        check_len(&counts, 8 * n_scenes, "counts"))
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    demote_all(stack.buf, itemsize, channels, states.buf, counts.buf, n_scenes, n);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&stack);
+    PyBuffer_Release(&states);
+    PyBuffer_Release(&counts);
+    return result;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(CLOUDFREE_NO_CLONES)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static int fallback_all(uint8_t *states, uint8_t *snow, Py_ssize_t n_scenes, Py_ssize_t n)
+{
+    uint8_t ground[4096], snowy[4096];
+    uint8_t any = 0;
+    for (Py_ssize_t p0 = 0; p0 < n; p0 += 4096) {
+        Py_ssize_t m = n - p0 < 4096 ? n - p0 : 4096;
+        memset(ground, 0, sizeof ground);
+        memset(snowy, 0, sizeof snowy);
+        for (Py_ssize_t s = 0; s < n_scenes; s++) {
+            const uint8_t *restrict st = states + s * n + p0;
+            for (Py_ssize_t p = 0; p < m; p++) {
+                ground[p] |= st[p] == ST_CLEAR;
+                snowy[p] |= st[p] == ST_SNOW;
+            }
+        }
+        uint8_t *restrict sn = snow + p0;
+        for (Py_ssize_t p = 0; p < m; p++) {
+            sn[p] = snowy[p] & (uint8_t)!ground[p];
+            any |= sn[p];
+        }
+        for (Py_ssize_t s = 0; s < n_scenes; s++) {
+            uint8_t *restrict st = states + s * n + p0;
+            for (Py_ssize_t p = 0; p < m; p++)
+                st[p] = (uint8_t)((st[p] == ST_CLEAR) | ((st[p] == ST_SNOW) & sn[p]));
+        }
+    }
+    return any;
+}
+
+PyDoc_STRVAR(snow_fallback_doc,
+"snow_fallback(states, snow, n_scenes) -> bool\n--\n\n"
+"The observations a pixel's median uses, written over states uint8 (S, N) as 0/1: its CLEAR\n"
+"ones, or where it has none its SNOW ones; snow uint8 (N,) gets 1 where the latter. Returns\n"
+"whether any pixel fell back to snow. Releases the GIL.");
+
+static PyObject *snow_fallback(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer states, snow;
+    Py_ssize_t n_scenes;
+    if (!PyArg_ParseTuple(args, "w*w*n", &states, &snow, &n_scenes))
+        return NULL;
+    PyObject *result = NULL;
+    if (n_scenes < 1 || states.len != n_scenes * snow.len) {
+        PyErr_SetString(PyExc_ValueError, "states must be n_scenes x the snow buffer's bytes");
+        goto done;
+    }
+    int any;
+    Py_BEGIN_ALLOW_THREADS
+    any = fallback_all(states.buf, snow.buf, n_scenes, snow.len);
+    Py_END_ALLOW_THREADS
+    result = PyBool_FromLong(any);
+done:
+    PyBuffer_Release(&states);
+    PyBuffer_Release(&snow);
+    return result;
+}
+
+/* --- The outlier decision's reference bands on its 20 m grid (cloudfree.outliers) ----------- */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(CLOUDFREE_NO_CLONES)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void mean2_all(const uint16_t *src, uint16_t *out, Py_ssize_t h, Py_ssize_t w)
+{
+    for (Py_ssize_t r = 0; r < h; r++) {
+        const uint16_t *restrict a = src + 2 * r * 2 * w, *restrict b = a + 2 * w;
+        uint16_t *restrict o = out + r * w;
+        for (Py_ssize_t c = 0; c < w; c++) {
+            uint16_t x0 = a[2 * c], x1 = a[2 * c + 1], y0 = b[2 * c], y1 = b[2 * c + 1];
+            uint32_t sum = (uint32_t)x0 + x1 + y0 + y1;
+            uint16_t lo = x0 < x1 ? x0 : x1, lo2 = y0 < y1 ? y0 : y1;
+            lo = lo < lo2 ? lo : lo2;
+            o[c] = lo ? (uint16_t)(sum >> 2) : 0;
+        }
+    }
+}
+
+PyDoc_STRVAR(mean2x2_doc,
+"mean2x2(src, out, h, w)\n--\n\n"
+"src uint16 (2h, 2w) C-contiguous -> out uint16 (h, w): each 2 x 2 block's rounded-down\n"
+"integer mean, 0 where any of the four is 0. Releases the GIL.");
+
+static PyObject *mean2x2(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer src, out;
+    Py_ssize_t h, w;
+    if (!PyArg_ParseTuple(args, "y*w*nn", &src, &out, &h, &w))
+        return NULL;
+    PyObject *result = NULL;
+    if (h < 0 || w < 0 || check_len(&src, 8 * h * w, "src") || check_len(&out, 2 * h * w, "out"))
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    mean2_all(src.buf, out.buf, h, w);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"mean2x2", mean2x2, METH_VARARGS, mean2x2_doc},
     {"masked_median", masked_median, METH_VARARGS, masked_median_doc},
+    {"demote_missing", demote_missing, METH_VARARGS, demote_missing_doc},
+    {"snow_fallback", snow_fallback, METH_VARARGS, snow_fallback_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -283,6 +283,21 @@ def fuse_observations(stack: np.ndarray, states: np.ndarray,
     return sources
 
 
+def _states_kernel(*arrays: np.ndarray):
+    """``cloudfree._median`` (its state passes) when it is built and every array is
+    C-contiguous, else None (the numpy path). :data:`STATES_KERNEL` False turns it off."""
+    from .median import _compiled
+
+    if not STATES_KERNEL or _compiled is None:
+        return None
+    return _compiled if all(a.flags.c_contiguous for a in arrays) else None
+
+
+#: Use the compiled passes over the states (:func:`snow_fallback`, :func:`_demote_missing`)
+#: where they are built; the tests compare them with the numpy path (False).
+STATES_KERNEL = True
+
+
 def snow_fallback(states: np.ndarray, *, in_place: bool = False
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(use (S, h, w) uint8, snow (h, w) bool) from the states (S, h, w).
@@ -292,14 +307,27 @@ def snow_fallback(states: np.ndarray, *, in_place: bool = False
     scene's. ``in_place``: ``use`` is written over ``states`` (returned as ``use``; the caller
     no longer needs the states): no new (S, h, w) array, whose first-touch page faults cost
     more than the comparison (~0.3 s for a 3072 px window of 16 scenes on this VM).
+
+    Compiled (``cloudfree._median.snow_fallback``): one pass over the states in blocks of
+    4096 pixels instead of four numpy passes per scene: 0.040 -> 0.0095 s for 16 x 2048² px.
     """
+    use = states if in_place else states.copy()
+    kernel = _states_kernel(use)
+    if kernel is not None and use.ndim == 3 and use.dtype == np.uint8:
+        snow = np.empty(use.shape[1:], np.uint8)
+        kernel.snow_fallback(use, snow, use.shape[0])
+        return use, snow.view(bool)
+    return _snow_fallback_numpy(states, use)
+
+
+def _snow_fallback_numpy(states: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`snow_fallback` in numpy (``use``: ``states`` itself, or a copy of it)."""
     ground = np.zeros(states.shape[1:], bool)
     snowy = np.zeros(states.shape[1:], bool)
     for s in range(states.shape[0]):
         ground |= states[s] == mask.CLEAR
         snowy |= states[s] == mask.SNOW
     snow = ~ground & snowy
-    use = states if in_place else np.empty(states.shape, np.uint8)
     fallback = snow.any()
     for s in range(states.shape[0]):
         clear = states[s] == mask.CLEAR
@@ -536,6 +564,12 @@ def _demote_missing(stack: np.ndarray, states: np.ndarray, band: Band) -> np.nda
     to MASKED, in ``states``; returns each scene's MASKED + SNOW count. Scene by scene, so the
     temporaries are one scene's, not the stack's."""
     masked = np.zeros(states.shape[0], np.int64)
+    kernel = _states_kernel(stack, states)
+    if kernel is not None and states.dtype == np.uint8 and stack.dtype in (np.uint8, np.uint16):
+        # one pass per scene instead of five: 0.10 -> 0.016 s for 16 x 2048² px
+        kernel.demote_missing(stack, stack.dtype.itemsize, band.count, states, masked,
+                              states.shape[0])
+        return masked
     no_data = np.empty(states.shape[1:], bool)
     for s in range(states.shape[0]):
         if band.count > 1:

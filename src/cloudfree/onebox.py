@@ -581,8 +581,8 @@ def composite_bands(manifest: dict, window10: Window, bands: Iterable[str], out:
     from .bands import get_band
     from .composite import (
         DEFAULT_DILATE_NODATA,
+        _ReadAhead,
         build_states,
-        composite_window,
         write_window_result,
     )
     from .outliers import CLOUD_BAND, WHITE_BAND, parse_rule
@@ -628,12 +628,10 @@ def composite_bands(manifest: dict, window10: Window, bands: Iterable[str], out:
                                           classes, DEFAULT_DILATE_NODATA, threads=workers,
                                           scl_areas=scl_areas)
             rejection = None if decision is None else decision.on_band(band0, cell)
-            for i, key in enumerate(keys):
-                with _timed(spent, "median"):
-                    parts[key].append(composite_window(
-                        manifest, key, cell, mask_classes=classes, threads=workers,
-                        states=states if i == len(keys) - 1 else states.copy(),
-                        outliers=rule, rejection=rejection, stack=stacks.pop(key, None)))
+            with _timed(spent, "median"), _ReadAhead() as ahead:
+                for key, result in _cell_medians(manifest, cell, keys, states, rejection,
+                                                 stacks, rule, workers, ahead):
+                    parts[key].append(result)
             del states, rejection
         for key in keys:
             with _timed(spent, "write"):
@@ -642,6 +640,57 @@ def composite_bands(manifest: dict, window10: Window, bands: Iterable[str], out:
                                                  manifest["tile"], key)
             tick(key, 1)
     return stats
+
+
+def _cell_medians(manifest: dict, cell: Window, keys: list[str], states: np.ndarray,
+                  rejection: np.ndarray | None, stacks: dict[str, np.ndarray], rule: Any,
+                  workers: int, ahead: Any):
+    """``(band, composite_window result)`` for each of ``keys`` on one cell, the bands of one
+    resolution sharing its ``states`` (each gets a copy, the last the array itself) and outlier
+    ``rejection``. The stacks in ``stacks`` (the reference bands the decision read) are used
+    as they are; every other band's is read one band ahead, on ``ahead``'s thread
+    (``composite._ReadAhead``), over the cell's usable box, while the band before is
+    composited: the reads no longer wait for the masks and medians, nor these for the reads
+    (this loop ran at ~1.45 of 2 cores before). One stack more is held meanwhile: 33 MB for a
+    10 m cell of one 1024 px block and 16 scenes. ``composite_window(inputs=)`` takes the
+    states, stack and decision exactly as its own reads would give them, so the pixels are
+    the same."""
+    from .bands import get_band
+    from .composite import WindowInputs, _parse_window_args, _read_band, composite_window
+    from .mask import usable_box
+
+    _, _, scenes, ids = _parse_window_args(manifest, keys[0], cell)
+    # the usable box is the same for every band of the cell: each band demotes its own
+    # nodata on its own copy of the states, after the box is taken (composite_window)
+    box = usable_box(states.max(axis=0))
+    part = None if box is None else cell.sub(box.bounds) if box.crops else cell
+    rej_box = (rejection[box.inside] if rejection is not None and box is not None and box.crops
+               else rejection)
+    to_read = [k for k in keys if k not in stacks] if part is not None else []
+
+    def read(key: str) -> np.ndarray:
+        return _read_band(scenes, get_band(key), part, workers)
+
+    # the first read starts beside the last held stack, not beside all of them (memory)
+    held = [k for k in keys if k in stacks]
+    pending = None
+    for i, key in enumerate(keys):
+        own = states if i == len(keys) - 1 else states.copy()
+        if to_read and pending is None and (key in to_read or key == held[-1]):
+            pending = ahead.start(read, to_read[0])
+        if key in to_read:
+            stack = pending.result()
+            nxt = to_read.index(key) + 1
+            pending = ahead.start(read, to_read[nxt]) if nxt < len(to_read) else None
+            yield key, composite_window(
+                manifest, key, cell, mask_classes=manifest.get("mask_classes"),
+                threads=workers, outliers=rule,
+                inputs=WindowInputs(ids, own, stack, rej_box))
+        else:
+            yield key, composite_window(
+                manifest, key, cell, mask_classes=manifest.get("mask_classes"),
+                threads=workers, states=own, outliers=rule, rejection=rejection,
+                stack=stacks.pop(key, None))
 
 
 def composite_region(tile: str, year: int, settings: Settings, bbox, bands: list[str],

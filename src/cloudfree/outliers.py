@@ -622,6 +622,15 @@ def mean_on_decision_grid(stack10: np.ndarray, out: np.ndarray | None = None) ->
     # rows, whose temporaries (~0.8 MB) stay in the cache and are made once per call: whole-
     # scene ones (42 MB) were fresh pages for every call of the decide step's per-scene means
     h, w = h2 // 2, w2 // 2
+    from .composite import _states_kernel
+
+    kernel = _states_kernel(stack10)
+    if kernel is not None and stack10.dtype == np.uint16 and all(
+            out[s].flags.c_contiguous for s in range(s_n)):
+        # one pass, compiled (cloudfree._median.mean2x2): 0.058 -> 0.016 s for 16 x 2048² px
+        for s in range(s_n):
+            kernel.mean2x2(stack10[s], out[s], h, w)
+        return out
     k = min(MEAN_STRIP, h)
     rows = np.empty((k, w2), np.uint32)
     total = np.empty((k, w), np.uint32)

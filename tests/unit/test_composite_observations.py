@@ -50,6 +50,45 @@ def test_snow_fallback_only_where_no_ground_was_seen() -> None:
     np.testing.assert_array_equal(snow2, snow)
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 7, 5), (16, 67, 129), (5, 40, 4097 // 40 + 3)])
+def test_compiled_state_passes_equal_the_numpy_ones(shape, monkeypatch) -> None:
+    """``cloudfree._median``'s snow fallback and nodata demotion (one pass each, in blocks of
+    4096 px) against the numpy passes, on random states and stacks with many zeros: pixel
+    counts across the block edge, one scene, reflectance (uint16) and visual (3 x uint8, a
+    pixel is nodata only when all three channels are 0)."""
+    if _composite._states_kernel(np.zeros(1)) is None:
+        pytest.skip("cloudfree._median not built")
+    rng = np.random.default_rng(sum(shape))
+    states = rng.integers(0, 4, shape, dtype=np.uint8)
+    states[:, : shape[1] // 3] = rng.choice([C, S, M], (shape[0], shape[1] // 3, shape[2]),
+                                            p=[0.02, 0.9, 0.08])  # snow fallback rows
+    refl = rng.integers(0, 3, shape, dtype=np.uint16) * rng.integers(0, 9000, shape,
+                                                                      dtype=np.uint16)
+    visual = rng.integers(0, 2, (shape[0], 3, *shape[1:]), dtype=np.uint8)
+    results = {}
+    for compiled in (True, False):
+        monkeypatch.setattr(_composite, "STATES_KERNEL", compiled)
+        got = {}
+        for name, stack, band in (("refl", refl, get_band("red")),
+                                  ("visual", visual, get_band("visual"))):
+            st = states.copy()
+            got[name] = (_composite._demote_missing(stack, st, band), st)
+        use, snow = snow_fallback(states)
+        use2, snow2 = snow_fallback(got["refl"][1].copy(), in_place=True)
+        got["fallback"] = (use, snow, use2, snow2)
+        results[compiled] = got
+    for key in ("refl", "visual"):
+        masked, st = results[True][key]
+        np.testing.assert_array_equal(masked, results[False][key][0])
+        np.testing.assert_array_equal(st, results[False][key][1])
+    if shape[1] >= 3:  # the snow rows exist
+        assert results[False]["visual"][0].sum() < results[False]["refl"][0].sum()  # 3 bands
+        assert results[False]["fallback"][1].any()  # some pixels fell back to snow
+    for a, b in zip(results[True]["fallback"], results[False]["fallback"], strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
 def test_fuse_two_granules_first_best_state_wins() -> None:
     """Two half-tile granules of one acquisition become one layer; a third scene stays."""
     states = np.array([[[C, C, M, N0, S]],   # granule A (earlier)

@@ -430,6 +430,53 @@ def test_composite_bands_holds_one_reference_or_decides_first(tmp_path, monkeypa
     assert _assert_as_lambdas(manifest, window, ["red", "nir08"], tmp_path / "one", stats) > 0
 
 
+def test_composite_bands_reads_each_band_ahead_over_the_usable_box(tmp_path, monkeypatch):
+    """The bands whose stacks the decision did not read are read on the read-ahead thread
+    (``_cell_medians``), one band ahead, over the part of the cell with a usable observation
+    (the right fifth of every scene is outside the swath here: SCL 0), and every band still
+    equals the Lambda path's."""
+    import threading
+
+    import rasterio
+
+    from cloudfree import composite
+    from cloudfree.windows import Window
+
+    manifest = _rejection_scenes(tmp_path)
+    for scene in manifest["scenes"]:  # every scene's SCL 0 (no data) right of 20 m column 48
+        href = scene["assets"]["scl"]
+        with rasterio.open(href, "r+") as dst:
+            scl = dst.read(1)
+            scl[:, 48:] = 0
+            dst.write(scl, 1)
+    monkeypatch.setattr(onebox, "HELD_REFERENCES", ("blue",))  # red: read for its median
+    reads: list[tuple[str, str, Window]] = []
+    real = composite._read_band
+    threads = set()
+
+    def read_band(scenes, band, window, n):
+        reads.append((band.key, threading.current_thread().name, window))
+        threads.add(threading.current_thread().ident)
+        return real(scenes, band, window, n)
+
+    monkeypatch.setattr(composite, "_read_band", read_band)
+    window = Window(0, 0, 120, 120)
+    bands = ["blue", "red", "nir08", "coastal"]
+    stats = onebox.composite_bands(manifest, window, bands, tmp_path / "out")
+    assert sorted(k for k, _, _ in reads) == ["coastal", "nir08", "red"]  # blue: held
+    assert all(name.startswith("cloudfree-read-ahead") for _, name, _ in reads)
+    assert threading.main_thread().ident not in threads
+    boxes = {k: w for k, _, w in reads}
+    # the usable box: SCL column 48 (20 m) is 10 m column 96, less the nodata fringe
+    assert boxes["red"].col_off == 0 and boxes["red"].height == 120
+    assert boxes["red"].width < 96 and boxes["nir08"].width < 48 and boxes["coastal"].width < 16
+    monkeypatch.undo()
+    assert _assert_as_lambdas(manifest, window, bands, tmp_path / "out", stats) > 0
+    # observed up to the swath's edge, usable up to its nodata fringe
+    assert stats["red"]["observed_bbox"][3] == 96
+    assert boxes["red"].width == 96 - composite.DEFAULT_DILATE_NODATA
+
+
 def test_scl_patches_cut_from_an_area_read_once(tmp_path, monkeypatch):
     """``windows.scl_patch_from``: a patch cut from an SCL area read once is the patch read
     for itself (every resolution, margins, clipped at the raster's edge); outside the area:
@@ -533,8 +580,14 @@ def test_decision_states_from_the_10m_states(tmp_path):
     assert outliers.states_from_10m(states10, 3) is None
 
 
-def test_mean_on_decision_grid_is_the_2x2_integer_mean():
-    from cloudfree import outliers
+@pytest.mark.parametrize("compiled", [True, False])
+def test_mean_on_decision_grid_is_the_2x2_integer_mean(compiled, monkeypatch):
+    """The compiled mean (``cloudfree._median.mean2x2``) and the numpy strips alike."""
+    from cloudfree import composite, outliers
+
+    if compiled and composite._states_kernel(np.zeros(1)) is None:
+        pytest.skip("cloudfree._median not built")
+    monkeypatch.setattr(composite, "STATES_KERNEL", compiled)
 
     rng = np.random.default_rng(5)
     a = rng.integers(0, 65536, (3, 6, 8)).astype(np.uint16)
