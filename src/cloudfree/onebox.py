@@ -656,6 +656,39 @@ def composite_bands(manifest: dict, window10: Window, bands: Iterable[str], out:
     return stats
 
 
+#: Largest stack :func:`_cell_medians` reads ahead: it holds two (the one composited, the next
+#: one read). 16 scenes of a 10 m cell of one 1024 px block are 33.5 MB, of a 1024 x 2048 px
+#: strip (the 10 m bands without outlier rejection) 67 MB: measured on bench-peer's job with
+#: rejection off, read ahead in strips 3.70-3.74 s and 442-446 MB peak, in cells of one block
+#: 3.88-4.00 s and 313-325 MB, strips read in turn (this limit) 3.61-3.74 s and 342-344 MB.
+READ_AHEAD_MAX_BYTES = 40 * 2**20
+
+
+def _stack_bytes(scenes: list, keys: list[str], window: Window) -> int:
+    """The largest of ``keys``' stacks over ``window``, in bytes."""
+    import numpy as np
+
+    from .bands import get_band
+
+    return max(len(scenes) * window.size * get_band(k).count * np.dtype(get_band(k).dtype).itemsize
+               for k in keys)
+
+
+class _Inline:
+    """``_ReadAhead.start`` without reading ahead: the read runs, on the caller's thread, when
+    its result is asked for (once the stack before it is composited and dropped)."""
+
+    class _Later:
+        def __init__(self, call: Callable[[], Any]) -> None:
+            self._call = call
+
+        def result(self) -> Any:
+            return self._call()
+
+    def start(self, read: Any, *args: Any) -> Any:
+        return self._Later(lambda: read(*args))
+
+
 def _cell_medians(manifest: dict, cell: Window, keys: list[str], states: np.ndarray,
                   rejection: np.ndarray | None, stacks: dict[str, np.ndarray], rule: Any,
                   workers: int, ahead: Any):
@@ -681,6 +714,8 @@ def _cell_medians(manifest: dict, cell: Window, keys: list[str], states: np.ndar
     rej_box = (rejection[box.inside] if rejection is not None and box is not None and box.crops
                else rejection)
     to_read = [k for k in keys if k not in stacks] if part is not None else []
+    if to_read and _stack_bytes(scenes, to_read, part) > READ_AHEAD_MAX_BYTES:
+        ahead = _Inline()  # a second stack this large would raise the peak too much
 
     def read(key: str) -> np.ndarray:
         return _read_band(scenes, get_band(key), part, workers)
@@ -696,10 +731,12 @@ def _cell_medians(manifest: dict, cell: Window, keys: list[str], states: np.ndar
             stack = pending.result()
             nxt = to_read.index(key) + 1
             pending = ahead.start(read, to_read[nxt]) if nxt < len(to_read) else None
-            yield key, composite_window(
+            result = composite_window(
                 manifest, key, cell, mask_classes=manifest.get("mask_classes"),
                 threads=workers, outliers=rule,
                 inputs=WindowInputs(ids, own, stack, rej_box))
+            del stack, own  # before the next band's stack is read (_Inline)
+            yield key, result
         else:
             yield key, composite_window(
                 manifest, key, cell, mask_classes=manifest.get("mask_classes"),

@@ -430,11 +430,14 @@ def test_composite_bands_holds_one_reference_or_decides_first(tmp_path, monkeypa
     assert _assert_as_lambdas(manifest, window, ["red", "nir08"], tmp_path / "one", stats) > 0
 
 
-def test_composite_bands_reads_each_band_ahead_over_the_usable_box(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ahead", [True, False])
+def test_composite_bands_reads_each_band_ahead_over_the_usable_box(tmp_path, monkeypatch,
+                                                                    ahead):
     """The bands whose stacks the decision did not read are read on the read-ahead thread
     (``_cell_medians``), one band ahead, over the part of the cell with a usable observation
     (the right fifth of every scene is outside the swath here: SCL 0), and every band still
-    equals the Lambda path's."""
+    equals the Lambda path's. Stacks above ``READ_AHEAD_MAX_BYTES`` (0 here) are read on the
+    calling thread instead, each after the one before is composited."""
     import threading
 
     import rasterio
@@ -460,12 +463,14 @@ def test_composite_bands_reads_each_band_ahead_over_the_usable_box(tmp_path, mon
         return real(scenes, band, window, n)
 
     monkeypatch.setattr(composite, "_read_band", read_band)
+    if not ahead:
+        monkeypatch.setattr(onebox, "READ_AHEAD_MAX_BYTES", 0)
     window = Window(0, 0, 120, 120)
     bands = ["blue", "red", "nir08", "coastal"]
     stats = onebox.composite_bands(manifest, window, bands, tmp_path / "out")
     assert sorted(k for k, _, _ in reads) == ["coastal", "nir08", "red"]  # blue: held
-    assert all(name.startswith("cloudfree-read-ahead") for _, name, _ in reads)
-    assert threading.main_thread().ident not in threads
+    assert all(name.startswith("cloudfree-read-ahead") == ahead for _, name, _ in reads)
+    assert (threading.main_thread().ident in threads) != ahead
     boxes = {k: w for k, _, w in reads}
     # the usable box: SCL column 48 (20 m) is 10 m column 96, less the nodata fringe
     assert boxes["red"].col_off == 0 and boxes["red"].height == 120
