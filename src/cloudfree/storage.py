@@ -32,14 +32,16 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
-def latency_threads(hrefs: Iterable[str], threads: int) -> int:
+def latency_threads(hrefs: Iterable[str], threads: int, local: int = 1) -> int:
     """Threads for small reads of ``hrefs`` (headers, HEADs, overview samples): ``threads``
     when any is remote (``s3://``, ``http(s)://``: each read waits tens of ms on the network,
-    so many wait side by side), else 1. Local files have no latency to hide, and a new thread
-    pays GDAL's and PROJ's per-thread set-up on its first open (about 45 ms here: checking
-    bench-peer's 224 local assets took 1.4 s on 16 new threads, 0.7 s on the calling one)."""
+    so many wait side by side), else ``local`` (at most the machine's cores). Local files have
+    no latency to hide, and a new thread pays GDAL's and PROJ's per-thread set-up on its first
+    open (about 45 ms here: checking bench-peer's 224 local assets took 1.4 s on 16 new
+    threads, 0.7 s on the calling one); reads that decode enough to be worth a core more
+    (harmonization's overview samples) ask for ``local`` = 2."""
     remote = any("://" in h and not h.startswith("file://") for h in hrefs)
-    return max(1, threads) if remote else 1
+    return max(1, threads) if remote else max(1, min(local, threads, os.cpu_count() or 1))
 
 
 #: botocore's own retries run first, inside every call: "adaptive" is "standard" (exponential
