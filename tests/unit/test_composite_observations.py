@@ -89,6 +89,38 @@ def test_compiled_state_passes_equal_the_numpy_ones(shape, monkeypatch) -> None:
         np.testing.assert_array_equal(a, b)
 
 
+def test_state_passes_on_strided_views_and_bad_buffers(monkeypatch) -> None:
+    """A view that is not C-contiguous takes the numpy path (same answer); the compiled
+    functions refuse buffers whose sizes do not match instead of reading past them."""
+    from cloudfree.median import _compiled
+
+    if _compiled is None:
+        pytest.skip("cloudfree._median not built")
+    rng = np.random.default_rng(7)
+    states = rng.integers(0, 4, (4, 20, 30), dtype=np.uint8)
+    stack = rng.integers(0, 2, (4, 20, 30), dtype=np.uint16)
+    view, sview = states[:, :, ::2], stack[:, :, ::2]
+    assert _composite._states_kernel(sview, view) is None
+    want = view.copy()
+    monkeypatch.setattr(_composite, "STATES_KERNEL", False)
+    want_masked = _composite._demote_missing(sview, want, get_band("red"))
+    monkeypatch.setattr(_composite, "STATES_KERNEL", True)
+    got_masked = _composite._demote_missing(sview, view, get_band("red"))
+    np.testing.assert_array_equal(got_masked, want_masked)
+    np.testing.assert_array_equal(view, want)
+    counts = np.zeros(4, np.int64)
+    with pytest.raises(ValueError, match="stack"):
+        _compiled.demote_missing(stack[:3], 2, 1, states, counts, 4)
+    with pytest.raises(ValueError, match="counts"):
+        _compiled.demote_missing(stack, 2, 1, states, counts[:3], 4)
+    with pytest.raises(ValueError):
+        _compiled.demote_missing(stack, 2, 3, states, counts, 4)  # uint16 has one channel
+    with pytest.raises(ValueError):
+        _compiled.snow_fallback(states, np.zeros(599, np.uint8), 4)
+    with pytest.raises(ValueError, match="src"):
+        _compiled.mean2x2(stack[0], np.zeros((10, 15), np.uint16), 10, 16)
+
+
 def test_fuse_two_granules_first_best_state_wins() -> None:
     """Two half-tile granules of one acquisition become one layer; a third scene stays."""
     states = np.array([[[C, C, M, N0, S]],   # granule A (earlier)
