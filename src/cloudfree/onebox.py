@@ -699,7 +699,8 @@ def _cell_medians(manifest: dict, cell: Window, keys: list[str], states: np.ndar
     (``composite._ReadAhead``), over the cell's usable box, while the band before is
     composited: the reads no longer wait for the masks and medians, nor these for the reads
     (this loop ran at ~1.45 of 2 cores before). One stack more is held meanwhile: 33 MB for a
-    10 m cell of one 1024 px block and 16 scenes. ``composite_window(inputs=)`` takes the
+    10 m cell of one 1024 px block and 16 scenes; stacks above :data:`READ_AHEAD_MAX_BYTES`
+    are read in turn on the calling thread instead. ``composite_window(inputs=)`` takes the
     states, stack and decision exactly as its own reads would give them, so the pixels are
     the same."""
     from .bands import get_band
