@@ -232,24 +232,23 @@ done:
 #define ST_SNOW 2
 #define ST_CLEAR 3
 
-/* One scene: a usable state (SNOW, CLEAR) where the band has no data (nodata[p]) becomes MASKED;
- * returns how many of its pixels are then MASKED or SNOW. */
-static inline __attribute__((always_inline)) int64_t
-demote_row(const uint8_t *restrict nodata, uint8_t *restrict st, Py_ssize_t n)
+/* Pixels per block of the passes below: a block's scratch (a few 4 KiB rows) stays in L1. */
+#define PASS_BLOCK 4096
+
+/* One block (m <= PASS_BLOCK pixels) of one scene: a usable state (SNOW, CLEAR) where the band
+ * has no data (nodata[p]) becomes MASKED; returns how many of its pixels are then MASKED or
+ * SNOW. */
+static inline __attribute__((always_inline)) uint32_t
+demote_block(const uint8_t *restrict nodata, uint8_t *restrict st, Py_ssize_t m)
 {
-    int64_t total = 0;
-    for (Py_ssize_t p0 = 0; p0 < n; p0 += 4096) {
-        Py_ssize_t m = n - p0 < 4096 ? n - p0 : 4096;
-        uint32_t c = 0;
-        for (Py_ssize_t p = p0; p < p0 + m; p++) {
-            uint8_t v = st[p];
-            uint8_t d = (uint8_t)(nodata[p] && v > ST_MASKED ? ST_MASKED : v);
-            st[p] = d;
-            c += (uint32_t)((d == ST_MASKED) | (d == ST_SNOW));
-        }
-        total += c;
+    uint32_t c = 0;
+    for (Py_ssize_t p = 0; p < m; p++) {
+        uint8_t v = st[p];
+        uint8_t d = (uint8_t)(nodata[p] && v > ST_MASKED ? ST_MASKED : v);
+        st[p] = d;
+        c += (uint32_t)((d == ST_MASKED) | (d == ST_SNOW));
     }
-    return total;
+    return c;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(CLOUDFREE_NO_CLONES)
@@ -258,12 +257,12 @@ __attribute__((target_clones("avx2", "default")))
 static void demote_all(const void *stack, int itemsize, Py_ssize_t channels, uint8_t *states,
                        int64_t *counts, Py_ssize_t n_scenes, Py_ssize_t n)
 {
-    uint8_t nodata[4096];
+    uint8_t nodata[PASS_BLOCK];
     for (Py_ssize_t s = 0; s < n_scenes; s++) {
         uint8_t *st = states + s * n;
         int64_t c = 0;
-        for (Py_ssize_t p0 = 0; p0 < n; p0 += 4096) {
-            Py_ssize_t m = n - p0 < 4096 ? n - p0 : 4096;
+        for (Py_ssize_t p0 = 0; p0 < n; p0 += PASS_BLOCK) {
+            Py_ssize_t m = n - p0 < PASS_BLOCK ? n - p0 : PASS_BLOCK;
             if (itemsize == 2) {
                 const uint16_t *restrict x = (const uint16_t *)stack + s * n + p0;
                 for (Py_ssize_t p = 0; p < m; p++)
@@ -278,7 +277,7 @@ static void demote_all(const void *stack, int itemsize, Py_ssize_t channels, uin
                         nodata[p] &= xc[p] == 0;
                 }
             }
-            c += demote_row(nodata, st + p0, m);
+            c += demote_block(nodata, st + p0, m);
         }
         counts[s] = c;
     }
@@ -325,10 +324,10 @@ __attribute__((target_clones("avx2", "default")))
 #endif
 static int fallback_all(uint8_t *states, uint8_t *snow, Py_ssize_t n_scenes, Py_ssize_t n)
 {
-    uint8_t ground[4096], snowy[4096];
+    uint8_t ground[PASS_BLOCK], snowy[PASS_BLOCK];
     uint8_t any = 0;
-    for (Py_ssize_t p0 = 0; p0 < n; p0 += 4096) {
-        Py_ssize_t m = n - p0 < 4096 ? n - p0 : 4096;
+    for (Py_ssize_t p0 = 0; p0 < n; p0 += PASS_BLOCK) {
+        Py_ssize_t m = n - p0 < PASS_BLOCK ? n - p0 : PASS_BLOCK;
         memset(ground, 0, sizeof ground);
         memset(snowy, 0, sizeof snowy);
         for (Py_ssize_t s = 0; s < n_scenes; s++) {

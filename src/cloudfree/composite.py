@@ -311,17 +311,17 @@ def snow_fallback(states: np.ndarray, *, in_place: bool = False
     Compiled (``cloudfree._median.snow_fallback``): one pass over the states in blocks of
     4096 pixels instead of four numpy passes per scene: 0.040 -> 0.0095 s for 16 x 2048² px.
     """
-    use = states if in_place else states.copy()
-    kernel = _states_kernel(use)
-    if kernel is not None and use.ndim == 3 and use.dtype == np.uint8:
+    kernel = _states_kernel(states)
+    if kernel is not None and states.ndim == 3 and states.dtype == np.uint8:
+        use = states if in_place else states.copy()  # the kernel writes over its input
         snow = np.empty(use.shape[1:], np.uint8)
         kernel.snow_fallback(use, snow, use.shape[0])
         return use, snow.view(bool)
-    return _snow_fallback_numpy(states, use)
+    return _snow_fallback_numpy(states, states if in_place else np.empty(states.shape, np.uint8))
 
 
 def _snow_fallback_numpy(states: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`snow_fallback` in numpy (``use``: ``states`` itself, or a copy of it)."""
+    """:func:`snow_fallback` in numpy, into ``use`` (``states`` itself, or a new array)."""
     ground = np.zeros(states.shape[1:], bool)
     snowy = np.zeros(states.shape[1:], bool)
     for s in range(states.shape[0]):

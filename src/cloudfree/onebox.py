@@ -664,31 +664,6 @@ def composite_bands(manifest: dict, window10: Window, bands: Iterable[str], out:
 READ_AHEAD_MAX_BYTES = 40 * 2**20
 
 
-def _stack_bytes(scenes: list, keys: list[str], window: Window) -> int:
-    """The largest of ``keys``' stacks over ``window``, in bytes."""
-    import numpy as np
-
-    from .bands import get_band
-
-    return max(len(scenes) * window.size * get_band(k).count * np.dtype(get_band(k).dtype).itemsize
-               for k in keys)
-
-
-class _Inline:
-    """``_ReadAhead.start`` without reading ahead: the read runs, on the caller's thread, when
-    its result is asked for (once the stack before it is composited and dropped)."""
-
-    class _Later:
-        def __init__(self, call: Callable[[], Any]) -> None:
-            self._call = call
-
-        def result(self) -> Any:
-            return self._call()
-
-    def start(self, read: Any, *args: Any) -> Any:
-        return self._Later(lambda: read(*args))
-
-
 def _cell_medians(manifest: dict, cell: Window, keys: list[str], states: np.ndarray,
                   rejection: np.ndarray | None, stacks: dict[str, np.ndarray], rule: Any,
                   workers: int, ahead: Any):
@@ -703,8 +678,18 @@ def _cell_medians(manifest: dict, cell: Window, keys: list[str], states: np.ndar
     are read in turn on the calling thread instead. ``composite_window(inputs=)`` takes the
     states, stack and decision exactly as its own reads would give them, so the pixels are
     the same."""
+    import math
+
+    import numpy as np
+
     from .bands import get_band
-    from .composite import WindowInputs, _parse_window_args, _read_band, composite_window
+    from .composite import (
+        WindowInputs,
+        _parse_window_args,
+        _read_band,
+        _stack_shape,
+        composite_window,
+    )
     from .mask import usable_box
 
     _, _, scenes, ids = _parse_window_args(manifest, keys[0], cell)
@@ -715,8 +700,9 @@ def _cell_medians(manifest: dict, cell: Window, keys: list[str], states: np.ndar
     rej_box = (rejection[box.inside] if rejection is not None and box is not None and box.crops
                else rejection)
     to_read = [k for k in keys if k not in stacks] if part is not None else []
-    if to_read and _stack_bytes(scenes, to_read, part) > READ_AHEAD_MAX_BYTES:
-        ahead = _Inline()  # a second stack this large would raise the peak too much
+    # a second stack above the limit would raise the peak too much: read each in turn, here
+    in_turn = any(math.prod(_stack_shape(len(scenes), get_band(k), part))
+                  * np.dtype(get_band(k).dtype).itemsize > READ_AHEAD_MAX_BYTES for k in to_read)
 
     def read(key: str) -> np.ndarray:
         return _read_band(scenes, get_band(key), part, workers)
@@ -726,17 +712,19 @@ def _cell_medians(manifest: dict, cell: Window, keys: list[str], states: np.ndar
     pending = None
     for i, key in enumerate(keys):
         own = states if i == len(keys) - 1 else states.copy()
-        if to_read and pending is None and (key in to_read or key == held[-1]):
+        if (to_read and not in_turn and pending is None
+                and (key in to_read or key == held[-1])):
             pending = ahead.start(read, to_read[0])
         if key in to_read:
-            stack = pending.result()
+            stack = read(key) if in_turn else pending.result()
             nxt = to_read.index(key) + 1
-            pending = ahead.start(read, to_read[nxt]) if nxt < len(to_read) else None
+            if not in_turn:
+                pending = ahead.start(read, to_read[nxt]) if nxt < len(to_read) else None
             result = composite_window(
                 manifest, key, cell, mask_classes=manifest.get("mask_classes"),
                 threads=workers, outliers=rule,
                 inputs=WindowInputs(ids, own, stack, rej_box))
-            del stack, own  # before the next band's stack is read (_Inline)
+            del stack, own  # before the next band's stack is read
             yield key, result
         else:
             yield key, composite_window(
